@@ -1,0 +1,1 @@
+//! Namespace scenarios: see harness.rs

@@ -1,0 +1,7 @@
+//! Pure, deterministic protocol and forwarding logic.
+//!
+//! Nothing in here performs I/O, spawns tasks or reads a clock: callers pass
+//! bytes and `now` in and get decisions out. This keeps every rule testable
+//! without root, sockets or real time.
+
+pub mod mac;

@@ -1,0 +1,7 @@
+//! lanbridge: hosts anywhere and whole physical LANs on one Ethernet segment.
+//!
+//! `core` holds every decision as pure code over byte buffers with time passed
+//! in; `io` holds thin adapters over kernel objects; the drivers (`relay`,
+//! `edge`, `bridge`) connect the two and are the only places with event loops.
+
+pub mod core;
