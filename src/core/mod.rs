@@ -4,4 +4,5 @@
 //! bytes and `now` in and get decisions out. This keeps every rule testable
 //! without root, sockets or real time.
 
+pub mod drop;
 pub mod mac;
