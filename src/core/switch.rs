@@ -93,11 +93,12 @@ impl<P: Copy + Eq + Hash> Switch<P> {
         if !src.is_unicast() {
             return Err(DropReason::BadSourceMac);
         }
+        let owned = self.owned(port);
         if let Some(entry) = self.macs.get_mut(&src) {
             let old = entry.port;
             entry.last_seen = now;
             if old != port {
-                if self.owned(port) >= self.config.max_macs_per_port {
+                if owned >= self.config.max_macs_per_port {
                     return Err(DropReason::MacCap);
                 }
                 entry.port = port;
@@ -106,7 +107,7 @@ impl<P: Copy + Eq + Hash> Switch<P> {
             }
             return Ok(());
         }
-        if self.owned(port) >= self.config.max_macs_per_port {
+        if owned >= self.config.max_macs_per_port {
             return Err(DropReason::MacCap);
         }
         if self.macs.len() >= self.config.max_macs {
