@@ -5,3 +5,8 @@
 //! `edge`, `bridge`) connect the two and are the only places with event loops.
 
 pub mod core;
+pub mod io;
+pub mod cli;
+pub mod edge;
+pub mod relay;
+pub mod signals;

@@ -1,1 +1,47 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use lanbridge::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Genkey => {
+            println!("{}", lanbridge::core::wire::NetworkKey::generate().to_hex());
+            Ok(())
+        }
+        Command::Relay(args) => run(lanbridge::relay::run(args)),
+        Command::Edge(args) => run(lanbridge::edge::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lanbridge: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a component on a single-threaded runtime: one core is plenty for
+/// the I/O, and it keeps ordering simple.
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -58,11 +58,13 @@ pub enum DropReason {
     ForHost,
     /// From the overlay, a frame whose source MAC was seen on the LAN (a loop).
     Loop,
+    /// The relay already serves the maximum number of peers in that network.
+    PeerCap,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -87,6 +89,7 @@ impl DropReason {
         DropReason::UnknownUnicast,
         DropReason::ForHost,
         DropReason::Loop,
+        DropReason::PeerCap,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -116,6 +119,7 @@ impl DropReason {
             DropReason::UnknownUnicast => "unknown_unicast",
             DropReason::ForHost => "for_host",
             DropReason::Loop => "loop",
+            DropReason::PeerCap => "peer_cap",
         }
     }
 }

@@ -5,5 +5,7 @@
 //! without root, sockets or real time.
 
 pub mod drop;
+pub mod client;
 pub mod mac;
+pub mod relay;
 pub mod switch;

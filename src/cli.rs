@@ -1,0 +1,178 @@
+//! Command-line interface: argument definitions and the small parsers they need.
+
+use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{core::mac::MacAddr, core::wire::NetworkKey, io::plain};
+
+/// Join hosts anywhere and whole physical LANs into one Ethernet segment.
+#[derive(Debug, Parser)]
+#[command(name = "lanbridge", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new random network key (64 hex characters) to stdout.
+    Genkey,
+    /// Run a relay: a learning switch per network, reached over UDP.
+    Relay(RelayArgs),
+    /// Join a network with a TAP device.
+    Edge(EdgeArgs),
+}
+
+/// `lanbridge relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// UDP address to listen on, e.g. 0.0.0.0:7171 or [::]:7171.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// A network key file; repeat for several isolated networks.
+    #[arg(long = "key-file", value_name = "PATH", required = true)]
+    pub key_files: Vec<PathBuf>,
+
+    /// Peers silent for this many seconds are forgotten.
+    #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub peer_timeout: u64,
+
+    /// Keepalive interval the relay asks its peers to use, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub keepalive: u64,
+
+    /// MACs one peer may own (a bridge brings its whole LAN).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_macs_per_peer: u64,
+}
+
+/// `lanbridge edge`.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// The relay, as HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub relay: String,
+
+    /// The network key file.
+    #[arg(long = "key-file", value_name = "PATH")]
+    pub key_file: PathBuf,
+
+    /// Name of the TAP device to create (at most 15 bytes).
+    #[arg(long, value_name = "NAME")]
+    pub tap: String,
+
+    /// Address to put on the TAP, e.g. 10.10.0.2/24.
+    #[arg(long, value_name = "CIDR")]
+    pub address: Option<Cidr>,
+
+    /// MAC address of the TAP (default: random, chosen by the kernel).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<MacAddr>,
+
+    /// MTU of the TAP. Frames are fragmented in the protocol, so the default
+    /// of 1500 works over a 1500-byte underlay.
+    #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=9000))]
+    pub mtu: u32,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// Options shared by everything that talks to a relay.
+#[derive(Debug, Args)]
+pub struct TuningArgs {
+    /// Largest UDP payload sent; frames are cut to fit. 1400 leaves room for
+    /// IPv6, PPPoE and tunnels in the underlay.
+    #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u16).range(576..=65000))]
+    pub max_datagram: u16,
+}
+
+/// An address with a prefix length, e.g. `10.0.0.1/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("expected ADDRESS/PREFIX like 10.0.0.1/24, got {s:?}"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("prefix length {prefix:?} is not a number from 0 to {max}"))?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Reads and parses a key file, with errors that name the file.
+pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<NetworkKey> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!("cannot read key file {}: {}", path.display(), plain(&e))
+    })?;
+    NetworkKey::parse(&text).with_context(|| format!("invalid key file {}", path.display()))
+}
+
+/// Reads several key files; two files with the same key are an error.
+pub fn read_key_files(paths: &[PathBuf]) -> anyhow::Result<Vec<NetworkKey>> {
+    let mut keys: Vec<(NetworkKey, &PathBuf)> = Vec::new();
+    for path in paths {
+        let key = read_key_file(path)?;
+        if let Some((_, first)) = keys.iter().find(|(k, _)| *k == key) {
+            bail!(
+                "key files {} and {} hold the same key",
+                first.display(),
+                path.display()
+            );
+        }
+        keys.push((key, path));
+    }
+    Ok(keys.into_iter().map(|(k, _)| k).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parses_and_rejects() {
+        let c: Cidr = "10.0.0.1/24".parse().unwrap();
+        assert_eq!(c.to_string(), "10.0.0.1/24");
+        assert!("fd00::1/64".parse::<Cidr>().is_ok());
+        assert!("10.0.0.1".parse::<Cidr>().is_err());
+        assert!("10.0.0.300/24".parse::<Cidr>().is_err());
+        assert!("10.0.0.1/33".parse::<Cidr>().is_err());
+        assert!("fd00::1/129".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

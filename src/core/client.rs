@@ -1,0 +1,289 @@
+//! The relay client: the protocol side shared by `edge` and `bridge`.
+//!
+//! It registers with the relay, keeps the registration (and any NAT mapping on
+//! the way) alive, seals local frames into datagrams, and authenticates,
+//! de-duplicates and reassembles datagrams from the relay into frames.
+//!
+//! Registration is self-healing: the client re-registers when the relay says
+//! it doesn't know us (`NotRegistered`, e.g. after a relay restart) or when
+//! the relay has been silent for [`ClientConfig::dead_after`] keepalives.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use crate::core::{
+    drop::{DropCounters, DropReason},
+    wire::{self, Cipher, Kind, Message, ReplayGuard, Reassembler, Sealer, SessionId},
+};
+
+/// Timers and limits of a client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Keepalive interval until the relay tells us its own.
+    pub keepalive: Duration,
+    /// Interval between registration attempts while unregistered.
+    pub register_retry: Duration,
+    /// Keepalive intervals without a word from the relay before registering again.
+    pub dead_after: u32,
+    /// Largest datagram sent; frames are cut into fragments to fit.
+    pub max_datagram: usize,
+    /// Sender sessions whose replay windows are remembered.
+    pub max_senders: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            keepalive: Duration::from_secs(5),
+            register_retry: Duration::from_secs(1),
+            dead_after: 3,
+            max_datagram: wire::DEFAULT_MAX_DATAGRAM,
+            max_senders: 4096,
+        }
+    }
+}
+
+/// What a received datagram produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientEvent<'a> {
+    /// A whole frame to deliver locally.
+    Frame(&'a [u8]),
+    /// The relay accepted our registration (logged by the driver).
+    Registered,
+    /// A control message that needs nothing more.
+    Nothing,
+    /// The datagram was dropped; the reason is counted.
+    Drop(DropReason),
+}
+
+/// Counters of a client.
+#[derive(Clone, Debug, Default)]
+pub struct ClientStats {
+    /// Frames sealed and sent.
+    pub frames_out: u64,
+    /// Frames received and delivered.
+    pub frames_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Times the client (re-)registered.
+    pub registrations: u64,
+    /// Drops per reason.
+    pub drops: DropCounters,
+}
+
+/// The relay client state machine.
+pub struct Client {
+    config: ClientConfig,
+    cipher: Cipher,
+    sealer: Sealer,
+    relay: SocketAddr,
+    registered: bool,
+    keepalive: Duration,
+    last_sent: Option<Instant>,
+    last_heard: Option<Instant>,
+    replay: ReplayGuard,
+    reassembler: Reassembler,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    stats: ClientStats,
+}
+
+impl Client {
+    /// A client of the relay at `relay`, not yet registered.
+    pub fn new(config: ClientConfig, cipher: Cipher, session: SessionId, relay: SocketAddr) -> Self {
+        Client {
+            keepalive: config.keepalive,
+            replay: ReplayGuard::new(config.max_senders),
+            config,
+            cipher,
+            sealer: Sealer::new(session),
+            relay,
+            registered: false,
+            last_sent: None,
+            last_heard: None,
+            reassembler: Reassembler::default(),
+            scratch: Vec::with_capacity(2048),
+            out: Vec::with_capacity(128),
+            stats: ClientStats::default(),
+        }
+    }
+
+    /// The relay's address.
+    pub fn relay(&self) -> SocketAddr {
+        self.relay
+    }
+
+    /// True once the relay acknowledged our registration, until it is lost.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Counts a drop that happened in the driver (e.g. a failed send).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops.add(reason);
+    }
+
+    /// Seals a local frame; `emit` is called with each datagram for the relay.
+    // HOT PATH
+    pub fn handle_frame(
+        &mut self,
+        frame: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DropReason> {
+        let stats = &mut self.stats;
+        match self
+            .sealer
+            .seal_frame(&self.cipher, frame, self.config.max_datagram, &mut |d| {
+                stats.datagrams_out += 1;
+                emit(d)
+            }) {
+            Ok(_) => {
+                self.stats.frames_out += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.drop_reason();
+                self.stats.drops.add(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Handles a datagram from `from`; `emit` sends control replies to the relay.
+    // HOT PATH
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> ClientEvent<'_> {
+        self.stats.datagrams_in += 1;
+        match self.decide(now, from, datagram, emit) {
+            Ok(Decision::Frame) => {
+                self.stats.frames_in += 1;
+                match self.reassembler.last() {
+                    Some(frame) => ClientEvent::Frame(frame),
+                    None => ClientEvent::Nothing,
+                }
+            }
+            Ok(Decision::Registered) => ClientEvent::Registered,
+            Ok(Decision::Nothing) => ClientEvent::Nothing,
+            Err(reason) => {
+                self.stats.drops.add(reason);
+                ClientEvent::Drop(reason)
+            }
+        }
+    }
+
+    fn decide(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<Decision, DropReason> {
+        if from != self.relay {
+            return Err(DropReason::UnknownSender);
+        }
+        let header = wire::peek_header(datagram).map_err(|e| e.drop_reason())?;
+        if !self.replay.check(&header.session, header.counter) {
+            return Err(DropReason::Replayed);
+        }
+        let (header, message) =
+            wire::open(&self.cipher, datagram, &mut self.scratch).map_err(|e| e.drop_reason())?;
+        if !self.replay.update(now, header.session, header.counter) {
+            return Err(DropReason::Replayed);
+        }
+        self.last_heard = Some(now);
+        match message {
+            Message::Frame(fragment) => {
+                match self
+                    .reassembler
+                    .push(now, header.session, &fragment)
+                    .map_err(|e| e.drop_reason())?
+                {
+                    true => Ok(Decision::Frame),
+                    false => Ok(Decision::Nothing),
+                }
+            }
+            Message::RegisterAck { keepalive_secs, .. } => {
+                self.keepalive = Duration::from_secs(u64::from(keepalive_secs.max(1)));
+                let was = self.registered;
+                self.registered = true;
+                if was {
+                    Ok(Decision::Nothing)
+                } else {
+                    self.stats.registrations += 1;
+                    Ok(Decision::Registered)
+                }
+            }
+            Message::KeepaliveAck => Ok(Decision::Nothing),
+            Message::NotRegistered => {
+                self.registered = false;
+                self.send_control(now, Kind::Register, emit);
+                Ok(Decision::Nothing)
+            }
+            // Only peers send these; a relay never forwards them.
+            Message::Register { .. } | Message::Keepalive => Err(DropReason::UnknownKind),
+        }
+    }
+
+    /// Runs timers: registration retries, keepalives, relay loss, reassembly
+    /// and replay-state expiry. Returns when to call again.
+    pub fn poll(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) -> Instant {
+        for _ in 0..self.reassembler.expire(now) {
+            self.stats.drops.add(DropReason::ReassemblyTimeout);
+        }
+        self.replay.expire(now, self.keepalive * 60);
+        if self.registered {
+            let silent_for = self
+                .last_heard
+                .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+            if silent_for > self.keepalive * self.config.dead_after {
+                self.registered = false;
+            }
+        }
+        let (kind, interval) = if self.registered {
+            (Kind::Keepalive, self.keepalive)
+        } else {
+            (Kind::Register, self.config.register_retry)
+        };
+        let due = self.last_sent.map_or(now, |t| t + interval);
+        if now >= due {
+            self.send_control(now, kind, emit);
+            return now + interval;
+        }
+        due
+    }
+
+    fn send_control(&mut self, now: Instant, kind: Kind, emit: &mut dyn FnMut(&[u8])) {
+        let payload: &[u8] = match kind {
+            Kind::Register => &[0, 0, 0, 0],
+            _ => &[],
+        };
+        match self.sealer.seal(&self.cipher, kind, payload, &mut self.out) {
+            Ok(()) => {
+                self.last_sent = Some(now);
+                self.stats.datagrams_out += 1;
+                emit(&self.out);
+            }
+            Err(e) => self.stats.drops.add(e.drop_reason()),
+        }
+    }
+}
+
+enum Decision {
+    Frame,
+    Registered,
+    Nothing,
+}

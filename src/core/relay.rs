@@ -1,0 +1,392 @@
+//! The relay's state machine: networks, peers, and one learning switch per
+//! network.
+//!
+//! The relay holds every network key it serves. For each datagram it reads the
+//! network id from the clear header, checks the sender's replay window,
+//! authenticates and decrypts (into scratch), and acts:
+//! - `Register`: creates or refreshes the peer at the datagram's source
+//!   address and answers `RegisterAck`;
+//! - `Keepalive`: refreshes the peer and answers `KeepaliveAck`;
+//! - `Frame`: learns the source MAC on the peer and forwards the datagram
+//!   **unchanged** (same session, counter and tag) to the peers the switch
+//!   picks, so receivers authenticate the original sender themselves;
+//! - anything from a session it doesn't know: answers `NotRegistered`, and the
+//!   peer registers again (this is how edges survive a relay restart).
+//!
+//! Invariants: nothing is learned from or forwarded for a datagram that failed
+//! authentication or the replay check; nothing crosses networks; nothing goes
+//! back to its sender; silent peers are forgotten after
+//! [`RelayConfig::peer_timeout`], with their MACs.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use crate::core::{
+    drop::{DropCounters, DropReason},
+    switch::{Route, Switch, SwitchConfig},
+    wire::{self, Cipher, Kind, Message, NetworkId, ReplayWindow, Sealer, SessionId},
+};
+
+/// Timers and limits of a relay.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Interval the relay asks peers to send keepalives at.
+    pub keepalive: Duration,
+    /// A peer silent for this long is forgotten.
+    pub peer_timeout: Duration,
+    /// Peers one network may hold.
+    pub max_peers: usize,
+    /// The switch table's limits.
+    pub switch: SwitchConfig,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            keepalive: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(20),
+            max_peers: 1024,
+            switch: SwitchConfig::default(),
+        }
+    }
+}
+
+/// What the driver must do with one received datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RelayAction<'a> {
+    /// Send the received datagram, unchanged, to each of these addresses.
+    Forward(&'a [SocketAddr]),
+    /// Send these bytes back to the datagram's source address.
+    Reply(&'a [u8]),
+    /// Nothing to send; the reason is counted.
+    Drop(DropReason),
+}
+
+/// Something an operator wants in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// A peer registered (first time, or again after being forgotten).
+    Joined {
+        /// Its network.
+        network: NetworkId,
+        /// Its session id.
+        session: SessionId,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A silent peer was forgotten.
+    Left {
+        /// Its network.
+        network: NetworkId,
+        /// Its session id.
+        session: SessionId,
+        /// Its last address.
+        addr: SocketAddr,
+    },
+}
+
+/// One registered peer, as shown to an operator.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The network's id.
+    pub network: NetworkId,
+    /// The peer's session id.
+    pub session: SessionId,
+    /// Where its datagrams come from.
+    pub addr: SocketAddr,
+    /// MACs learned behind it.
+    pub macs: usize,
+    /// Time since it was last heard.
+    pub idle: Duration,
+    /// Datagrams received from it.
+    pub rx: u64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    addr: SocketAddr,
+    replay: ReplayWindow,
+    last_seen: Instant,
+    rx: u64,
+}
+
+struct Network {
+    cipher: Cipher,
+    peers: HashMap<SessionId, Peer>,
+    switch: Switch<SessionId>,
+}
+
+/// Counters of the relay as a whole.
+#[derive(Clone, Debug, Default)]
+pub struct RelayStats {
+    /// Datagrams received.
+    pub rx: u64,
+    /// Datagrams sent (forwards count once per destination).
+    pub tx: u64,
+    /// Drops per reason.
+    pub drops: DropCounters,
+    /// Peers that registered (including re-registrations after a timeout).
+    pub registrations: u64,
+    /// Peers forgotten for silence.
+    pub timeouts: u64,
+}
+
+/// The relay: every network it serves.
+pub struct Relay {
+    config: RelayConfig,
+    networks: HashMap<NetworkId, Network>,
+    sealer: Sealer,
+    scratch: Vec<u8>,
+    reply: Vec<u8>,
+    targets: Vec<SocketAddr>,
+    stats: RelayStats,
+    events: Vec<RelayEvent>,
+}
+
+impl Relay {
+    /// A relay serving one network per cipher, with its own session id.
+    pub fn new(config: RelayConfig, ciphers: Vec<Cipher>, session: SessionId) -> Relay {
+        let networks = ciphers
+            .into_iter()
+            .map(|cipher| {
+                let net = Network {
+                    cipher,
+                    peers: HashMap::new(),
+                    switch: Switch::new(config.switch.clone()),
+                };
+                (net.cipher.network_id(), net)
+            })
+            .collect();
+        Relay {
+            config,
+            networks,
+            sealer: Sealer::new(session),
+            scratch: Vec::with_capacity(2048),
+            reply: Vec::with_capacity(128),
+            targets: Vec::new(),
+            stats: RelayStats::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Handles one datagram received from `from`.
+    // HOT PATH
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> RelayAction<'_> {
+        self.stats.rx += 1;
+        match self.decide(now, from, datagram) {
+            Ok(Decision::Forward) => {
+                self.stats.tx += self.targets.len() as u64;
+                RelayAction::Forward(&self.targets)
+            }
+            Ok(Decision::Reply) => {
+                self.stats.tx += 1;
+                RelayAction::Reply(&self.reply)
+            }
+            Err(reason) => {
+                self.stats.drops.add(reason);
+                RelayAction::Drop(reason)
+            }
+        }
+    }
+
+    fn decide(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Decision, DropReason> {
+        let header = wire::peek_header(datagram).map_err(|e| e.drop_reason())?;
+        let net = self
+            .networks
+            .get_mut(&header.network_id)
+            .ok_or(DropReason::WrongNetwork)?;
+        if let Some(peer) = net.peers.get(&header.session) {
+            if !peer.replay.check(header.counter) {
+                return Err(DropReason::Replayed);
+            }
+        }
+        let (header, message) =
+            wire::open(&net.cipher, datagram, &mut self.scratch).map_err(|e| e.drop_reason())?;
+        let session = header.session;
+
+        if let Message::Register { .. } = message {
+            if !net.peers.contains_key(&session) {
+                if net.peers.len() >= self.config.max_peers {
+                    return Err(DropReason::PeerCap);
+                }
+                self.stats.registrations += 1;
+                self.events.push(RelayEvent::Joined {
+                    network: header.network_id,
+                    session,
+                    addr: from,
+                });
+                net.peers.insert(
+                    session,
+                    Peer {
+                        addr: from,
+                        replay: ReplayWindow::default(),
+                        last_seen: now,
+                        rx: 0,
+                    },
+                );
+            }
+        }
+        let Some(peer) = net.peers.get_mut(&session) else {
+            // Authenticated, but the peer is unknown: the relay restarted or
+            // forgot it. Ask it to register again.
+            Self::seal_reply(
+                &mut self.sealer,
+                &net.cipher,
+                Kind::NotRegistered,
+                &[],
+                &mut self.reply,
+            )?;
+            return Ok(Decision::Reply);
+        };
+        if !peer.replay.update(header.counter) {
+            return Err(DropReason::Replayed);
+        }
+        // Authenticated and fresh: follow the peer if its address changed
+        // (NAT rebinding, roaming).
+        peer.addr = from;
+        peer.last_seen = now;
+        peer.rx += 1;
+
+        match message {
+            Message::Register { .. } => {
+                let secs = self.config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
+                let mut payload = [0u8; 6];
+                payload[4..6].copy_from_slice(&secs.to_be_bytes());
+                Self::seal_reply(
+                    &mut self.sealer,
+                    &net.cipher,
+                    Kind::RegisterAck,
+                    &payload,
+                    &mut self.reply,
+                )?;
+                Ok(Decision::Reply)
+            }
+            Message::Keepalive => {
+                Self::seal_reply(
+                    &mut self.sealer,
+                    &net.cipher,
+                    Kind::KeepaliveAck,
+                    &[],
+                    &mut self.reply,
+                )?;
+                Ok(Decision::Reply)
+            }
+            Message::Frame(fragment) => {
+                self.targets.clear();
+                match net.switch.handle(now, session, fragment.src, fragment.dst) {
+                    Route::Unicast(port) => match net.peers.get(&port) {
+                        Some(p) => self.targets.push(p.addr),
+                        None => return Err(DropReason::NoDestination),
+                    },
+                    Route::Flood => self.targets.extend(
+                        net.peers
+                            .iter()
+                            .filter(|(s, _)| **s != session)
+                            .map(|(_, p)| p.addr),
+                    ),
+                    Route::Drop(reason) => return Err(reason),
+                }
+                if self.targets.is_empty() {
+                    return Err(DropReason::NoDestination);
+                }
+                Ok(Decision::Forward)
+            }
+            // Only the relay sends these.
+            Message::RegisterAck { .. } | Message::KeepaliveAck | Message::NotRegistered => {
+                Err(DropReason::UnknownKind)
+            }
+        }
+    }
+
+    fn seal_reply(
+        sealer: &mut Sealer,
+        cipher: &Cipher,
+        kind: Kind,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
+        sealer
+            .seal(cipher, kind, payload, out)
+            .map_err(|e| e.drop_reason())
+    }
+
+    /// Forgets peers silent for longer than the timeout, and stale MACs.
+    /// Call about once a second.
+    pub fn expire(&mut self, now: Instant) {
+        let timeout = self.config.peer_timeout;
+        for (id, net) in self.networks.iter_mut() {
+            let gone: Vec<SessionId> = net
+                .peers
+                .iter()
+                .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > timeout)
+                .map(|(s, _)| *s)
+                .collect();
+            for session in gone {
+                if let Some(peer) = net.peers.remove(&session) {
+                    self.events.push(RelayEvent::Left {
+                        network: *id,
+                        session,
+                        addr: peer.addr,
+                    });
+                }
+                net.switch.forget_port(session);
+                self.stats.timeouts += 1;
+            }
+            net.switch.expire(now);
+        }
+    }
+
+    /// Registered peers of every network.
+    pub fn peers(&self, now: Instant) -> Vec<PeerInfo> {
+        let mut out = Vec::new();
+        for (id, net) in &self.networks {
+            for (session, p) in &net.peers {
+                out.push(PeerInfo {
+                    network: *id,
+                    session: *session,
+                    addr: p.addr,
+                    macs: net.switch.owned(*session),
+                    idle: now.saturating_duration_since(p.last_seen),
+                    rx: p.rx,
+                });
+            }
+        }
+        out.sort_by_key(|p| (p.network.0, p.addr));
+        out
+    }
+
+    /// Takes the events that happened since the last call.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, RelayEvent> {
+        self.events.drain(..)
+    }
+
+    /// Counts drops that happened in the driver (e.g. failed sends).
+    pub fn count_drops(&mut self, reason: DropReason, n: u64) {
+        for _ in 0..n {
+            self.stats.drops.add(reason);
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &RelayStats {
+        &self.stats
+    }
+}
+
+enum Decision {
+    Forward,
+    Reply,
+}

@@ -1,0 +1,67 @@
+//! Thin adapters over kernel objects. No decisions live here: each function
+//! opens, configures, reads or writes one thing and reports failures with the
+//! operation and the object named.
+
+pub mod netlink;
+pub mod tap;
+
+use std::io;
+
+/// An I/O failure with what was being done, and to what.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {target}: {}", plain(source))]
+pub struct IoError {
+    /// What was being done, e.g. "cannot create TAP".
+    pub op: &'static str,
+    /// The object, e.g. the interface name.
+    pub target: String,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    /// Wraps `source` with the operation and the object.
+    pub fn new(op: &'static str, target: impl Into<String>, source: io::Error) -> Self {
+        IoError {
+            op,
+            target: target.into(),
+            source,
+        }
+    }
+}
+
+/// An `io::Error` as a user reads it: "No such file or directory", without
+/// the "(os error 2)" suffix the standard library appends.
+pub fn plain(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+/// The longest Linux interface name (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+/// Checks an interface name the way the kernel would, but with a clear error
+/// instead of a silent truncation.
+pub fn check_ifname(name: &str) -> Result<(), IoError> {
+    let bad = |why: &str| {
+        IoError::new(
+            "invalid interface name",
+            name,
+            io::Error::new(io::ErrorKind::InvalidInput, why.to_string()),
+        )
+    };
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if name.len() > MAX_IFNAME {
+        return Err(bad("longer than 15 bytes"));
+    }
+    if name.contains(['/', ' ', ':', '\0']) || name == "." || name == ".." {
+        return Err(bad("contains '/', ':', a space or NUL"));
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The relay driver: one UDP socket, the [`core::relay::Relay`] state machine,
+//! a one-second timer for expiry, and signals.
+//!
+//! [`core::relay::Relay`]: crate::core::relay::Relay
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::UdpSocket;
+use tracing::{debug, info};
+
+use crate::{
+    cli::{read_key_files, RelayArgs},
+    core::{
+        drop::DropReason,
+        relay::{Relay, RelayAction, RelayConfig, RelayEvent},
+        switch::SwitchConfig,
+        wire::{Cipher, SessionId},
+    },
+    io::plain,
+    signals::Shutdown,
+};
+
+/// Runs a relay until SIGINT/SIGTERM.
+pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    let keys = read_key_files(&args.key_files)?;
+    let ciphers: Vec<Cipher> = keys.iter().map(Cipher::new).collect();
+    let config = RelayConfig {
+        keepalive: Duration::from_secs(args.keepalive),
+        peer_timeout: Duration::from_secs(args.peer_timeout),
+        switch: SwitchConfig {
+            max_macs_per_port: args.max_macs_per_peer as usize,
+            ..SwitchConfig::default()
+        },
+        ..RelayConfig::default()
+    };
+    let socket = UdpSocket::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {}", args.listen, plain(&e)))?;
+    let mut shutdown = Shutdown::new()?;
+    for c in &ciphers {
+        info!(network = %c.network_id(), "serving network");
+    }
+    let mut relay = Relay::new(config, ciphers, SessionId::random());
+    info!(listen = %args.listen, "relay running");
+
+    let mut buf = vec![0u8; 65536];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut send_errors = 0u64;
+    loop {
+        tokio::select! {
+            sig = shutdown.recv() => {
+                info!("{sig}: relay stopping");
+                break;
+            }
+            r = socket.recv_from(&mut buf) => {
+                let (n, from) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // ICMP errors from earlier sends surface here; keep going.
+                        debug!("recv: {}", plain(&e));
+                        continue;
+                    }
+                };
+                let datagram = &buf[..n];
+                // HOT PATH
+                match relay.handle_datagram(Instant::now(), from, datagram) {
+                    RelayAction::Forward(targets) => {
+                        for to in targets {
+                            if socket.try_send_to(datagram, *to).is_err() {
+                                send_errors += 1;
+                            }
+                        }
+                    }
+                    RelayAction::Reply(bytes) => {
+                        if socket.try_send_to(bytes, from).is_err() {
+                            send_errors += 1;
+                        }
+                    }
+                    RelayAction::Drop(reason) => debug!(%from, %reason, "dropped datagram"),
+                }
+            }
+            _ = tick.tick() => {
+                relay.expire(Instant::now());
+            }
+        }
+        for event in relay.drain_events() {
+            match event {
+                RelayEvent::Joined { network, session, addr } => {
+                    info!(%network, %session, %addr, "peer registered")
+                }
+                RelayEvent::Left { network, session, addr } => {
+                    info!(%network, %session, %addr, "peer timed out")
+                }
+            }
+        }
+        if send_errors > 0 {
+            relay.count_drops(DropReason::SendFailed, send_errors);
+            send_errors = 0;
+        }
+    }
+    Ok(())
+}
