@@ -73,6 +73,10 @@ fn direct_veth_pair_connects_two_namespaces() {
     assert_eq!(la.peer, "eth0");
     assert_ne!(la.mac, lb.mac);
     assert!(a.ping("10.1.0.2", 1));
+    // IPv6 addresses skip DAD, so they work at once.
+    a.add_addr("eth0", "fd00::1/64").unwrap();
+    b.add_addr("eth0", "fd00::2/64").unwrap();
+    assert!(a.ping("fd00::2", 1), "IPv6 ping failed");
 }
 
 #[test]
@@ -163,6 +167,20 @@ fn commands_run_inside_their_namespace() {
     assert!(links.contains("lo:") && links.contains("UP"), "{links}");
     let out = a.try_run("sleep", &["10"], Duration::from_millis(200));
     assert!(out.is_err(), "timeout not enforced");
+    // The namespace is a normal iproute2 named namespace, for debugging by hand.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", a.name(), "ip", "-o", "link", "show"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), links);
+    assert!(String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout
+    )
+    .contains(a.name()));
     a.sysctl("net.ipv4.ip_forward", "1").unwrap();
     let fwd = a
         .enter(|| Ok(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?))

@@ -120,6 +120,7 @@ impl Lab {
             eprintln!("skipped {test}: needs root (network namespaces)");
             return None;
         }
+        netns::sweep_stale();
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("lb{}x{n}", std::process::id());
         let dir = std::env::temp_dir()

@@ -11,7 +11,6 @@
 use std::{
     fs::{self, File, OpenOptions},
     future::Future,
-    io,
     net::IpAddr,
     os::fd::AsFd,
     path::{Path, PathBuf},
@@ -28,7 +27,10 @@ use nix::{
     sched::{setns, unshare, CloneFlags},
 };
 use rtnetlink::{
-    packet_route::link::{LinkAttribute, LinkFlags, LinkMessage},
+    packet_route::{
+        address::{AddressAttribute, AddressFlags},
+        link::{LinkAttribute, LinkFlags, LinkMessage},
+    },
     Handle, LinkUnspec,
 };
 
@@ -108,6 +110,36 @@ pub fn create(name: &str) -> Result<PathBuf> {
         return Err(e.context(format!("create namespace {name}")));
     }
     Ok(path)
+}
+
+/// Deletes namespaces left by earlier runs of this harness that died without
+/// cleaning up (killed test binaries): names `lb{pid}x{n}-...` whose `pid` is
+/// no longer alive. Done once per process; other names are never touched.
+pub fn sweep_stale() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let Ok(entries) = fs::read_dir(NETNS_DIR) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = stale_owner(&name) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                delete(&e.path());
+            }
+        }
+    });
+}
+
+/// The pid in a harness namespace name `lb{pid}x{n}-{short}`.
+fn stale_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("lb")?;
+    let (pid, rest) = rest.split_once('x')?;
+    let (n, _) = rest.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
 }
 
 /// Deletes a namespace created by [`create`]: lazy unmount, then remove the
@@ -227,12 +259,17 @@ pub async fn set_up(h: &Handle, index: u32, up: bool) -> Result<()> {
 }
 
 /// Adds `addr` (`"10.0.0.2/24"`, `"fd00::2/64"`; no prefix means a host
-/// address) to the link with `index`.
+/// address) to the link with `index`. IPv6 addresses skip duplicate address
+/// detection (`nodad`), so they are usable at once instead of after ~1 s.
 pub async fn add_addr(h: &Handle, index: u32, addr: &str) -> Result<()> {
     let (ip, prefix) = parse_cidr(addr)?;
-    h.address()
-        .add(index, ip, prefix)
-        .execute()
+    let mut req = h.address().add(index, ip, prefix);
+    if ip.is_ipv6() {
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute()
         .await
         .with_context(|| format!("add address {addr}"))
 }
@@ -271,9 +308,4 @@ pub fn check_ifname(name: &str) -> Result<()> {
         bail!("invalid interface name {name:?} (at most 15 bytes, no '/', ':' or spaces)");
     }
     Ok(())
-}
-
-/// `io::Error` for "timed out" with a message.
-pub fn timed_out(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, msg)
 }
