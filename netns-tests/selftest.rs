@@ -150,6 +150,7 @@ fn spawned_process_can_be_signalled_and_waited_for() {
         .expect("no exit after SIGTERM");
     assert_eq!(status.code(), Some(0));
     assert!(p.log().contains("bye"));
+    assert!(lab.logs().contains("started"));
     assert!(
         p.signal(Signal::SIGTERM).is_err(),
         "signalled an exited process"
@@ -162,6 +163,7 @@ fn commands_run_inside_their_namespace() {
         return;
     };
     let a = lab.ns("a");
+    assert!(Path::new(crate::harness::lanbridge_bin()).exists());
     let links = a.ip(&["-o", "link", "show"]);
     assert_eq!(links.lines().count(), 1, "expected only lo, got:\n{links}");
     assert!(links.contains("lo:") && links.contains("UP"), "{links}");

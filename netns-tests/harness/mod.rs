@@ -69,6 +69,12 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Path of the `lanbridge` binary under test (built by cargo for this test
+/// target), for `ns.spawn(lanbridge_bin(), &[...])`.
+pub fn lanbridge_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lanbridge")
+}
+
 /// True when running as root (namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -154,6 +160,16 @@ impl Lab {
     /// Time since [`Lab::new`].
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The logs of every process spawned so far, each under a header line
+    /// (the lab prints these by itself when the test panics).
+    pub fn logs(&self) -> String {
+        let procs = self.shared.procs.lock().unwrap();
+        procs
+            .iter()
+            .map(|p| format!("----- {} (pid {}) -----\n{}\n", p.label(), p.pid(), p.log()))
+            .collect()
     }
 
     /// Full names of the namespaces made so far.
@@ -677,7 +693,9 @@ impl Ns {
     }
 
     /// One ARP request for `dst` out of `iface` (`arping -c 1 -w 2 -I IFACE
-    /// DST`); true if answered.
+    /// DST`); true if answered. The same arguments and exit status (0 iff a
+    /// reply came) hold for iputils arping and for Thomas Habets' arping
+    /// (Debian package `arping`, the one installed on the dev VM).
     pub fn arping(&self, iface: &str, dst: &str) -> bool {
         self.run("arping", &["-c", "1", "-w", "2", "-I", iface, dst])
             .status
