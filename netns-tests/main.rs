@@ -1,1 +1,6 @@
-//! Namespace scenarios: see harness.rs
+//! Namespace scenarios: real programs in network namespaces built by the
+//! harness (see harness/mod.rs). Needs root; skipped otherwise (fails under
+//! `CI=true`).
+
+mod harness;
+mod selftest;
