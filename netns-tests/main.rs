@@ -2,5 +2,8 @@
 //! harness (see harness/mod.rs). Needs root; skipped otherwise (fails under
 //! `CI=true`).
 
+mod cli;
+mod edge;
 mod harness;
+mod overlay;
 mod selftest;

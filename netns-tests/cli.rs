@@ -1,0 +1,96 @@
+//! The command line's answers to bad input: one clear line, exit status 1
+//! (2 for what clap rejects), never a panic. No root needed.
+
+use std::process::{Command, Output};
+
+use crate::harness::lanbridge_bin;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(lanbridge_bin()).args(args).output().unwrap()
+}
+
+/// Checks a failure: the exit code, one line of stderr containing `needle`,
+/// and no panic.
+fn assert_fails(args: &[&str], code: i32, needle: &str) {
+    let out = run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    if code == 1 {
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: not one line:\n{stderr}");
+    }
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lanbridge-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn genkey_prints_one_fresh_key() {
+    let a = run(&["genkey"]);
+    let b = run(&["genkey"]);
+    assert!(a.status.success());
+    let a = String::from_utf8(a.stdout).unwrap();
+    let b = String::from_utf8(b.stdout).unwrap();
+    assert_eq!(a.lines().count(), 1);
+    assert_eq!(a.trim().len(), 64);
+    assert!(a.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn missing_key_file_is_named() {
+    assert_fails(
+        &["relay", "--listen", "127.0.0.1:0", "--key-file", "/x/y"],
+        1,
+        "cannot read key file /x/y: No such file or directory",
+    );
+    assert_fails(
+        &["edge", "--relay", "127.0.0.1:7171", "--key-file", "/x/y", "--tap", "t0"],
+        1,
+        "cannot read key file /x/y: No such file or directory",
+    );
+}
+
+#[test]
+fn malformed_key_file_is_named() {
+    let path = temp_file("short.key", "abcdef\n");
+    let p = path.to_str().unwrap();
+    assert_fails(
+        &["relay", "--listen", "127.0.0.1:0", "--key-file", p],
+        1,
+        &format!("invalid key file {p}"),
+    );
+}
+
+#[test]
+fn bad_flags_are_rejected_by_name() {
+    let key = temp_file("good.key", &"ab".repeat(32));
+    let k = key.to_str().unwrap();
+    assert_fails(
+        &["edge", "--relay", "127.0.0.1:7171", "--key-file", k, "--tap", "t0", "--address", "10.0.0.300/24"],
+        2,
+        "--address",
+    );
+    assert_fails(
+        &["edge", "--relay", "127.0.0.1:7171", "--key-file", k, "--tap", "t0", "--mac", "zz"],
+        2,
+        "--mac",
+    );
+    assert_fails(&["relay", "--listen", "nonsense", "--key-file", k], 2, "--listen");
+    assert_fails(
+        &["edge", "--relay", "127.0.0.1:7171", "--key-file", k, "--tap", "a-name-that-is-too-long"],
+        1,
+        "a-name-that-is-too-long",
+    );
+    assert_fails(
+        &["edge", "--relay", "no-such-host.invalid:7171", "--key-file", k, "--tap", "t0"],
+        1,
+        "cannot resolve relay address no-such-host.invalid:7171",
+    );
+}

@@ -1,0 +1,181 @@
+//! Virtual LAN scenarios: edges reach each other through the relay.
+
+use std::{net::UdpSocket, time::Duration};
+
+use lanbridge::core::wire::{Cipher, NetworkKey};
+use nix::sys::signal::Signal;
+
+use crate::{
+    harness::{wait_until, Lab},
+    overlay::{key_file, ping_count, ping_within, start_relay, Overlay, RELAY_IP, RELAY_PORT},
+};
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+#[test]
+fn two_edges_ping_each_other_through_the_relay() {
+    let Some(lab) = Lab::new("two_edges_ping") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let a = net.edge(&lab, "a", 1);
+    let b = net.edge(&lab, "b", 2);
+    assert!(ping_within(&a.ns, &b.ip, SETTLE), "a cannot ping b:\n{}", lab.logs());
+    assert!(b.ns.ping(&a.ip, 2), "b cannot ping a:\n{}", lab.logs());
+    // ARP resolved over the relay: a knows b's TAP MAC.
+    let n = a.ns.neigh(&b.ip).expect("a has no neighbour entry for b");
+    assert_eq!(n.mac, b.ns.link_mac("tap0"));
+    assert!(a.ns.arping("tap0", &b.ip), "arping a -> b failed");
+}
+
+#[test]
+fn three_edges_reach_all_pairs() {
+    let Some(lab) = Lab::new("three_edges") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let edges = [net.edge(&lab, "a", 1), net.edge(&lab, "b", 2), net.edge(&lab, "c", 3)];
+    for from in &edges {
+        for to in &edges {
+            if from.ip != to.ip {
+                assert!(
+                    ping_within(&from.ns, &to.ip, SETTLE),
+                    "{} cannot ping {}:\n{}",
+                    from.ip,
+                    to.ip,
+                    lab.logs()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn full_size_frames_cross_a_1500_byte_underlay() {
+    let Some(lab) = Lab::new("full_size_frames") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let a = net.edge(&lab, "a", 1);
+    let b = net.edge(&lab, "b", 2);
+    assert_eq!(a.ns.link_mtu("eth0"), Some(1500));
+    assert!(ping_within(&a.ns, &b.ip, SETTLE), "{}", lab.logs());
+    // 1472 bytes of ICMP payload + 28 = a 1500-byte IP packet, 1514-byte frame.
+    let got = ping_count(&a.ns, &b.ip, 5, &["-M", "do", "-s", "1472"]);
+    assert_eq!(got, 5, "full-size pings lost:\n{}", lab.logs());
+    let got = ping_count(&b.ns, &a.ip, 5, &["-M", "do", "-s", "1472"]);
+    assert_eq!(got, 5, "full-size pings lost:\n{}", lab.logs());
+}
+
+#[test]
+fn traffic_resumes_after_the_relay_restarts() {
+    let Some(lab) = Lab::new("relay_restart") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let a = net.edge(&lab, "a", 1);
+    let b = net.edge(&lab, "b", 2);
+    assert!(ping_within(&a.ns, &b.ip, SETTLE), "{}", lab.logs());
+    net.relay.signal(Signal::SIGKILL).unwrap();
+    net.relay.wait_timeout(Duration::from_secs(5)).expect("relay did not die");
+    assert!(!a.ns.ping(&b.ip, 1), "ping worked with the relay dead");
+    let _relay2 = start_relay(&net.relay_ns, &net.key);
+    assert!(
+        ping_within(&a.ns, &b.ip, Duration::from_secs(30)),
+        "traffic did not resume within 30 s:\n{}",
+        lab.logs()
+    );
+    assert!(b.ns.ping(&a.ip, 1));
+    assert!(a.proc.is_running() && b.proc.is_running(), "an edge restarted");
+}
+
+#[test]
+fn an_edge_with_another_key_reaches_no_one() {
+    let Some(lab) = Lab::new("other_key") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let a = net.edge(&lab, "a", 1);
+    let b = net.edge(&lab, "b", 2);
+    let other = key_file(&lab, "other.key");
+    let x = net.edge_with_key(&lab, "x", 3, &other);
+    assert!(ping_within(&a.ns, &b.ip, SETTLE), "{}", lab.logs());
+    assert!(!x.ns.ping(&a.ip, 3), "x reached a with the wrong key");
+    assert!(!a.ns.ping(&x.ip, 3), "a reached x across networks");
+    assert!(x.proc.is_running(), "x died:\n{}", x.proc.log());
+    assert!(
+        net.relay.log().contains("wrong_network"),
+        "relay did not report x's datagrams:\n{}",
+        net.relay.log()
+    );
+}
+
+#[test]
+fn random_datagrams_do_not_disturb_traffic() {
+    let Some(lab) = Lab::new("random_datagrams") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let a = net.edge(&lab, "a", 1);
+    let b = net.edge(&lab, "b", 2);
+    let (attacker, _) = net.host(&lab, "evil");
+    assert!(ping_within(&a.ns, &b.ip, SETTLE), "{}", lab.logs());
+
+    let key = std::fs::read_to_string(&net.key).unwrap();
+    let network_id = Cipher::new(&NetworkKey::parse(&key).unwrap()).network_id();
+    let flood = std::thread::spawn(move || {
+        attacker
+            .enter(|| {
+                let sock = UdpSocket::bind("0.0.0.0:0")?;
+                let mut state = 0x9e37_79b9_7f4a_7c15u64;
+                let mut buf = [0u8; 1500];
+                for i in 0..6000u32 {
+                    for b in buf.iter_mut() {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        *b = state as u8;
+                    }
+                    let len = 1 + (state as usize % buf.len());
+                    // Every other datagram carries a valid header of the real
+                    // network, so it reaches the authentication step.
+                    if i % 2 == 0 && len > 60 {
+                        buf[0] = 1;
+                        buf[1] = 1 + (i % 6) as u8;
+                        buf[2] = 0;
+                        buf[3] = 0;
+                        buf[4..12].copy_from_slice(&network_id.0);
+                    }
+                    let _ = sock.send_to(&buf[..len], (RELAY_IP, RELAY_PORT));
+                    if i % 500 == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    });
+    let during = ping_count(&a.ns, &b.ip, 20, &[]);
+    flood.join().unwrap();
+    let after = ping_count(&a.ns, &b.ip, 10, &[]);
+    assert!(during >= 18, "only {during}/20 pings during the flood:\n{}", lab.logs());
+    assert_eq!(after, 10, "pings lost after the flood:\n{}", lab.logs());
+    assert!(net.relay.is_running(), "relay died:\n{}", net.relay.log());
+}
+
+#[test]
+fn sigterm_exits_zero_and_removes_the_tap() {
+    let Some(lab) = Lab::new("sigterm") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let a = net.edge(&lab, "a", 1);
+    assert!(wait_until(Duration::from_secs(5), || a.proc.log().contains("registered")));
+    a.proc.signal(Signal::SIGTERM).unwrap();
+    let status = a.proc.wait_timeout(Duration::from_secs(1)).expect("edge still running 1 s after SIGTERM");
+    assert!(status.success(), "edge exited with {status}:\n{}", a.proc.log());
+    assert!(!a.ns.has_link("tap0"), "tap0 still exists");
+    net.relay.signal(Signal::SIGTERM).unwrap();
+    let status = net.relay.wait_timeout(Duration::from_secs(1)).expect("relay still running 1 s after SIGTERM");
+    assert!(status.success(), "relay exited with {status}");
+}
