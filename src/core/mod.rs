@@ -6,3 +6,4 @@
 
 pub mod drop;
 pub mod mac;
+pub mod wire;
