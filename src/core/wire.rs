@@ -579,7 +579,6 @@ impl Message<'_> {
 
 /// The sending side of one session: owns the session id and the counter, so
 /// every nonce it uses is new.
-#[derive(Debug)]
 pub struct Sealer {
     session: SessionId,
     counter: u64,
@@ -719,6 +718,16 @@ impl Sealer {
         out.extend_from_slice(&tag);
         self.counter += 1;
         Ok(())
+    }
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealer")
+            .field("session", &self.session)
+            .field("counter", &self.counter)
+            .field("next_frame_id", &self.next_frame_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1556,6 +1565,7 @@ mod tests {
         let mut sealer = Sealer::new(SESSION);
         let datagrams = fragments(&mut sealer, &test_frame(1514), DEFAULT_MAX_DATAGRAM);
         assert_eq!(datagrams.len(), 2);
+        assert_eq!(datagrams[0].len(), OVERHEAD + FRAG_HEADER_LEN + 751);
         // Chunks are cut evenly.
         assert_eq!(datagrams[0].len() - datagrams[1].len(), 0);
     }
@@ -1771,6 +1781,54 @@ mod tests {
                 let _ = r.push(now, h.session, &f);
             }
         }
+    }
+
+    #[test]
+    fn errors_map_to_drop_reasons() {
+        use DropReason as D;
+        let table = [
+            (WireError::Truncated, D::Malformed),
+            (WireError::BadVersion(2), D::BadVersion),
+            (WireError::UnknownKind(9), D::UnknownKind),
+            (WireError::BadFlags, D::Malformed),
+            (WireError::WrongNetwork, D::WrongNetwork),
+            (WireError::Forged, D::Forged),
+            (WireError::Malformed("x"), D::Malformed),
+            (WireError::Replayed, D::Replayed),
+            (WireError::TooBig, D::TooBig),
+            (WireError::DatagramLimitTooSmall(10), D::TooBig),
+            (WireError::FrameTooShort, D::Malformed),
+            (WireError::CounterExhausted, D::SendFailed),
+            (WireError::ReassemblyOverflow, D::ReassemblyOverflow),
+        ];
+        for (err, reason) in table {
+            assert_eq!(err.drop_reason(), reason, "{err}");
+        }
+    }
+
+    #[test]
+    fn sealing_reuses_buffers_once_warm() {
+        let c = cipher();
+        let mut sealer = Sealer::new(SESSION);
+        let mut out = Vec::with_capacity(2048);
+        let ptr = out.as_ptr();
+        for caps in 0..100 {
+            sealer
+                .seal(&c, &Message::Register { caps }, &mut out)
+                .unwrap();
+        }
+        assert_eq!(out.as_ptr(), ptr);
+        let frame = test_frame(1514);
+        sealer.seal_frame(&c, &frame, 1400, &mut |_| ()).unwrap();
+        let (scratch_ptr, cap) = (sealer.scratch.as_ptr(), sealer.scratch.capacity());
+        for _ in 0..100 {
+            sealer.seal_frame(&c, &frame, 1400, &mut |_| ()).unwrap();
+        }
+        assert_eq!(
+            (sealer.scratch.as_ptr(), sealer.scratch.capacity()),
+            (scratch_ptr, cap)
+        );
+        assert!(!format!("{sealer:?}").contains("scratch"));
     }
 
     #[test]
