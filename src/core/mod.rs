@@ -4,8 +4,9 @@
 //! bytes and `now` in and get decisions out. This keeps every rule testable
 //! without root, sockets or real time.
 
-pub mod drop;
 pub mod client;
+pub mod drop;
 pub mod mac;
 pub mod relay;
 pub mod switch;
+pub mod wire;

@@ -1,0 +1,1943 @@
+//! The datagram codec: header, AEAD seal/open, fragmentation, replay window.
+//!
+//! Every UDP datagram between edges, bridges and the relay is one message in
+//! the format of `docs/protocol.md` (the byte-by-byte reference; keep the two
+//! in step). In short: a 36-byte clear header (version, kind, flags, network
+//! id, sender session id, counter) that is the AEAD's associated data, then
+//! the XChaCha20-Poly1305 ciphertext of the payload and its 16-byte tag.
+//!
+//! Invariants this module keeps:
+//! - **No nonce reuse.** The nonce is `session id || counter`. A [`Sealer`]
+//!   owns one random 128-bit [`SessionId`] and a counter that only grows; it
+//!   refuses to seal ([`WireError::CounterExhausted`]) rather than wrap.
+//! - **Nothing is trusted before the tag verifies**, except what
+//!   [`peek_header`] returns, which only serves to pick a key and to check the
+//!   replay window cheaply. [`open`] checks the network id before decrypting.
+//! - **Replay is the caller's step**, in this order: [`ReplayGuard::check`]
+//!   before [`open`] (cheap), [`ReplayGuard::update`] only after [`open`]
+//!   succeeded, so forged datagrams cannot move the window.
+//! - **Bounded memory.** [`ReplayGuard`] and [`Reassembler`] have caps and
+//!   evict; no buffer grows past [`MAX_FRAME`] / [`MAX_DATAGRAM`] bytes, and
+//!   buffers are reused so the hot path does not allocate once warm.
+//! - **Bad input never panics**: it is a [`WireError`], which maps to a counted
+//!   [`DropReason`].
+//!
+//! The module is pure: no I/O, no clock (`now` is passed in), no async. The
+//! only system call is to the OS random source, in [`NetworkKey::generate`]
+//! and [`SessionId::random`].
+
+use std::{
+    collections::HashMap,
+    fmt,
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use chacha20poly1305::{
+    aead::{AeadInPlace, KeyInit},
+    Key, Tag, XChaCha20Poly1305, XNonce,
+};
+
+use crate::core::{drop::DropReason, mac::MacAddr};
+
+/// The protocol version this module speaks (byte 0 of every datagram).
+pub const VERSION: u8 = 1;
+/// Length of the clear header, which is also the AEAD associated data.
+pub const HEADER_LEN: usize = 36;
+/// Length of the Poly1305 tag at the end of every datagram.
+pub const TAG_LEN: usize = 16;
+/// Bytes every datagram adds around its payload: header plus tag.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Length of a Frame payload before its chunk: frame id, index, count, dst, src.
+pub const FRAG_HEADER_LEN: usize = 4 + 1 + 1 + 6 + 6;
+/// Length of an Ethernet header's two MAC addresses, repeated in every fragment.
+pub const MACS_LEN: usize = 12;
+/// Shortest frame that can be sealed: dst, src and EtherType.
+pub const MIN_FRAME: usize = 14;
+/// Longest frame accepted for sealing and reassembly (a 64 KiB GSO frame plus
+/// its Ethernet header).
+pub const MAX_FRAME: usize = 65535 + 14;
+/// Largest UDP payload over IPv4; no datagram is ever sealed larger.
+pub const MAX_DATAGRAM: usize = 65507;
+/// The datagram size the drivers use by default: a 1514-byte Ethernet frame
+/// takes two datagrams and stays below a 1500-byte underlay MTU.
+pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
+/// Smallest `max_datagram` [`Sealer::seal_frame`] accepts: room for one byte
+/// of chunk.
+pub const MIN_MAX_DATAGRAM: usize = OVERHEAD + FRAG_HEADER_LEN + 1;
+/// Most fragments one frame may be cut into (`frag_count` is a `u8`).
+pub const MAX_FRAGMENTS: usize = 255;
+/// How many counters behind the highest one seen are still accepted once.
+pub const REPLAY_WINDOW: u64 = 2048;
+
+const NETWORK_ID_CONTEXT: &str = "lanbridge v1 network id";
+const AEAD_KEY_CONTEXT: &str = "lanbridge v1 aead key";
+
+/// Header field offsets, as in `docs/protocol.md`.
+mod field {
+    use std::ops::Range;
+
+    pub const VERSION: usize = 0;
+    pub const KIND: usize = 1;
+    pub const FLAGS: Range<usize> = 2..4;
+    pub const NETWORK_ID: Range<usize> = 4..12;
+    pub const SESSION: Range<usize> = 12..28;
+    pub const COUNTER: Range<usize> = 28..36;
+    /// The nonce is the session id followed by the counter.
+    pub const NONCE: Range<usize> = 12..36;
+}
+
+/// Why a datagram could not be sealed, opened or reassembled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Shorter than a header plus a tag.
+    #[error("datagram truncated")]
+    Truncated,
+    /// The version byte is not [`VERSION`].
+    #[error("unsupported protocol version {0}")]
+    BadVersion(u8),
+    /// The kind byte names no known message.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// Flags are non-zero; version 1 defines none.
+    #[error("non-zero flags")]
+    BadFlags,
+    /// The network id is not the one of the key we tried.
+    #[error("network id does not match the key")]
+    WrongNetwork,
+    /// The tag did not verify: wrong key, or bytes changed on the way.
+    #[error("authentication failed (wrong key or tampered datagram)")]
+    Forged,
+    /// Authentic, but the payload does not parse; the text says which rule.
+    #[error("malformed payload: {0}")]
+    Malformed(&'static str),
+    /// The counter was seen before or is older than the replay window.
+    #[error("replayed datagram")]
+    Replayed,
+    /// A frame longer than [`MAX_FRAME`], one needing more than
+    /// [`MAX_FRAGMENTS`] fragments, or a datagram over [`MAX_DATAGRAM`].
+    #[error("frame or datagram too big")]
+    TooBig,
+    /// `max_datagram` leaves no room for a fragment's chunk.
+    #[error("max datagram size {0} is below the minimum {MIN_MAX_DATAGRAM}")]
+    DatagramLimitTooSmall(usize),
+    /// A frame shorter than [`MIN_FRAME`] bytes cannot be sealed.
+    #[error("frame shorter than an Ethernet header")]
+    FrameTooShort,
+    /// The sender's counter would wrap; it must restart with a new session.
+    #[error("message counter exhausted; a new session is needed")]
+    CounterExhausted,
+    /// Reassembly was full: the oldest pending frame was dropped to make room.
+    #[error("reassembly buffer full; oldest pending frame dropped")]
+    ReassemblyOverflow,
+}
+
+impl WireError {
+    /// The counter this error is reported under.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            WireError::Truncated
+            | WireError::BadFlags
+            | WireError::Malformed(_)
+            | WireError::FrameTooShort => DropReason::Malformed,
+            WireError::BadVersion(_) => DropReason::BadVersion,
+            WireError::UnknownKind(_) => DropReason::UnknownKind,
+            WireError::WrongNetwork => DropReason::WrongNetwork,
+            WireError::Forged => DropReason::Forged,
+            WireError::Replayed => DropReason::Replayed,
+            WireError::TooBig | WireError::DatagramLimitTooSmall(_) => DropReason::TooBig,
+            WireError::CounterExhausted => DropReason::SendFailed,
+            WireError::ReassemblyOverflow => DropReason::ReassemblyOverflow,
+        }
+    }
+}
+
+/// Why a network key string was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Wrong length (whitespace around the key is ignored).
+    #[error("invalid network key: expected 64 hex characters, found {found}")]
+    Length {
+        /// Characters found after trimming.
+        found: usize,
+    },
+    /// A character that is not a hex digit.
+    #[error("invalid network key: {found:?} at position {position} is not a hex digit")]
+    NotHex {
+        /// Zero-based character position after trimming.
+        position: usize,
+        /// The offending character.
+        found: char,
+    },
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // Failure means the OS has no random source at all; nothing sensible can
+    // continue without one (keys and nonces depend on it).
+    getrandom::fill(&mut bytes).expect("the OS random source (getrandom) failed");
+    bytes
+}
+
+/// The 32-byte secret shared by every member of one network.
+///
+/// Its `Debug` shows only the derived network id, never the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NetworkKey([u8; 32]);
+
+impl NetworkKey {
+    /// A new random key from the OS random source.
+    pub fn generate() -> NetworkKey {
+        NetworkKey(random_bytes())
+    }
+
+    /// A key from raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> NetworkKey {
+        NetworkKey(bytes)
+    }
+
+    /// The key as 64 lowercase hex characters, the form users copy around.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses 64 hex characters (either case), ignoring surrounding whitespace.
+    pub fn parse(text: &str) -> Result<NetworkKey, KeyError> {
+        let text = text.trim();
+        let found = text.chars().count();
+        if found != 64 {
+            return Err(KeyError::Length { found });
+        }
+        let mut key = [0u8; 32];
+        for (position, c) in text.chars().enumerate() {
+            let digit = c
+                .to_digit(16)
+                .ok_or(KeyError::NotHex { position, found: c })?;
+            key[position / 2] |= (digit as u8) << if position % 2 == 0 { 4 } else { 0 };
+        }
+        Ok(NetworkKey(key))
+    }
+
+    /// The public id of the network this key defines.
+    pub fn network_id(&self) -> NetworkId {
+        let derived = blake3::derive_key(NETWORK_ID_CONTEXT, &self.0);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&derived[..8]);
+        NetworkId(id)
+    }
+}
+
+impl FromStr for NetworkKey {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NetworkKey::parse(s)
+    }
+}
+
+impl fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "NetworkKey(network {}, secret hidden)",
+            self.network_id()
+        )
+    }
+}
+
+/// The public 8-byte id of a network, derived from its key; in every header so
+/// the relay can pick the key before decrypting.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetworkId(pub [u8; 8]);
+
+impl fmt::Display for NetworkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for NetworkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NetworkId({self})")
+    }
+}
+
+/// A sender's random 128-bit id, new at every process start; the first 16
+/// bytes of every nonce it uses.
+///
+/// Displays as its first 4 bytes in hex; `Debug` shows all 16.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub [u8; 16]);
+
+impl SessionId {
+    /// A new random session id from the OS random source.
+    pub fn random() -> SessionId {
+        SessionId(random_bytes())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0[..4])
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId(")?;
+        write_hex(f, &self.0)?;
+        f.write_str(")")
+    }
+}
+
+/// The AEAD for one network: XChaCha20-Poly1305 keyed with a key derived from
+/// the [`NetworkKey`], plus the network's id.
+#[derive(Clone)]
+pub struct Cipher {
+    aead: XChaCha20Poly1305,
+    network_id: NetworkId,
+}
+
+impl Cipher {
+    /// Derives the AEAD key and network id from `key`.
+    pub fn new(key: &NetworkKey) -> Cipher {
+        let aead_key = blake3::derive_key(AEAD_KEY_CONTEXT, &key.0);
+        Cipher {
+            aead: XChaCha20Poly1305::new(Key::from_slice(&aead_key)),
+            network_id: key.network_id(),
+        }
+    }
+
+    /// The id of the network whose key this is.
+    pub fn network_id(&self) -> NetworkId {
+        self.network_id
+    }
+}
+
+impl fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cipher")
+            .field("network_id", &self.network_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The message kinds (byte 1 of the header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// Edge/bridge → relay: join the network, or stay joined.
+    Register = 1,
+    /// Relay → edge/bridge: registered; carries the keepalive interval.
+    RegisterAck = 2,
+    /// Edge/bridge → relay: still here (keeps NAT mappings open).
+    Keepalive = 3,
+    /// Relay → edge/bridge: answer to a keepalive.
+    KeepaliveAck = 4,
+    /// Relay → edge/bridge: I don't know you, register again.
+    NotRegistered = 5,
+    /// Either way: one fragment of an Ethernet frame.
+    Frame = 6,
+}
+
+impl Kind {
+    /// The kind for a header byte, `None` if unknown.
+    pub fn from_u8(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            1 => Kind::Register,
+            2 => Kind::RegisterAck,
+            3 => Kind::Keepalive,
+            4 => Kind::KeepaliveAck,
+            5 => Kind::NotRegistered,
+            6 => Kind::Frame,
+            _ => return None,
+        })
+    }
+}
+
+/// The clear header of a datagram. Only authentic once [`open`] succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Always [`VERSION`] in a header that parsed.
+    pub version: u8,
+    /// What the payload is.
+    pub kind: Kind,
+    /// Which network (and so which key) the datagram claims.
+    pub network_id: NetworkId,
+    /// The sender's session.
+    pub session: SessionId,
+    /// The sender's per-session datagram counter.
+    pub counter: u64,
+}
+
+/// Parses the clear header without any crypto, for choosing a key and
+/// checking the replay window before paying for a decrypt.
+///
+/// Checks the length (at least a header and a tag), version, kind and flags.
+pub fn peek_header(datagram: &[u8]) -> Result<Header, WireError> {
+    if datagram.len() < OVERHEAD {
+        return Err(WireError::Truncated);
+    }
+    let version = datagram[field::VERSION];
+    if version != VERSION {
+        return Err(WireError::BadVersion(version));
+    }
+    let kind_byte = datagram[field::KIND];
+    let kind = Kind::from_u8(kind_byte).ok_or(WireError::UnknownKind(kind_byte))?;
+    if datagram[field::FLAGS] != [0, 0] {
+        return Err(WireError::BadFlags);
+    }
+    let mut network_id = [0u8; 8];
+    network_id.copy_from_slice(&datagram[field::NETWORK_ID]);
+    let mut session = [0u8; 16];
+    session.copy_from_slice(&datagram[field::SESSION]);
+    let mut counter = [0u8; 8];
+    counter.copy_from_slice(&datagram[field::COUNTER]);
+    Ok(Header {
+        version,
+        kind,
+        network_id: NetworkId(network_id),
+        session: SessionId(session),
+        counter: u64::from_be_bytes(counter),
+    })
+}
+
+/// One fragment of an Ethernet frame, as carried in a Frame message.
+///
+/// A validated view: `count >= 1` and `index < count` always hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment<'a> {
+    frame_id: u32,
+    index: u8,
+    count: u8,
+    /// `dst || src || chunk`, contiguous in the plaintext.
+    macs_and_chunk: &'a [u8],
+}
+
+impl<'a> Fragment<'a> {
+    /// Parses a Frame payload.
+    pub fn parse(payload: &'a [u8]) -> Result<Fragment<'a>, WireError> {
+        if payload.len() < FRAG_HEADER_LEN {
+            return Err(WireError::Malformed(
+                "frame payload shorter than its header",
+            ));
+        }
+        let frame_id = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+        let (index, count) = (payload[4], payload[5]);
+        if count == 0 {
+            return Err(WireError::Malformed("fragment count is zero"));
+        }
+        if index >= count {
+            return Err(WireError::Malformed("fragment index not below count"));
+        }
+        Ok(Fragment {
+            frame_id,
+            index,
+            count,
+            macs_and_chunk: &payload[6..],
+        })
+    }
+
+    /// The sender's id for the frame this fragment belongs to.
+    pub fn frame_id(&self) -> u32 {
+        self.frame_id
+    }
+
+    /// This fragment's position, `0..count`.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// How many fragments the frame was cut into, `1..=255`.
+    pub fn count(&self) -> u8 {
+        self.count
+    }
+
+    /// The frame's destination MAC.
+    pub fn dst(&self) -> MacAddr {
+        MacAddr(self.macs_and_chunk[0..6].try_into().unwrap_or_default())
+    }
+
+    /// The frame's source MAC.
+    pub fn src(&self) -> MacAddr {
+        MacAddr(self.macs_and_chunk[6..12].try_into().unwrap_or_default())
+    }
+
+    /// This fragment's part of the frame bytes after the two MACs.
+    pub fn chunk(&self) -> &'a [u8] {
+        &self.macs_and_chunk[MACS_LEN..]
+    }
+
+    /// The whole Ethernet frame, if this is its only fragment.
+    pub fn as_whole_frame(&self) -> Option<&'a [u8]> {
+        (self.count == 1).then_some(self.macs_and_chunk)
+    }
+}
+
+/// A decrypted, parsed message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Join (or refresh) a network.
+    Register {
+        /// Capability bits; 0 in version 1.
+        caps: u32,
+    },
+    /// Registration accepted.
+    RegisterAck {
+        /// Capability bits; 0 in version 1.
+        caps: u32,
+        /// How often the peer should send keepalives, in seconds.
+        keepalive_secs: u16,
+    },
+    /// Still here.
+    Keepalive,
+    /// Answer to a keepalive.
+    KeepaliveAck,
+    /// The relay does not know this sender; it should register.
+    NotRegistered,
+    /// One fragment of an Ethernet frame.
+    Frame(Fragment<'a>),
+}
+
+impl Message<'_> {
+    /// The header kind for this message.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Register { .. } => Kind::Register,
+            Message::RegisterAck { .. } => Kind::RegisterAck,
+            Message::Keepalive => Kind::Keepalive,
+            Message::KeepaliveAck => Kind::KeepaliveAck,
+            Message::NotRegistered => Kind::NotRegistered,
+            Message::Frame(_) => Kind::Frame,
+        }
+    }
+
+    /// Parses a plaintext payload of the given kind.
+    pub fn parse(kind: Kind, payload: &[u8]) -> Result<Message<'_>, WireError> {
+        let exact = |n: usize, what: &'static str| {
+            if payload.len() == n {
+                Ok(())
+            } else {
+                Err(WireError::Malformed(what))
+            }
+        };
+        let be32 = |p: &[u8]| u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+        Ok(match kind {
+            Kind::Register => {
+                exact(4, "register payload is not 4 bytes")?;
+                Message::Register {
+                    caps: be32(payload),
+                }
+            }
+            Kind::RegisterAck => {
+                exact(6, "register ack payload is not 6 bytes")?;
+                Message::RegisterAck {
+                    caps: be32(payload),
+                    keepalive_secs: u16::from_be_bytes([payload[4], payload[5]]),
+                }
+            }
+            Kind::Keepalive => {
+                exact(0, "keepalive payload is not empty")?;
+                Message::Keepalive
+            }
+            Kind::KeepaliveAck => {
+                exact(0, "keepalive ack payload is not empty")?;
+                Message::KeepaliveAck
+            }
+            Kind::NotRegistered => {
+                exact(0, "not-registered payload is not empty")?;
+                Message::NotRegistered
+            }
+            Kind::Frame => Message::Frame(Fragment::parse(payload)?),
+        })
+    }
+
+    /// Appends the plaintext payload to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            Message::Register { caps } => out.extend_from_slice(&caps.to_be_bytes()),
+            Message::RegisterAck {
+                caps,
+                keepalive_secs,
+            } => {
+                out.extend_from_slice(&caps.to_be_bytes());
+                out.extend_from_slice(&keepalive_secs.to_be_bytes());
+            }
+            Message::Keepalive | Message::KeepaliveAck | Message::NotRegistered => {}
+            Message::Frame(f) => {
+                out.extend_from_slice(&f.frame_id.to_be_bytes());
+                out.extend_from_slice(&[f.index, f.count]);
+                out.extend_from_slice(f.macs_and_chunk);
+            }
+        }
+    }
+}
+
+/// The sending side of one session: owns the session id and the counter, so
+/// every nonce it uses is new.
+pub struct Sealer {
+    session: SessionId,
+    counter: u64,
+    next_frame_id: u32,
+    /// Reused by [`Sealer::seal_frame`].
+    scratch: Vec<u8>,
+}
+
+impl Sealer {
+    /// A sealer starting at counter 0; use a fresh [`SessionId::random`] per
+    /// process start.
+    pub fn new(session: SessionId) -> Sealer {
+        Sealer {
+            session,
+            counter: 0,
+            next_frame_id: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// This sender's session id.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// The counter the next datagram will carry.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Seals `msg` into `out` as one whole datagram (`out` is cleared first;
+    /// its capacity is reused).
+    pub fn seal(
+        &mut self,
+        cipher: &Cipher,
+        msg: &Message<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        self.start(cipher, msg.kind(), out)?;
+        msg.encode(out);
+        self.finish(cipher, out)
+    }
+
+    /// Seals an already-encoded payload of the given kind into `out` (cleared
+    /// first). The payload is not validated; [`Sealer::seal`] is the usual way.
+    pub fn seal_raw(
+        &mut self,
+        cipher: &Cipher,
+        kind: Kind,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        self.start(cipher, kind, out)?;
+        out.extend_from_slice(plaintext);
+        self.finish(cipher, out)
+    }
+
+    /// Cuts an Ethernet frame into Frame datagrams of at most `max_datagram`
+    /// bytes (clamped to [`MAX_DATAGRAM`]), seals each and hands it to `emit`,
+    /// in fragment order. Returns how many datagrams were emitted.
+    ///
+    /// Either every fragment is emitted or none: all checks happen first.
+    /// Fragments carry chunks of near-equal size.
+    // HOT PATH: one call per frame from the TAP or AF_PACKET socket.
+    pub fn seal_frame(
+        &mut self,
+        cipher: &Cipher,
+        frame: &[u8],
+        max_datagram: usize,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, WireError> {
+        if frame.len() < MIN_FRAME {
+            return Err(WireError::FrameTooShort);
+        }
+        if frame.len() > MAX_FRAME {
+            return Err(WireError::TooBig);
+        }
+        if max_datagram < MIN_MAX_DATAGRAM {
+            return Err(WireError::DatagramLimitTooSmall(max_datagram));
+        }
+        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN;
+        let (macs, body) = frame.split_at(MACS_LEN);
+        let count = body.len().div_ceil(room).max(1);
+        if count > MAX_FRAGMENTS {
+            return Err(WireError::TooBig);
+        }
+        // Reserve the whole counter range up front so a frame is never cut short.
+        if u64::MAX - self.counter < count as u64 {
+            return Err(WireError::CounterExhausted);
+        }
+        let chunk_len = body.len().div_ceil(count).max(1);
+        let frame_id = self.next_frame_id;
+        self.next_frame_id = self.next_frame_id.wrapping_add(1);
+        let mut out = std::mem::take(&mut self.scratch);
+        let mut chunks = body.chunks(chunk_len);
+        for index in 0..count {
+            let chunk = chunks.next().unwrap_or_default();
+            self.start(cipher, Kind::Frame, &mut out)?;
+            out.extend_from_slice(&frame_id.to_be_bytes());
+            out.extend_from_slice(&[index as u8, count as u8]);
+            out.extend_from_slice(macs);
+            out.extend_from_slice(chunk);
+            self.finish(cipher, &mut out)?;
+            emit(&out);
+        }
+        self.scratch = out;
+        Ok(count)
+    }
+
+    /// Writes the header for the next counter into `out` (cleared first).
+    fn start(&self, cipher: &Cipher, kind: Kind, out: &mut Vec<u8>) -> Result<(), WireError> {
+        // u64::MAX is never used, so `counter + 1` in `finish` cannot wrap.
+        if self.counter == u64::MAX {
+            return Err(WireError::CounterExhausted);
+        }
+        out.clear();
+        out.extend_from_slice(&[VERSION, kind as u8, 0, 0]);
+        out.extend_from_slice(&cipher.network_id.0);
+        out.extend_from_slice(&self.session.0);
+        out.extend_from_slice(&self.counter.to_be_bytes());
+        Ok(())
+    }
+
+    /// Encrypts `out[HEADER_LEN..]` in place, appends the tag, uses up the counter.
+    fn finish(&mut self, cipher: &Cipher, out: &mut Vec<u8>) -> Result<(), WireError> {
+        if out.len() + TAG_LEN > MAX_DATAGRAM {
+            out.clear();
+            return Err(WireError::TooBig);
+        }
+        let (header, payload) = out.split_at_mut(HEADER_LEN);
+        let nonce = XNonce::clone_from_slice(&header[field::NONCE]);
+        let tag = cipher
+            .aead
+            .encrypt_in_place_detached(&nonce, header, payload)
+            // Only fails for payloads beyond 2^38 bytes, excluded above.
+            .map_err(|_| WireError::TooBig)?;
+        out.extend_from_slice(&tag);
+        self.counter += 1;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealer")
+            .field("session", &self.session)
+            .field("counter", &self.counter)
+            .field("next_frame_id", &self.next_frame_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Authenticates and decrypts `datagram` with `cipher`, leaving the plaintext
+/// in `scratch` (cleared first, capacity reused) and parsing it.
+///
+/// `datagram` itself is not modified, so a relay can forward it unchanged.
+/// Checks the network id before decrypting. Does **not** check replay: call
+/// [`ReplayGuard::check`] before and [`ReplayGuard::update`] after.
+// HOT PATH: every datagram received.
+pub fn open<'s>(
+    cipher: &Cipher,
+    datagram: &[u8],
+    scratch: &'s mut Vec<u8>,
+) -> Result<(Header, Message<'s>), WireError> {
+    let header = peek_header(datagram)?;
+    if header.network_id != cipher.network_id {
+        return Err(WireError::WrongNetwork);
+    }
+    let (aad, rest) = datagram.split_at(HEADER_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    scratch.clear();
+    scratch.extend_from_slice(ciphertext);
+    let nonce = XNonce::clone_from_slice(&aad[field::NONCE]);
+    cipher
+        .aead
+        .decrypt_in_place_detached(&nonce, aad, scratch, Tag::from_slice(tag))
+        .map_err(|_| WireError::Forged)?;
+    let msg = Message::parse(header.kind, scratch)?;
+    Ok((header, msg))
+}
+
+const WINDOW_WORDS: usize = REPLAY_WINDOW as usize / 64 + 1;
+
+/// Anti-replay bitmap for one session's counters (RFC 6479, as in WireGuard).
+///
+/// Accepts each counter at most once, and only if it is above
+/// `highest - REPLAY_WINDOW`, where `highest` is the largest counter accepted
+/// so far. Out-of-order delivery within the window is fine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayWindow {
+    highest: u64,
+    /// Ring of 64-bit blocks; one spare block so a full window always fits.
+    bitmap: [u64; WINDOW_WORDS],
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow::new()
+    }
+}
+
+impl ReplayWindow {
+    /// A window that has seen nothing.
+    pub fn new() -> ReplayWindow {
+        ReplayWindow {
+            highest: 0,
+            bitmap: [0; WINDOW_WORDS],
+        }
+    }
+
+    fn slot(counter: u64) -> (usize, u64) {
+        (
+            (counter / 64) as usize % WINDOW_WORDS,
+            1u64 << (counter % 64),
+        )
+    }
+
+    /// True if `counter` would be accepted; changes nothing.
+    pub fn check(&self, counter: u64) -> bool {
+        if counter > self.highest {
+            return true;
+        }
+        if self.highest - counter >= REPLAY_WINDOW {
+            return false;
+        }
+        let (word, bit) = Self::slot(counter);
+        self.bitmap[word] & bit == 0
+    }
+
+    /// Accepts and records `counter` if [`ReplayWindow::check`] allows it;
+    /// returns whether it did.
+    pub fn update(&mut self, counter: u64) -> bool {
+        if !self.check(counter) {
+            return false;
+        }
+        if counter > self.highest {
+            let current = self.highest / 64;
+            let new = counter / 64;
+            let stale = (new - current).min(WINDOW_WORDS as u64);
+            for block in current + 1..=current + stale {
+                self.bitmap[block as usize % WINDOW_WORDS] = 0;
+            }
+            self.highest = counter;
+        }
+        let (word, bit) = Self::slot(counter);
+        self.bitmap[word] |= bit;
+        true
+    }
+}
+
+/// Replay windows for many sessions, bounded.
+///
+/// Holds at most `cap` sessions; making room evicts the least recently seen.
+/// A forgotten session's old datagrams would be accepted again, so keep
+/// sessions at least as long as their peers are kept (see `docs/protocol.md`).
+#[derive(Clone, Debug)]
+pub struct ReplayGuard {
+    sessions: HashMap<SessionId, (ReplayWindow, Instant)>,
+    cap: usize,
+}
+
+impl ReplayGuard {
+    /// A guard for at most `cap` sessions (at least one).
+    pub fn new(cap: usize) -> ReplayGuard {
+        ReplayGuard {
+            sessions: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// How many sessions are tracked.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True if no session is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// True if `counter` from `session` would be accepted (an unknown session
+    /// accepts anything). Cheap; call before [`open`].
+    pub fn check(&self, session: SessionId, counter: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .map_or(true, |(w, _)| w.check(counter))
+    }
+
+    /// Records `counter` from `session` at `now`; false if it was replayed.
+    /// Call only after [`open`] verified the datagram. Evicting to make room
+    /// for a new session scans all sessions (new sessions are rare, and only
+    /// authenticated senders can create them).
+    pub fn update(&mut self, now: Instant, session: SessionId, counter: u64) -> bool {
+        if !self.sessions.contains_key(&session) && self.sessions.len() >= self.cap {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(s, _)| *s);
+            if let Some(oldest) = oldest {
+                self.sessions.remove(&oldest);
+            }
+        }
+        let (window, seen) = self
+            .sessions
+            .entry(session)
+            .or_insert((ReplayWindow::new(), now));
+        if !window.update(counter) {
+            return false;
+        }
+        *seen = now;
+        true
+    }
+
+    /// Forgets sessions not seen for `max_age` or longer; returns how many.
+    pub fn expire(&mut self, now: Instant, max_age: Duration) -> usize {
+        let before = self.sessions.len();
+        self.sessions
+            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < max_age);
+        before - self.sessions.len()
+    }
+}
+
+/// One frame being reassembled.
+#[derive(Debug)]
+struct Pending {
+    session: SessionId,
+    frame_id: u32,
+    count: u8,
+    received: u8,
+    macs: [u8; MACS_LEN],
+    started: Instant,
+    /// Bit `i` set once fragment `i` arrived.
+    seen: [u64; 4],
+    /// Chunks in arrival order.
+    data: Vec<u8>,
+    /// Per fragment index: (start, len) in `data`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Pending {
+    fn empty(now: Instant) -> Pending {
+        Pending {
+            session: SessionId([0; 16]),
+            frame_id: 0,
+            count: 0,
+            received: 0,
+            macs: [0; MACS_LEN],
+            started: now,
+            seen: [0; 4],
+            data: Vec::new(),
+            spans: Vec::new(),
+        }
+    }
+}
+
+/// Default for [`Reassembler::new`]'s `max_age`.
+pub const DEFAULT_REASSEMBLY_AGE: Duration = Duration::from_secs(2);
+/// Default for [`Reassembler::new`]'s `max_pending`.
+pub const DEFAULT_MAX_PENDING: usize = 64;
+
+/// Puts fragmented frames back together, per (session, frame id).
+///
+/// Bounded: at most `max_pending` frames in progress (memory at most
+/// `max_pending * MAX_FRAME` bytes), each for at most `max_age`. Buffers are
+/// recycled. Single-fragment frames never enter pending state.
+#[derive(Debug)]
+pub struct Reassembler {
+    max_pending: usize,
+    max_age: Duration,
+    pending: Vec<Pending>,
+    free: Vec<Pending>,
+    out: Vec<u8>,
+}
+
+impl Default for Reassembler {
+    fn default() -> Self {
+        Reassembler::new(DEFAULT_MAX_PENDING, DEFAULT_REASSEMBLY_AGE)
+    }
+}
+
+impl Reassembler {
+    /// A reassembler holding at most `max_pending` (at least one) frames in
+    /// progress, each for at most `max_age`.
+    pub fn new(max_pending: usize, max_age: Duration) -> Reassembler {
+        Reassembler {
+            max_pending: max_pending.max(1),
+            max_age,
+            pending: Vec::new(),
+            free: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// How many frames are in progress.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// When [`Reassembler::expire`] next has work, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.started + self.max_age).min()
+    }
+
+    /// Adds a fragment from `session`; returns the whole frame once its last
+    /// fragment arrived (in any order). Duplicate fragments of a pending
+    /// frame are ignored; a single-fragment frame is returned as is, without
+    /// copying, every time it is pushed (the replay window stops duplicates).
+    ///
+    /// Errors: `Malformed` if the fragment disagrees with earlier ones (count
+    /// or MACs; the frame is dropped), `TooBig` if the frame would exceed
+    /// [`MAX_FRAME`] (dropped), `ReassemblyOverflow` if the oldest pending
+    /// frame was dropped to make room — this fragment was still kept.
+    // HOT PATH: every Frame message.
+    pub fn push<'s>(
+        &'s mut self,
+        now: Instant,
+        session: SessionId,
+        frag: &Fragment<'s>,
+    ) -> Result<Option<&'s [u8]>, WireError> {
+        if let Some(whole) = frag.as_whole_frame() {
+            return Ok(Some(whole));
+        }
+        let found = self
+            .pending
+            .iter()
+            .position(|p| p.frame_id == frag.frame_id && p.session == session);
+        let mut overflow = false;
+        let at = match found {
+            Some(at) => at,
+            None => {
+                if self.pending.len() >= self.max_pending {
+                    let oldest = (0..self.pending.len()).min_by_key(|&i| self.pending[i].started);
+                    if let Some(oldest) = oldest {
+                        self.recycle(oldest);
+                        overflow = true;
+                    }
+                }
+                let mut p = self.free.pop().unwrap_or_else(|| Pending::empty(now));
+                p.session = session;
+                p.frame_id = frag.frame_id;
+                p.count = frag.count;
+                p.received = 0;
+                p.macs.copy_from_slice(&frag.macs_and_chunk[..MACS_LEN]);
+                p.started = now;
+                p.seen = [0; 4];
+                p.data.clear();
+                p.spans.clear();
+                p.spans.resize(frag.count as usize, (0, 0));
+                self.pending.push(p);
+                self.pending.len() - 1
+            }
+        };
+        let p = &mut self.pending[at];
+        if p.count != frag.count || p.macs[..] != frag.macs_and_chunk[..MACS_LEN] {
+            self.recycle(at);
+            return Err(WireError::Malformed(
+                "fragment disagrees with earlier fragments",
+            ));
+        }
+        let (word, bit) = (frag.index as usize / 64, 1u64 << (frag.index % 64));
+        if p.seen[word] & bit != 0 {
+            return if overflow {
+                Err(WireError::ReassemblyOverflow)
+            } else {
+                Ok(None)
+            };
+        }
+        let chunk = frag.chunk();
+        if MACS_LEN + p.data.len() + chunk.len() > MAX_FRAME {
+            self.recycle(at);
+            return Err(WireError::TooBig);
+        }
+        p.seen[word] |= bit;
+        p.received += 1;
+        p.spans[frag.index as usize] = (p.data.len(), chunk.len());
+        p.data.extend_from_slice(chunk);
+        if p.received < p.count {
+            return if overflow {
+                Err(WireError::ReassemblyOverflow)
+            } else {
+                Ok(None)
+            };
+        }
+        let done = self.pending.swap_remove(at);
+        self.out.clear();
+        self.out.extend_from_slice(&done.macs);
+        for &(start, len) in &done.spans {
+            self.out.extend_from_slice(&done.data[start..start + len]);
+        }
+        self.free.push(done);
+        Ok(Some(&self.out))
+    }
+
+    /// Drops frames that have been pending for `max_age` or longer; returns
+    /// how many (count each as [`DropReason::ReassemblyTimeout`]).
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut dropped = 0;
+        let mut i = 0;
+        while i < self.pending.len() {
+            if now.saturating_duration_since(self.pending[i].started) >= self.max_age {
+                self.recycle(i);
+                dropped += 1;
+            } else {
+                i += 1;
+            }
+        }
+        dropped
+    }
+
+    fn recycle(&mut self, at: usize) {
+        let p = self.pending.swap_remove(at);
+        // Keep a bounded pool; buffers of frames beyond it are freed.
+        if self.free.len() < self.max_pending {
+            self.free.push(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+    const SESSION: SessionId = SessionId([0x5e; 16]);
+    const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+    const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+    fn cipher() -> Cipher {
+        Cipher::new(&NetworkKey::from_bytes(KEY))
+    }
+
+    /// Deterministic xorshift64 PRNG for fuzz-style tests.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn fill(&mut self, buf: &mut [u8]) {
+            buf.iter_mut().for_each(|b| *b = self.next() as u8);
+        }
+    }
+
+    fn test_frame(len: usize) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(len);
+        frame.extend_from_slice(&DST);
+        frame.extend_from_slice(&SRC);
+        frame.extend((0..len - MACS_LEN).map(|i| (i * 7 + i / 251) as u8));
+        frame
+    }
+
+    fn sample_messages(frag_payload: &[u8]) -> Vec<Message<'_>> {
+        vec![
+            Message::Register { caps: 0 },
+            Message::Register { caps: 0xdead_beef },
+            Message::RegisterAck {
+                caps: 1,
+                keepalive_secs: 25,
+            },
+            Message::Keepalive,
+            Message::KeepaliveAck,
+            Message::NotRegistered,
+            Message::Frame(Fragment::parse(frag_payload).unwrap()),
+        ]
+    }
+
+    fn frag_payload() -> Vec<u8> {
+        let mut p = vec![0, 0, 0, 42, 1, 3];
+        p.extend_from_slice(&DST);
+        p.extend_from_slice(&SRC);
+        p.extend_from_slice(b"chunk of a frame");
+        p
+    }
+
+    /// Seals `frame` and returns its datagrams in order.
+    fn fragments(sealer: &mut Sealer, frame: &[u8], max_datagram: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let n = sealer.seal_frame(&cipher(), frame, max_datagram, &mut |d| {
+            out.push(d.to_vec())
+        });
+        assert_eq!(n, Ok(out.len()));
+        out
+    }
+
+    /// Opens each datagram and pushes it; returns the frames completed.
+    fn reassemble(r: &mut Reassembler, now: Instant, datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let c = cipher();
+        let mut scratch = Vec::new();
+        let mut frames = Vec::new();
+        for d in datagrams {
+            let (header, msg) = open(&c, d, &mut scratch).unwrap();
+            let Message::Frame(frag) = msg else {
+                panic!("not a frame: {msg:?}")
+            };
+            if let Some(frame) = r.push(now, header.session, &frag).unwrap() {
+                frames.push(frame.to_vec());
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let c = cipher();
+        let payload = frag_payload();
+        let mut sealer = Sealer::new(SESSION);
+        let (mut datagram, mut scratch) = (Vec::new(), Vec::new());
+        for (i, msg) in sample_messages(&payload).into_iter().enumerate() {
+            sealer.seal(&c, &msg, &mut datagram).unwrap();
+            let mut plain = Vec::new();
+            msg.encode(&mut plain);
+            assert_eq!(datagram.len(), OVERHEAD + plain.len());
+            let peeked = peek_header(&datagram).unwrap();
+            let (header, opened) = open(&c, &datagram, &mut scratch).unwrap();
+            assert_eq!(peeked, header);
+            assert_eq!(header.kind, msg.kind());
+            assert_eq!(header.network_id, c.network_id());
+            assert_eq!(header.session, SESSION);
+            assert_eq!(header.counter, i as u64);
+            assert_eq!(opened, msg);
+        }
+        assert_eq!(sealer.counter(), 7);
+    }
+
+    #[test]
+    fn fragment_fields_parse() {
+        let payload = frag_payload();
+        let f = Fragment::parse(&payload).unwrap();
+        assert_eq!((f.frame_id(), f.index(), f.count()), (42, 1, 3));
+        assert_eq!((f.dst(), f.src()), (MacAddr(DST), MacAddr(SRC)));
+        assert_eq!(f.chunk(), b"chunk of a frame");
+        assert_eq!(f.as_whole_frame(), None);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let c = cipher();
+        let payload = frag_payload();
+        let mut sealer = Sealer::new(SESSION);
+        let (mut datagram, mut scratch) = (Vec::new(), Vec::new());
+        for msg in sample_messages(&payload) {
+            sealer.seal(&c, &msg, &mut datagram).unwrap();
+            for len in 0..datagram.len() {
+                let err = open(&c, &datagram[..len], &mut scratch).unwrap_err();
+                let expected = if len < OVERHEAD {
+                    WireError::Truncated
+                } else {
+                    WireError::Forged
+                };
+                assert_eq!(err, expected, "{msg:?} cut to {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_rejected() {
+        let c = cipher();
+        let payload = frag_payload();
+        let mut sealer = Sealer::new(SESSION);
+        let (mut datagram, mut scratch) = (Vec::new(), Vec::new());
+        for msg in sample_messages(&payload) {
+            sealer.seal(&c, &msg, &mut datagram).unwrap();
+            for pos in 0..datagram.len() {
+                for bit in 0..8 {
+                    let mut bad = datagram.clone();
+                    bad[pos] ^= 1 << bit;
+                    let err = open(&c, &bad, &mut scratch).unwrap_err();
+                    let ok = match pos {
+                        0 => matches!(err, WireError::BadVersion(_)),
+                        1 => matches!(err, WireError::UnknownKind(_) | WireError::Forged),
+                        2..4 => err == WireError::BadFlags,
+                        4..12 => err == WireError::WrongNetwork,
+                        _ => err == WireError::Forged,
+                    };
+                    assert!(ok, "byte {pos} bit {bit}: {err:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_key_with_same_network_id_is_forged() {
+        let mut sealer = Sealer::new(SESSION);
+        let mut datagram = Vec::new();
+        sealer
+            .seal(&cipher(), &Message::Keepalive, &mut datagram)
+            .unwrap();
+        let mut other = Cipher::new(&NetworkKey::from_bytes([8; 32]));
+        other.network_id = cipher().network_id();
+        let err = open(&other, &datagram, &mut Vec::new()).unwrap_err();
+        assert_eq!(err, WireError::Forged);
+        assert_eq!(err.drop_reason(), DropReason::Forged);
+    }
+
+    #[test]
+    fn other_network_is_wrong_network() {
+        let mut sealer = Sealer::new(SESSION);
+        let mut datagram = Vec::new();
+        sealer
+            .seal(&cipher(), &Message::Keepalive, &mut datagram)
+            .unwrap();
+        let other = Cipher::new(&NetworkKey::from_bytes([8; 32]));
+        assert_ne!(other.network_id(), cipher().network_id());
+        let err = open(&other, &datagram, &mut Vec::new()).unwrap_err();
+        assert_eq!(err, WireError::WrongNetwork);
+        assert_eq!(err.drop_reason(), DropReason::WrongNetwork);
+    }
+
+    #[test]
+    fn header_checks() {
+        let mut sealer = Sealer::new(SESSION);
+        let mut datagram = Vec::new();
+        sealer
+            .seal(&cipher(), &Message::Keepalive, &mut datagram)
+            .unwrap();
+        let mut bad = datagram.clone();
+        bad[0] = 2;
+        assert_eq!(peek_header(&bad), Err(WireError::BadVersion(2)));
+        let mut bad = datagram.clone();
+        bad[1] = 0;
+        assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(0)));
+        let mut bad = datagram.clone();
+        bad[1] = 7;
+        assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(7)));
+        let mut bad = datagram.clone();
+        bad[3] = 1;
+        assert_eq!(peek_header(&bad), Err(WireError::BadFlags));
+        assert_eq!(WireError::BadFlags.drop_reason(), DropReason::Malformed);
+        assert_eq!(
+            peek_header(&datagram[..OVERHEAD - 1]),
+            Err(WireError::Truncated)
+        );
+    }
+
+    #[test]
+    fn authentic_payload_of_wrong_length_is_malformed() {
+        let c = cipher();
+        let mut sealer = Sealer::new(SESSION);
+        let (mut datagram, mut scratch) = (Vec::new(), Vec::new());
+        let cases: [(Kind, &[u8]); 8] = [
+            (Kind::Register, &[0, 0, 0]),
+            (Kind::Register, &[0, 0, 0, 0, 0]),
+            (Kind::RegisterAck, &[0, 0, 0, 0]),
+            (Kind::Keepalive, &[0]),
+            (Kind::KeepaliveAck, &[0]),
+            (Kind::NotRegistered, &[0]),
+            (Kind::Frame, &[0; FRAG_HEADER_LEN - 1]),
+            (Kind::Frame, &[0; FRAG_HEADER_LEN]), // count 0
+        ];
+        for (kind, payload) in cases {
+            sealer.seal_raw(&c, kind, payload, &mut datagram).unwrap();
+            let err = open(&c, &datagram, &mut scratch).unwrap_err();
+            assert!(
+                matches!(err, WireError::Malformed(_)),
+                "{kind:?} {payload:?}: {err:?}"
+            );
+            assert_eq!(err.drop_reason(), DropReason::Malformed);
+        }
+        let mut bad_index = frag_payload();
+        bad_index[4] = 3;
+        sealer
+            .seal_raw(&c, Kind::Frame, &bad_index, &mut datagram)
+            .unwrap();
+        assert!(matches!(
+            open(&c, &datagram, &mut scratch),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn counter_exhaustion_refuses_to_seal() {
+        let c = cipher();
+        let mut sealer = Sealer::new(SESSION);
+        let mut datagram = Vec::new();
+        sealer.counter = u64::MAX - 1;
+        sealer.seal(&c, &Message::Keepalive, &mut datagram).unwrap();
+        assert_eq!(peek_header(&datagram).unwrap().counter, u64::MAX - 1);
+        let err = sealer
+            .seal(&c, &Message::Keepalive, &mut datagram)
+            .unwrap_err();
+        assert_eq!(err, WireError::CounterExhausted);
+        // A two-fragment frame needs two counters: nothing is emitted.
+        sealer.counter = u64::MAX - 1;
+        let mut emitted = 0;
+        let err = sealer.seal_frame(&c, &test_frame(1514), 1400, &mut |_| emitted += 1);
+        assert_eq!((err, emitted), (Err(WireError::CounterExhausted), 0));
+    }
+
+    #[test]
+    fn replay_window_accepts_each_counter_once() {
+        let mut w = ReplayWindow::new();
+        assert!(w.check(0));
+        assert!(w.update(0));
+        assert!(!w.check(0));
+        assert!(!w.update(0));
+        assert!(w.update(5));
+        // Out of order within the window: accepted once.
+        for c in [3, 1, 4, 2] {
+            assert!(w.update(c), "{c}");
+            assert!(!w.update(c), "{c} again");
+        }
+        assert!(!w.update(5));
+    }
+
+    #[test]
+    fn replay_window_rejects_counters_behind_it() {
+        let mut w = ReplayWindow::new();
+        assert!(w.update(10_000));
+        assert!(!w.check(10_000 - REPLAY_WINDOW));
+        assert!(w.check(10_000 - REPLAY_WINDOW + 1));
+        assert!(w.update(10_000 - REPLAY_WINDOW + 1));
+        assert!(!w.update(0));
+        // Every counter in the window, in reverse, exactly once.
+        let mut w = ReplayWindow::new();
+        let top = 5 * REPLAY_WINDOW + 17;
+        assert!(w.update(top));
+        for c in (top - REPLAY_WINDOW + 1..top).rev() {
+            assert!(w.update(c), "{c}");
+        }
+        for c in top - REPLAY_WINDOW - 64..=top {
+            assert!(!w.check(c), "{c}");
+        }
+        // Jumping far ahead clears the bitmap.
+        assert!(w.update(top + 100 * REPLAY_WINDOW));
+        assert!(w.update(top + 100 * REPLAY_WINDOW - 1));
+        assert!(!w.update(top));
+    }
+
+    #[test]
+    fn replay_window_agrees_with_a_model() {
+        let mut rng = XorShift(0x1234_5678);
+        let mut w = ReplayWindow::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut highest = 0u64;
+        let mut base = 0u64;
+        for _ in 0..50_000 {
+            base += rng.below(40) as u64;
+            let c = (base + rng.below(3000) as u64).saturating_sub(2500);
+            let expected = (seen.is_empty() || c > highest || highest - c < REPLAY_WINDOW)
+                && !seen.contains(&c);
+            assert_eq!(w.check(c), expected, "check {c}, highest {highest}");
+            assert_eq!(w.update(c), expected, "update {c}");
+            if expected {
+                seen.insert(c);
+                highest = highest.max(c);
+            }
+        }
+    }
+
+    #[test]
+    fn replay_guard_tracks_sessions_and_evicts_least_recent() {
+        let t0 = Instant::now();
+        let s = |n: u8| SessionId([n; 16]);
+        let mut g = ReplayGuard::new(2);
+        assert!(g.check(s(1), 0));
+        assert!(g.update(t0, s(1), 0));
+        assert!(!g.check(s(1), 0));
+        assert!(!g.update(t0, s(1), 0));
+        assert!(g.update(t0 + Duration::from_secs(1), s(2), 0));
+        assert!(g.update(t0 + Duration::from_secs(2), s(1), 1));
+        // Full: s(2) is the least recently seen and goes.
+        assert!(g.update(t0 + Duration::from_secs(3), s(3), 0));
+        assert_eq!(g.len(), 2);
+        assert!(g.check(s(2), 0), "evicted session starts afresh");
+        assert!(!g.check(s(1), 1));
+        assert_eq!(
+            g.expire(t0 + Duration::from_secs(5), Duration::from_secs(3)),
+            1
+        );
+        assert!(g.check(s(1), 1));
+        assert!(!g.check(s(3), 0));
+        assert_eq!(
+            g.expire(t0 + Duration::from_secs(6), Duration::from_secs(3)),
+            1
+        );
+        assert!(g.is_empty());
+    }
+
+    #[test]
+    fn replay_guard_in_front_of_open() {
+        let c = cipher();
+        let mut sealer = Sealer::new(SESSION);
+        let (mut datagram, mut scratch) = (Vec::new(), Vec::new());
+        sealer.seal(&c, &Message::Keepalive, &mut datagram).unwrap();
+        let mut g = ReplayGuard::new(16);
+        let now = Instant::now();
+        let mut receive = |d: &[u8]| -> Result<(), WireError> {
+            let h = peek_header(d)?;
+            if !g.check(h.session, h.counter) {
+                return Err(WireError::Replayed);
+            }
+            let (h, _) = open(&c, d, &mut scratch)?;
+            g.update(now, h.session, h.counter)
+                .then_some(())
+                .ok_or(WireError::Replayed)
+        };
+        let mut forged = datagram.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert_eq!(receive(&forged), Err(WireError::Forged));
+        assert_eq!(
+            receive(&datagram),
+            Ok(()),
+            "a forgery did not move the window"
+        );
+        assert_eq!(receive(&datagram), Err(WireError::Replayed));
+        assert_eq!(WireError::Replayed.drop_reason(), DropReason::Replayed);
+    }
+
+    #[test]
+    fn frames_fragment_and_reassemble() {
+        let now = Instant::now();
+        for max_datagram in [1400, 1472] {
+            let mut sealer = Sealer::new(SESSION);
+            let mut r = Reassembler::default();
+            for len in [
+                14, 15, 60, 1342, 1343, 1386, 1387, 1414, 1415, 1514, 9000, 65549,
+            ] {
+                let frame = test_frame(len);
+                let datagrams = fragments(&mut sealer, &frame, max_datagram);
+                let room = max_datagram - OVERHEAD - FRAG_HEADER_LEN;
+                assert_eq!(
+                    datagrams.len(),
+                    (len - MACS_LEN).div_ceil(room).max(1),
+                    "{len}"
+                );
+                for d in &datagrams {
+                    assert!(
+                        d.len() <= max_datagram,
+                        "{len}: {} > {max_datagram}",
+                        d.len()
+                    );
+                }
+                let ctx = format!("len {len}, max {max_datagram}");
+                assert_eq!(
+                    reassemble(&mut r, now, &datagrams),
+                    std::slice::from_ref(&frame),
+                    "{ctx}"
+                );
+
+                // Fresh seal (new counters and frame id), reversed, every datagram twice.
+                let mut datagrams = fragments(&mut sealer, &frame, max_datagram);
+                datagrams.reverse();
+                // Every datagram but the completing one twice (a duplicate
+                // after completion would start a new frame: stopping that is
+                // the replay window's job).
+                let mut doubled: Vec<_> = datagrams
+                    .iter()
+                    .flat_map(|d| [d.clone(), d.clone()])
+                    .collect();
+                doubled.pop();
+                assert_eq!(
+                    reassemble(&mut r, now, &doubled),
+                    std::slice::from_ref(&frame),
+                    "{ctx} reversed"
+                );
+
+                // Shuffled.
+                let mut datagrams = fragments(&mut sealer, &frame, max_datagram);
+                let mut rng = XorShift(len as u64 + 1);
+                for i in (1..datagrams.len()).rev() {
+                    datagrams.swap(i, rng.below(i + 1));
+                }
+                assert_eq!(
+                    reassemble(&mut r, now, &datagrams),
+                    [frame],
+                    "{ctx} shuffled"
+                );
+                assert_eq!(r.pending(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn default_datagram_size_carries_full_ethernet_frame_in_two() {
+        let mut sealer = Sealer::new(SESSION);
+        let datagrams = fragments(&mut sealer, &test_frame(1514), DEFAULT_MAX_DATAGRAM);
+        assert_eq!(datagrams.len(), 2);
+        assert_eq!(datagrams[0].len(), OVERHEAD + FRAG_HEADER_LEN + 751);
+        // Chunks are cut evenly.
+        assert_eq!(datagrams[0].len() - datagrams[1].len(), 0);
+    }
+
+    #[test]
+    fn interleaved_frames_from_two_sessions_reassemble() {
+        let now = Instant::now();
+        let mut a = Sealer::new(SessionId([1; 16]));
+        let mut b = Sealer::new(SessionId([2; 16]));
+        let (fa, fb) = (test_frame(3000), test_frame(4000));
+        let da = fragments(&mut a, &fa, 1400);
+        let db = fragments(&mut b, &fb, 1400);
+        assert_eq!(
+            peek_header(&da[0]).unwrap().counter,
+            peek_header(&db[0]).unwrap().counter
+        );
+        let mixed: Vec<_> = da
+            .iter()
+            .zip(&db)
+            .flat_map(|(x, y)| [x.clone(), y.clone()])
+            .collect();
+        let mut r = Reassembler::default();
+        assert_eq!(reassemble(&mut r, now, &mixed), [fa, fb]);
+    }
+
+    #[test]
+    fn seal_frame_rejects_what_it_cannot_carry() {
+        let c = cipher();
+        let mut sealer = Sealer::new(SESSION);
+        let mut emit = |_: &[u8]| panic!("nothing should be emitted");
+        assert_eq!(
+            sealer.seal_frame(&c, &test_frame(13), 1400, &mut emit),
+            Err(WireError::FrameTooShort)
+        );
+        assert_eq!(
+            sealer.seal_frame(&c, &test_frame(MAX_FRAME + 1), 1400, &mut emit),
+            Err(WireError::TooBig)
+        );
+        assert_eq!(
+            sealer.seal_frame(&c, &test_frame(60), MIN_MAX_DATAGRAM - 1, &mut emit),
+            Err(WireError::DatagramLimitTooSmall(MIN_MAX_DATAGRAM - 1))
+        );
+        // 256 fragments of one byte each.
+        assert_eq!(
+            sealer.seal_frame(&c, &test_frame(MACS_LEN + 256), MIN_MAX_DATAGRAM, &mut emit),
+            Err(WireError::TooBig)
+        );
+        assert_eq!(sealer.counter(), 0);
+        let n = sealer.seal_frame(
+            &c,
+            &test_frame(MACS_LEN + 255),
+            MIN_MAX_DATAGRAM,
+            &mut |d| assert_eq!(d.len(), MIN_MAX_DATAGRAM),
+        );
+        assert_eq!(n, Ok(255));
+        // The largest frame fits a datagram limit above the UDP maximum.
+        let n = sealer.seal_frame(&c, &test_frame(MAX_FRAME), usize::MAX, &mut |d| {
+            assert!(d.len() <= MAX_DATAGRAM)
+        });
+        assert_eq!(n, Ok(2));
+    }
+
+    #[test]
+    fn missing_fragment_expires_and_is_counted() {
+        let t0 = Instant::now();
+        let mut sealer = Sealer::new(SESSION);
+        let datagrams = fragments(&mut sealer, &test_frame(4000), 1400);
+        let mut r = Reassembler::new(8, Duration::from_secs(2));
+        assert_eq!(r.next_deadline(), None);
+        assert!(reassemble(&mut r, t0, &datagrams[1..]).is_empty());
+        assert_eq!(r.pending(), 1);
+        assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(r.expire(t0 + Duration::from_millis(1999)), 0);
+        assert_eq!(r.expire(t0 + Duration::from_secs(2)), 1);
+        assert_eq!(r.pending(), 0);
+        // The late fragment starts a new frame that never completes.
+        assert!(reassemble(&mut r, t0, &datagrams[..1]).is_empty());
+        assert_eq!(r.pending(), 1);
+    }
+
+    #[test]
+    fn full_reassembler_drops_oldest_and_says_so() {
+        let t0 = Instant::now();
+        let c = cipher();
+        let mut sealer = Sealer::new(SESSION);
+        let mut r = Reassembler::new(2, Duration::from_secs(2));
+        let mut scratch = Vec::new();
+        let mut firsts = Vec::new();
+        for _ in 0..3 {
+            firsts.push(fragments(&mut sealer, &test_frame(3000), 1400));
+        }
+        let mut push = |r: &mut Reassembler, at: u64, d: &[u8]| {
+            let (h, msg) = open(&c, d, &mut scratch).unwrap();
+            let Message::Frame(f) = msg else {
+                unreachable!()
+            };
+            r.push(t0 + Duration::from_secs(at), h.session, &f)
+                .map(|o| o.map(<[u8]>::to_vec))
+        };
+        assert_eq!(push(&mut r, 0, &firsts[0][0]), Ok(None));
+        assert_eq!(push(&mut r, 1, &firsts[1][0]), Ok(None));
+        let err = push(&mut r, 1, &firsts[2][0]).unwrap_err();
+        assert_eq!(err.drop_reason(), DropReason::ReassemblyOverflow);
+        assert_eq!(r.pending(), 2);
+        // Frame 0 was dropped; 1 and 2 still complete.
+        for d in &firsts[1][1..] {
+            push(&mut r, 1, d).unwrap();
+        }
+        let mut last = None;
+        for d in &firsts[2][1..] {
+            last = push(&mut r, 1, d).unwrap();
+        }
+        assert_eq!(last, Some(test_frame(3000)));
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn inconsistent_fragments_are_malformed() {
+        let now = Instant::now();
+        let session = SESSION;
+        let mut r = Reassembler::default();
+        let payload = |index: u8, count: u8, src: u8| {
+            let mut p = vec![0, 0, 0, 9, index, count];
+            p.extend_from_slice(&DST);
+            p.extend_from_slice(&[0x02, 0, 0, 0, 0, src]);
+            p.extend_from_slice(b"xyz");
+            p
+        };
+        let (a, b, c) = (payload(0, 3, 1), payload(1, 4, 1), payload(1, 3, 9));
+        assert_eq!(
+            r.push(now, session, &Fragment::parse(&a).unwrap()),
+            Ok(None)
+        );
+        let err = r
+            .push(now, session, &Fragment::parse(&b).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, WireError::Malformed(_)), "{err:?}");
+        assert_eq!(r.pending(), 0, "the inconsistent frame is dropped");
+        assert_eq!(
+            r.push(now, session, &Fragment::parse(&a).unwrap()),
+            Ok(None)
+        );
+        let err = r
+            .push(now, session, &Fragment::parse(&c).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, WireError::Malformed(_)), "{err:?}");
+        // The same frame id from another session is another frame.
+        assert_eq!(
+            r.push(now, session, &Fragment::parse(&a).unwrap()),
+            Ok(None)
+        );
+        assert_eq!(
+            r.push(now, SessionId([1; 16]), &Fragment::parse(&b).unwrap()),
+            Ok(None)
+        );
+        assert_eq!(r.pending(), 2);
+    }
+
+    #[test]
+    fn reassembly_stops_at_max_frame() {
+        let now = Instant::now();
+        let mut r = Reassembler::default();
+        let chunk = vec![0u8; 40_000];
+        let mut pushed = Vec::new();
+        for index in 0..2u8 {
+            let mut p = vec![0, 0, 0, 1, index, 3];
+            p.extend_from_slice(&DST);
+            p.extend_from_slice(&SRC);
+            p.extend_from_slice(&chunk);
+            pushed.push(
+                r.push(now, SESSION, &Fragment::parse(&p).unwrap())
+                    .map(|o| o.is_some()),
+            );
+        }
+        assert_eq!(pushed, [Ok(false), Err(WireError::TooBig)]);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let c = cipher();
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut sealer = Sealer::new(SESSION);
+        let mut r = Reassembler::new(4, Duration::from_secs(2));
+        let (mut buf, mut scratch, mut valid) = (Vec::new(), Vec::new(), Vec::new());
+        let now = Instant::now();
+        for round in 0..20_000 {
+            buf.resize(rng.below(200), 0);
+            rng.fill(&mut buf);
+            if round % 2 == 0 && buf.len() >= HEADER_LEN {
+                // Plausible header, so the AEAD and payload paths run too.
+                buf[..4].copy_from_slice(&[VERSION, rng.below(8) as u8, 0, 0]);
+                buf[field::NETWORK_ID].copy_from_slice(&c.network_id().0);
+            }
+            let _ = peek_header(&buf);
+            assert!(open(&c, &buf, &mut scratch).is_err());
+            for kind in [
+                Kind::Register,
+                Kind::RegisterAck,
+                Kind::Frame,
+                Kind::Keepalive,
+            ] {
+                let _ = Message::parse(kind, &buf);
+            }
+            // Authentic but random payloads through open and the reassembler.
+            let kind = Kind::from_u8(rng.below(6) as u8 + 1).unwrap();
+            if kind == Kind::Frame && buf.len() >= 6 {
+                buf[5] = rng.below(4) as u8;
+                buf[4] = rng.below(4) as u8;
+            }
+            sealer.seal_raw(&c, kind, &buf, &mut valid).unwrap();
+            if let Ok((h, Message::Frame(f))) = open(&c, &valid, &mut scratch) {
+                let _ = r.push(now, h.session, &f);
+            }
+        }
+    }
+
+    #[test]
+    fn errors_map_to_drop_reasons() {
+        use DropReason as D;
+        let table = [
+            (WireError::Truncated, D::Malformed),
+            (WireError::BadVersion(2), D::BadVersion),
+            (WireError::UnknownKind(9), D::UnknownKind),
+            (WireError::BadFlags, D::Malformed),
+            (WireError::WrongNetwork, D::WrongNetwork),
+            (WireError::Forged, D::Forged),
+            (WireError::Malformed("x"), D::Malformed),
+            (WireError::Replayed, D::Replayed),
+            (WireError::TooBig, D::TooBig),
+            (WireError::DatagramLimitTooSmall(10), D::TooBig),
+            (WireError::FrameTooShort, D::Malformed),
+            (WireError::CounterExhausted, D::SendFailed),
+            (WireError::ReassemblyOverflow, D::ReassemblyOverflow),
+        ];
+        for (err, reason) in table {
+            assert_eq!(err.drop_reason(), reason, "{err}");
+        }
+    }
+
+    #[test]
+    fn sealing_reuses_buffers_once_warm() {
+        let c = cipher();
+        let mut sealer = Sealer::new(SESSION);
+        let mut out = Vec::with_capacity(2048);
+        let ptr = out.as_ptr();
+        for caps in 0..100 {
+            sealer
+                .seal(&c, &Message::Register { caps }, &mut out)
+                .unwrap();
+        }
+        assert_eq!(out.as_ptr(), ptr);
+        let frame = test_frame(1514);
+        sealer.seal_frame(&c, &frame, 1400, &mut |_| ()).unwrap();
+        let (scratch_ptr, cap) = (sealer.scratch.as_ptr(), sealer.scratch.capacity());
+        for _ in 0..100 {
+            sealer.seal_frame(&c, &frame, 1400, &mut |_| ()).unwrap();
+        }
+        assert_eq!(
+            (sealer.scratch.as_ptr(), sealer.scratch.capacity()),
+            (scratch_ptr, cap)
+        );
+        assert!(!format!("{sealer:?}").contains("scratch"));
+    }
+
+    #[test]
+    fn key_parsing() {
+        let key = NetworkKey::from_bytes(std::array::from_fn(|i| i as u8 * 8));
+        let hex = key.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex, hex.to_lowercase());
+        assert_eq!(NetworkKey::parse(&hex), Ok(key.clone()));
+        assert_eq!(
+            format!("  {}\n", hex.to_uppercase()).parse(),
+            Ok(key.clone())
+        );
+        let err = NetworkKey::parse("0123456789ab").unwrap_err();
+        assert_eq!(err, KeyError::Length { found: 12 });
+        assert_eq!(
+            err.to_string(),
+            "invalid network key: expected 64 hex characters, found 12"
+        );
+        assert_eq!(NetworkKey::parse(""), Err(KeyError::Length { found: 0 }));
+        let mut bad = hex.clone();
+        bad.replace_range(10..11, "g");
+        let err = NetworkKey::parse(&bad).unwrap_err();
+        assert_eq!(
+            err,
+            KeyError::NotHex {
+                position: 10,
+                found: 'g'
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid network key: 'g' at position 10 is not a hex digit"
+        );
+        let mut bad = hex.clone();
+        bad.replace_range(63..64, "é");
+        assert_eq!(
+            NetworkKey::parse(&bad),
+            Err(KeyError::NotHex {
+                position: 63,
+                found: 'é'
+            })
+        );
+        let generated = NetworkKey::generate();
+        assert_ne!(generated, NetworkKey::generate());
+        assert_eq!(NetworkKey::parse(&generated.to_hex()), Ok(generated));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let key = NetworkKey::from_bytes([0xab; 32]);
+        let shown = format!("{key:?} {:?}", Cipher::new(&key));
+        assert!(!shown.contains("abab"), "{shown}");
+        assert!(shown.contains(&key.network_id().to_string()), "{shown}");
+    }
+
+    #[test]
+    fn ids_display_as_hex() {
+        assert_eq!(
+            NetworkId([0, 1, 2, 3, 0xa, 0xb, 0xc, 0xff]).to_string(),
+            "000102030a0b0cff"
+        );
+        let s = SessionId(std::array::from_fn(|i| i as u8));
+        assert_eq!(s.to_string(), "00010203");
+        assert_eq!(
+            format!("{s:?}"),
+            "SessionId(000102030405060708090a0b0c0d0e0f)"
+        );
+        assert_ne!(SessionId::random(), SessionId::random());
+    }
+
+    /// One line per header field, then the sealed payload and tag, so any
+    /// format or key-derivation change shows up in review.
+    fn annotated_dump(d: &[u8]) -> String {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let tag_at = d.len() - TAG_LEN;
+        [
+            ("version", &d[0..1]),
+            ("kind", &d[1..2]),
+            ("flags", &d[field::FLAGS]),
+            ("network_id", &d[field::NETWORK_ID]),
+            ("session", &d[field::SESSION]),
+            ("counter", &d[field::COUNTER]),
+            ("ciphertext", &d[HEADER_LEN..tag_at]),
+            ("tag", &d[tag_at..]),
+        ]
+        .iter()
+        .map(|(name, bytes)| format!("{name:<10} {}\n", hex(bytes)))
+        .collect()
+    }
+
+    #[test]
+    fn register_datagram_bytes() {
+        let key = NetworkKey::parse(&"00112233445566778899aabbccddeeff".repeat(2)).unwrap();
+        let mut sealer = Sealer::new(SessionId(std::array::from_fn(|i| 0xa0 + i as u8)));
+        sealer.counter = 5;
+        let mut d = Vec::new();
+        sealer
+            .seal(&Cipher::new(&key), &Message::Register { caps: 0 }, &mut d)
+            .unwrap();
+        insta::assert_snapshot!(annotated_dump(&d), @r"
+        version    01
+        kind       01
+        flags      0000
+        network_id 4a3d7748e8dcf3e7
+        session    a0a1a2a3a4a5a6a7a8a9aaabacadaeaf
+        counter    0000000000000005
+        ciphertext cb100c5f
+        tag        1709d89898bf5b02342758e3d50058f3
+        ");
+    }
+}
