@@ -15,10 +15,17 @@ fn assert_fails(args: &[&str], code: i32, needle: &str) {
     let out = run(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
-    assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in:\n{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
     if code == 1 {
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: not one line:\n{stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line:\n{stderr}"
+        );
     }
 }
 
@@ -51,7 +58,15 @@ fn missing_key_file_is_named() {
         "cannot read key file /x/y: No such file or directory",
     );
     assert_fails(
-        &["edge", "--relay", "127.0.0.1:7171", "--key-file", "/x/y", "--tap", "t0"],
+        &[
+            "edge",
+            "--relay",
+            "127.0.0.1:7171",
+            "--key-file",
+            "/x/y",
+            "--tap",
+            "t0",
+        ],
         1,
         "cannot read key file /x/y: No such file or directory",
     );
@@ -73,23 +88,63 @@ fn bad_flags_are_rejected_by_name() {
     let key = temp_file("good.key", &"ab".repeat(32));
     let k = key.to_str().unwrap();
     assert_fails(
-        &["edge", "--relay", "127.0.0.1:7171", "--key-file", k, "--tap", "t0", "--address", "10.0.0.300/24"],
+        &[
+            "edge",
+            "--relay",
+            "127.0.0.1:7171",
+            "--key-file",
+            k,
+            "--tap",
+            "t0",
+            "--address",
+            "10.0.0.300/24",
+        ],
         2,
         "--address",
     );
     assert_fails(
-        &["edge", "--relay", "127.0.0.1:7171", "--key-file", k, "--tap", "t0", "--mac", "zz"],
+        &[
+            "edge",
+            "--relay",
+            "127.0.0.1:7171",
+            "--key-file",
+            k,
+            "--tap",
+            "t0",
+            "--mac",
+            "zz",
+        ],
         2,
         "--mac",
     );
-    assert_fails(&["relay", "--listen", "nonsense", "--key-file", k], 2, "--listen");
     assert_fails(
-        &["edge", "--relay", "127.0.0.1:7171", "--key-file", k, "--tap", "a-name-that-is-too-long"],
+        &["relay", "--listen", "nonsense", "--key-file", k],
+        2,
+        "--listen",
+    );
+    assert_fails(
+        &[
+            "edge",
+            "--relay",
+            "127.0.0.1:7171",
+            "--key-file",
+            k,
+            "--tap",
+            "a-name-that-is-too-long",
+        ],
         1,
         "a-name-that-is-too-long",
     );
     assert_fails(
-        &["edge", "--relay", "no-such-host.invalid:7171", "--key-file", k, "--tap", "t0"],
+        &[
+            "edge",
+            "--relay",
+            "no-such-host.invalid:7171",
+            "--key-file",
+            k,
+            "--tap",
+            "t0",
+        ],
         1,
         "cannot resolve relay address no-such-host.invalid:7171",
     );

@@ -20,7 +20,11 @@ fn two_edges_ping_each_other_through_the_relay() {
     let net = Overlay::new(&lab);
     let a = net.edge(&lab, "a", 1);
     let b = net.edge(&lab, "b", 2);
-    assert!(ping_within(&a.ns, &b.ip, SETTLE), "a cannot ping b:\n{}", lab.logs());
+    assert!(
+        ping_within(&a.ns, &b.ip, SETTLE),
+        "a cannot ping b:\n{}",
+        lab.logs()
+    );
     assert!(b.ns.ping(&a.ip, 2), "b cannot ping a:\n{}", lab.logs());
     // ARP resolved over the relay: a knows b's TAP MAC.
     let n = a.ns.neigh(&b.ip).expect("a has no neighbour entry for b");
@@ -34,7 +38,11 @@ fn three_edges_reach_all_pairs() {
         return;
     };
     let net = Overlay::new(&lab);
-    let edges = [net.edge(&lab, "a", 1), net.edge(&lab, "b", 2), net.edge(&lab, "c", 3)];
+    let edges = [
+        net.edge(&lab, "a", 1),
+        net.edge(&lab, "b", 2),
+        net.edge(&lab, "c", 3),
+    ];
     for from in &edges {
         for to in &edges {
             if from.ip != to.ip {
@@ -77,7 +85,9 @@ fn traffic_resumes_after_the_relay_restarts() {
     let b = net.edge(&lab, "b", 2);
     assert!(ping_within(&a.ns, &b.ip, SETTLE), "{}", lab.logs());
     net.relay.signal(Signal::SIGKILL).unwrap();
-    net.relay.wait_timeout(Duration::from_secs(5)).expect("relay did not die");
+    net.relay
+        .wait_timeout(Duration::from_secs(5))
+        .expect("relay did not die");
     assert!(!a.ns.ping(&b.ip, 1), "ping worked with the relay dead");
     let _relay2 = start_relay(&net.relay_ns, &net.key);
     assert!(
@@ -86,7 +96,10 @@ fn traffic_resumes_after_the_relay_restarts() {
         lab.logs()
     );
     assert!(b.ns.ping(&a.ip, 1));
-    assert!(a.proc.is_running() && b.proc.is_running(), "an edge restarted");
+    assert!(
+        a.proc.is_running() && b.proc.is_running(),
+        "an edge restarted"
+    );
 }
 
 #[test]
@@ -104,7 +117,10 @@ fn an_edge_with_another_key_reaches_no_one() {
     assert!(!a.ns.ping(&x.ip, 3), "a reached x across networks");
     assert!(x.proc.is_running(), "x died:\n{}", x.proc.log());
     assert!(
-        net.relay.log().contains("wrong_network"),
+        wait_until(Duration::from_secs(12), || net
+            .relay
+            .log()
+            .contains("wrong_network")),
         "relay did not report x's datagrams:\n{}",
         net.relay.log()
     );
@@ -158,7 +174,11 @@ fn random_datagrams_do_not_disturb_traffic() {
     let during = ping_count(&a.ns, &b.ip, 20, &[]);
     flood.join().unwrap();
     let after = ping_count(&a.ns, &b.ip, 10, &[]);
-    assert!(during >= 18, "only {during}/20 pings during the flood:\n{}", lab.logs());
+    assert!(
+        during >= 18,
+        "only {during}/20 pings during the flood:\n{}",
+        lab.logs()
+    );
     assert_eq!(after, 10, "pings lost after the flood:\n{}", lab.logs());
     assert!(net.relay.is_running(), "relay died:\n{}", net.relay.log());
 }
@@ -170,12 +190,25 @@ fn sigterm_exits_zero_and_removes_the_tap() {
     };
     let net = Overlay::new(&lab);
     let a = net.edge(&lab, "a", 1);
-    assert!(wait_until(Duration::from_secs(5), || a.proc.log().contains("registered")));
+    assert!(wait_until(Duration::from_secs(5), || a
+        .proc
+        .log()
+        .contains("registered")));
     a.proc.signal(Signal::SIGTERM).unwrap();
-    let status = a.proc.wait_timeout(Duration::from_secs(1)).expect("edge still running 1 s after SIGTERM");
-    assert!(status.success(), "edge exited with {status}:\n{}", a.proc.log());
+    let status = a
+        .proc
+        .wait_timeout(Duration::from_secs(1))
+        .expect("edge still running 1 s after SIGTERM");
+    assert!(
+        status.success(),
+        "edge exited with {status}:\n{}",
+        a.proc.log()
+    );
     assert!(!a.ns.has_link("tap0"), "tap0 still exists");
     net.relay.signal(Signal::SIGTERM).unwrap();
-    let status = net.relay.wait_timeout(Duration::from_secs(1)).expect("relay still running 1 s after SIGTERM");
+    let status = net
+        .relay
+        .wait_timeout(Duration::from_secs(1))
+        .expect("relay still running 1 s after SIGTERM");
     assert!(status.success(), "relay exited with {status}");
 }

@@ -129,7 +129,9 @@ pub fn start_relay(ns: &Ns, key: &std::path::Path) -> Proc {
 /// Pings until a reply comes or `timeout` passes (the first pings may be
 /// spent on registration and ARP).
 pub fn ping_within(ns: &Ns, dst: &str, timeout: Duration) -> bool {
-    wait_until(timeout, || ns.ping_args(&["-n", "-q", "-c", "1", "-W", "1", dst]))
+    wait_until(timeout, || {
+        ns.ping_args(&["-n", "-q", "-c", "1", "-W", "1", dst])
+    })
 }
 
 /// Pings `count` times, 50 ms apart; returns the number of replies.

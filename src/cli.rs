@@ -115,11 +115,10 @@ impl FromStr for Cidr {
             .parse()
             .map_err(|_| format!("{addr:?} is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("prefix length {prefix:?} is not a number from 0 to {max}"))?;
+        let prefix: u8 =
+            prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+                format!("prefix length {prefix:?} is not a number from 0 to {max}")
+            })?;
         Ok(Cidr { addr, prefix })
     }
 }
@@ -132,9 +131,8 @@ impl fmt::Display for Cidr {
 
 /// Reads and parses a key file, with errors that name the file.
 pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<NetworkKey> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!("cannot read key file {}: {}", path.display(), plain(&e))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read key file {}: {}", path.display(), plain(&e)))?;
     NetworkKey::parse(&text).with_context(|| format!("invalid key file {}", path.display()))
 }
 

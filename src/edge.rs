@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Instant};
 
 use anyhow::Context;
 use tokio::net::UdpSocket;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::{
     cli::{read_key_file, EdgeArgs},
@@ -15,6 +15,7 @@ use crate::{
         wire::{Cipher, SessionId},
     },
     io::{netlink::Netlink, plain, tap::Tap},
+    report::DropReport,
     signals::Shutdown,
 };
 
@@ -76,6 +77,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let mut next_poll = Instant::now();
     let mut failed_sends = 0u64;
     let mut was_registered = false;
+    let mut drops = DropReport::new("datagrams", Instant::now());
     loop {
         let sleep = tokio::time::sleep_until(next_poll.into());
         tokio::select! {
@@ -114,15 +116,17 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                     }
                     ClientEvent::Registered => {}
                     ClientEvent::Nothing => {}
-                    ClientEvent::Drop(reason) => debug!(%from, %reason, "dropped datagram"),
+                    ClientEvent::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                 }
             }
             _ = sleep => {
-                next_poll = client.poll(Instant::now(), &mut |d| {
+                let now = Instant::now();
+                next_poll = client.poll(now, &mut |d| {
                     if socket.try_send_to(d, relay).is_err() {
                         failed_sends += 1;
                     }
                 });
+                drops.maybe_log(now, &client.stats().drops);
             }
         }
         if client.is_registered() != was_registered {

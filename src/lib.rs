@@ -4,9 +4,10 @@
 //! in; `io` holds thin adapters over kernel objects; the drivers (`relay`,
 //! `edge`, `bridge`) connect the two and are the only places with event loops.
 
-pub mod core;
-pub mod io;
 pub mod cli;
+pub mod core;
 pub mod edge;
+pub mod io;
 pub mod relay;
+pub mod report;
 pub mod signals;

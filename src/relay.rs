@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::net::UdpSocket;
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 use crate::{
     cli::{read_key_files, RelayArgs},
@@ -18,6 +17,7 @@ use crate::{
         wire::{Cipher, SessionId},
     },
     io::plain,
+    report::DropReport,
     signals::Shutdown,
 };
 
@@ -47,6 +47,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 65536];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut send_errors = 0u64;
+    let mut drops = DropReport::new("datagrams", Instant::now());
     loop {
         tokio::select! {
             sig = shutdown.recv() => {
@@ -77,19 +78,29 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                             send_errors += 1;
                         }
                     }
-                    RelayAction::Drop(reason) => debug!(%from, %reason, "dropped datagram"),
+                    RelayAction::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                 }
             }
             _ = tick.tick() => {
-                relay.expire(Instant::now());
+                let now = Instant::now();
+                relay.expire(now);
+                drops.maybe_log(now, &relay.stats().drops);
             }
         }
         for event in relay.drain_events() {
             match event {
-                RelayEvent::Joined { network, session, addr } => {
+                RelayEvent::Joined {
+                    network,
+                    session,
+                    addr,
+                } => {
                     info!(%network, %session, %addr, "peer registered")
                 }
-                RelayEvent::Left { network, session, addr } => {
+                RelayEvent::Left {
+                    network,
+                    session,
+                    addr,
+                } => {
                     info!(%network, %session, %addr, "peer timed out")
                 }
             }

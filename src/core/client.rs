@@ -15,7 +15,7 @@ use std::{
 
 use crate::core::{
     drop::{DropCounters, DropReason},
-    wire::{self, Cipher, Kind, Message, ReplayGuard, Reassembler, Sealer, SessionId},
+    wire::{self, Cipher, Kind, Message, Reassembler, ReplayGuard, Sealer, SessionId},
 };
 
 /// Timers and limits of a client.
@@ -94,7 +94,12 @@ pub struct Client {
 
 impl Client {
     /// A client of the relay at `relay`, not yet registered.
-    pub fn new(config: ClientConfig, cipher: Cipher, session: SessionId, relay: SocketAddr) -> Self {
+    pub fn new(
+        config: ClientConfig,
+        cipher: Cipher,
+        session: SessionId,
+        relay: SocketAddr,
+    ) -> Self {
         Client {
             keepalive: config.keepalive,
             replay: ReplayGuard::new(config.max_senders),
@@ -168,74 +173,82 @@ impl Client {
         emit: &mut dyn FnMut(&[u8]),
     ) -> ClientEvent<'_> {
         self.stats.datagrams_in += 1;
-        match self.decide(now, from, datagram, emit) {
-            Ok(Decision::Frame) => {
-                self.stats.frames_in += 1;
-                match self.reassembler.last() {
-                    Some(frame) => ClientEvent::Frame(frame),
-                    None => ClientEvent::Nothing,
-                }
-            }
-            Ok(Decision::Registered) => ClientEvent::Registered,
-            Ok(Decision::Nothing) => ClientEvent::Nothing,
+        let message = match self.authenticate(now, from, datagram) {
+            Ok(m) => m,
             Err(reason) => {
                 self.stats.drops.add(reason);
-                ClientEvent::Drop(reason)
+                return ClientEvent::Drop(reason);
+            }
+        };
+        self.last_heard = Some(now);
+        match message {
+            Opened::Frame(session) => {
+                // Borrows only `scratch` and `reassembler`, so the frame can be
+                // returned without copying.
+                let Ok(Message::Frame(fragment)) = Message::parse(Kind::Frame, &self.scratch)
+                else {
+                    self.stats.drops.add(DropReason::Malformed);
+                    return ClientEvent::Drop(DropReason::Malformed);
+                };
+                match self.reassembler.push(now, session, &fragment) {
+                    Ok(Some(frame)) => {
+                        self.stats.frames_in += 1;
+                        ClientEvent::Frame(frame)
+                    }
+                    Ok(None) => ClientEvent::Nothing,
+                    Err(e) => {
+                        let reason = e.drop_reason();
+                        self.stats.drops.add(reason);
+                        ClientEvent::Drop(reason)
+                    }
+                }
+            }
+            Opened::RegisterAck { keepalive_secs } => {
+                self.keepalive = Duration::from_secs(u64::from(keepalive_secs.max(1)));
+                if self.registered {
+                    return ClientEvent::Nothing;
+                }
+                self.registered = true;
+                self.stats.registrations += 1;
+                ClientEvent::Registered
+            }
+            Opened::KeepaliveAck => ClientEvent::Nothing,
+            Opened::NotRegistered => {
+                self.registered = false;
+                self.send_control(now, Message::Register { caps: 0 }, emit);
+                ClientEvent::Nothing
             }
         }
     }
 
-    fn decide(
+    /// Checks sender, replay window and tag; decrypts into `scratch`.
+    fn authenticate(
         &mut self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
-        emit: &mut dyn FnMut(&[u8]),
-    ) -> Result<Decision, DropReason> {
+    ) -> Result<Opened, DropReason> {
         if from != self.relay {
             return Err(DropReason::UnknownSender);
         }
         let header = wire::peek_header(datagram).map_err(|e| e.drop_reason())?;
-        if !self.replay.check(&header.session, header.counter) {
+        if !self.replay.check(header.session, header.counter) {
             return Err(DropReason::Replayed);
         }
         let (header, message) =
             wire::open(&self.cipher, datagram, &mut self.scratch).map_err(|e| e.drop_reason())?;
+        let opened = match message {
+            Message::Frame(_) => Opened::Frame(header.session),
+            Message::RegisterAck { keepalive_secs, .. } => Opened::RegisterAck { keepalive_secs },
+            Message::KeepaliveAck => Opened::KeepaliveAck,
+            Message::NotRegistered => Opened::NotRegistered,
+            // Only peers send these; a relay never forwards them.
+            Message::Register { .. } | Message::Keepalive => return Err(DropReason::UnknownKind),
+        };
         if !self.replay.update(now, header.session, header.counter) {
             return Err(DropReason::Replayed);
         }
-        self.last_heard = Some(now);
-        match message {
-            Message::Frame(fragment) => {
-                match self
-                    .reassembler
-                    .push(now, header.session, &fragment)
-                    .map_err(|e| e.drop_reason())?
-                {
-                    true => Ok(Decision::Frame),
-                    false => Ok(Decision::Nothing),
-                }
-            }
-            Message::RegisterAck { keepalive_secs, .. } => {
-                self.keepalive = Duration::from_secs(u64::from(keepalive_secs.max(1)));
-                let was = self.registered;
-                self.registered = true;
-                if was {
-                    Ok(Decision::Nothing)
-                } else {
-                    self.stats.registrations += 1;
-                    Ok(Decision::Registered)
-                }
-            }
-            Message::KeepaliveAck => Ok(Decision::Nothing),
-            Message::NotRegistered => {
-                self.registered = false;
-                self.send_control(now, Kind::Register, emit);
-                Ok(Decision::Nothing)
-            }
-            // Only peers send these; a relay never forwards them.
-            Message::Register { .. } | Message::Keepalive => Err(DropReason::UnknownKind),
-        }
+        Ok(opened)
     }
 
     /// Runs timers: registration retries, keepalives, relay loss, reassembly
@@ -253,25 +266,21 @@ impl Client {
                 self.registered = false;
             }
         }
-        let (kind, interval) = if self.registered {
-            (Kind::Keepalive, self.keepalive)
+        let (message, interval) = if self.registered {
+            (Message::Keepalive, self.keepalive)
         } else {
-            (Kind::Register, self.config.register_retry)
+            (Message::Register { caps: 0 }, self.config.register_retry)
         };
         let due = self.last_sent.map_or(now, |t| t + interval);
         if now >= due {
-            self.send_control(now, kind, emit);
+            self.send_control(now, message, emit);
             return now + interval;
         }
         due
     }
 
-    fn send_control(&mut self, now: Instant, kind: Kind, emit: &mut dyn FnMut(&[u8])) {
-        let payload: &[u8] = match kind {
-            Kind::Register => &[0, 0, 0, 0],
-            _ => &[],
-        };
-        match self.sealer.seal(&self.cipher, kind, payload, &mut self.out) {
+    fn send_control(&mut self, now: Instant, message: Message<'_>, emit: &mut dyn FnMut(&[u8])) {
+        match self.sealer.seal(&self.cipher, &message, &mut self.out) {
             Ok(()) => {
                 self.last_sent = Some(now);
                 self.stats.datagrams_out += 1;
@@ -282,8 +291,10 @@ impl Client {
     }
 }
 
-enum Decision {
-    Frame,
-    Registered,
-    Nothing,
+/// What an authenticated datagram carried, without borrowing it.
+enum Opened {
+    Frame(SessionId),
+    RegisterAck { keepalive_secs: u16 },
+    KeepaliveAck,
+    NotRegistered,
 }

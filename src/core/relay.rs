@@ -27,7 +27,7 @@ use std::{
 use crate::core::{
     drop::{DropCounters, DropReason},
     switch::{Route, Switch, SwitchConfig},
-    wire::{self, Cipher, Kind, Message, NetworkId, ReplayWindow, Sealer, SessionId},
+    wire::{self, Cipher, Message, NetworkId, ReplayWindow, Sealer, SessionId},
 };
 
 /// Timers and limits of a relay.
@@ -245,8 +245,7 @@ impl Relay {
             Self::seal_reply(
                 &mut self.sealer,
                 &net.cipher,
-                Kind::NotRegistered,
-                &[],
+                Message::NotRegistered,
                 &mut self.reply,
             )?;
             return Ok(Decision::Reply);
@@ -262,14 +261,15 @@ impl Relay {
 
         match message {
             Message::Register { .. } => {
-                let secs = self.config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
-                let mut payload = [0u8; 6];
-                payload[4..6].copy_from_slice(&secs.to_be_bytes());
+                let keepalive_secs =
+                    self.config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
                 Self::seal_reply(
                     &mut self.sealer,
                     &net.cipher,
-                    Kind::RegisterAck,
-                    &payload,
+                    Message::RegisterAck {
+                        caps: 0,
+                        keepalive_secs,
+                    },
                     &mut self.reply,
                 )?;
                 Ok(Decision::Reply)
@@ -278,15 +278,17 @@ impl Relay {
                 Self::seal_reply(
                     &mut self.sealer,
                     &net.cipher,
-                    Kind::KeepaliveAck,
-                    &[],
+                    Message::KeepaliveAck,
                     &mut self.reply,
                 )?;
                 Ok(Decision::Reply)
             }
             Message::Frame(fragment) => {
                 self.targets.clear();
-                match net.switch.handle(now, session, fragment.src, fragment.dst) {
+                match net
+                    .switch
+                    .handle(now, session, fragment.src(), fragment.dst())
+                {
                     Route::Unicast(port) => match net.peers.get(&port) {
                         Some(p) => self.targets.push(p.addr),
                         None => return Err(DropReason::NoDestination),
@@ -314,12 +316,11 @@ impl Relay {
     fn seal_reply(
         sealer: &mut Sealer,
         cipher: &Cipher,
-        kind: Kind,
-        payload: &[u8],
+        message: Message<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
         sealer
-            .seal(cipher, kind, payload, out)
+            .seal(cipher, &message, out)
             .map_err(|e| e.drop_reason())
     }
 

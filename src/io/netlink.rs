@@ -39,7 +39,12 @@ impl Netlink {
     }
 
     async fn link(&self, name: &str) -> Result<LinkMessage, IoError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match links.try_next().await {
             Ok(Some(link)) => Ok(link),
             Ok(None) => Err(no_such_interface(name)),
@@ -118,7 +123,13 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|e| IoError::new("cannot add address to", format!("{name} ({addr}/{prefix})"), to_io(e)))
+            .map_err(|e| {
+                IoError::new(
+                    "cannot add address to",
+                    format!("{name} ({addr}/{prefix})"),
+                    to_io(e),
+                )
+            })
     }
 
     /// Every address on the link with index `index`.
