@@ -5,4 +5,5 @@
 //! without root, sockets or real time.
 
 pub mod drop;
+pub mod frame;
 pub mod mac;
