@@ -7,3 +7,4 @@
 pub mod drop;
 pub mod frame;
 pub mod mac;
+pub mod nat;
