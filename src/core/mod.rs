@@ -8,3 +8,5 @@ pub mod drop;
 pub mod frame;
 pub mod mac;
 pub mod nat;
+#[cfg(test)]
+pub(crate) mod sim;

@@ -752,3 +752,732 @@ fn rewrite_ndp(ip: &mut [u8], mac: MacAddr, csum_partial: bool) -> Result<bool, 
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use super::*;
+    use crate::core::{
+        frame::{arp, checksum, icmpv6::msg, icmpv6::opt, udp::UdpPacket},
+        sim::{self, Host, Side, World},
+    };
+
+    const N: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x0a]);
+    const L1: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+    const L2: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
+    const V: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
+    const V2: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
+    const X: MacAddr = MacAddr([2, 0, 0, 0, 3, 3]);
+    const NAMES: sim::Names = &[
+        (N, "N"),
+        (L1, "L1"),
+        (L2, "L2"),
+        (V, "V"),
+        (V2, "V2"),
+        (X, "X"),
+    ];
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    const HOST: [u8; 4] = [10, 0, 0, 10];
+    const HOST6: &str = "fe80::a";
+
+    fn lan(pkt_type: PacketType) -> LanMeta {
+        LanMeta {
+            pkt_type,
+            csum_partial: false,
+        }
+    }
+
+    /// A Nat that knows L1 (10.0.0.1, fe80::1:1) on the LAN and V
+    /// (10.0.0.100, fe80::2:1) on the overlay.
+    fn base(now: Instant) -> Nat {
+        let mut nat = Nat::new(NatConfig::new(N));
+        nat.set_host_addrs(&[HOST.into()], &[ip6(HOST6)]);
+        let steps: [(bool, Vec<u8>); 4] = [
+            (true, sim::arp_request(L1, ip("10.0.0.1"), ip("10.0.0.99"))),
+            (
+                true,
+                sim::ndp(
+                    (L1, ip6("fe80::1:1")),
+                    (
+                        MacAddr([0x33, 0x33, 0xff, 0, 2, 1]),
+                        ip6("ff02::1:ff00:201"),
+                    ),
+                    msg::NEIGHBOR_SOLICIT,
+                    ip6("fe80::2:1"),
+                    (opt::SOURCE_LLA, L1),
+                ),
+            ),
+            (
+                false,
+                sim::arp_reply(V, ip("10.0.0.100"), L1, ip("10.0.0.1")),
+            ),
+            (
+                false,
+                sim::ndp(
+                    (V, ip6("fe80::2:1")),
+                    (L1, ip6("fe80::1:1")),
+                    msg::NEIGHBOR_ADVERT,
+                    ip6("fe80::2:1"),
+                    (opt::TARGET_LLA, V),
+                ),
+            ),
+        ];
+        for (from_lan, mut f) in steps {
+            let v = if from_lan {
+                let meta = lan(sim::packet_type(&f, N));
+                nat.handle_lan(now, meta, &mut f)
+            } else {
+                nat.handle_overlay(now, false, &mut f)
+            };
+            assert_eq!(v, Verdict::Forward);
+        }
+        nat
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Dir {
+        Lan(PacketType, bool),
+        Overlay(bool),
+    }
+
+    struct Case {
+        name: &'static str,
+        dir: Dir,
+        frame: Vec<u8>,
+    }
+
+    fn case(name: &'static str, dir: Dir, frame: Vec<u8>) -> Case {
+        Case { name, dir, frame }
+    }
+
+    fn run(nat: &mut Nat, now: Instant, dir: Dir, frame: &mut [u8]) -> Verdict {
+        match dir {
+            Dir::Lan(pkt_type, csum_partial) => nat.handle_lan(
+                now,
+                LanMeta {
+                    pkt_type,
+                    csum_partial,
+                },
+                frame,
+            ),
+            Dir::Overlay(csum_partial) => nat.handle_overlay(now, csum_partial, frame),
+        }
+    }
+
+    fn with_udp_checksum(mut f: Vec<u8>, value: u16) -> Vec<u8> {
+        f[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&value.to_be_bytes());
+        f
+    }
+
+    fn cases() -> Vec<Case> {
+        use Dir::{Lan, Overlay};
+        use PacketType::*;
+        let host = Ipv4Addr::from(HOST);
+        let (l1, l2, v, v2) = (
+            ip("10.0.0.1"),
+            ip("10.0.0.2"),
+            ip("10.0.0.100"),
+            ip("10.0.0.101"),
+        );
+        let echo = |s: (MacAddr, Ipv4Addr), d: (MacAddr, Ipv4Addr)| sim::icmp_echo(s, d, true, 1);
+        let mut bad_ndp = sim::ndp(
+            (V2, ip6("fe80::2:2")),
+            (MacAddr([0x33, 0x33, 0, 0, 0, 1]), ip6("ff02::1")),
+            msg::NEIGHBOR_ADVERT,
+            ip6("fe80::2:2"),
+            (opt::TARGET_LLA, V2),
+        );
+        bad_ndp[14 + 40 + 24 + 1] = 0; // option length 0
+        vec![
+            // LAN -> overlay
+            case(
+                "lan: outgoing is ignored",
+                Lan(Outgoing, false),
+                echo((N, host), (L1, l1)),
+            ),
+            case(
+                "lan: otherhost is rule 2",
+                Lan(OtherHost, false),
+                echo((L1, l1), (L2, l2)),
+            ),
+            case(
+                "lan: broadcast ARP request passes unchanged (rule 1)",
+                Lan(Broadcast, false),
+                sim::arp_request(L2, l2, v),
+            ),
+            case(
+                "lan: multicast NS passes unchanged (rule 1)",
+                Lan(Multicast, false),
+                sim::ndp(
+                    (L1, ip6("fe80::1:1")),
+                    (
+                        MacAddr([0x33, 0x33, 0xff, 0, 2, 1]),
+                        ip6("ff02::1:ff00:201"),
+                    ),
+                    msg::NEIGHBOR_SOLICIT,
+                    ip6("fe80::2:1"),
+                    (opt::SOURCE_LLA, L1),
+                ),
+            ),
+            case(
+                "lan: unicast to another MAC reported as host is rule 2",
+                Lan(Host, false),
+                echo((L1, l1), (L2, l2)),
+            ),
+            case("lan: other EtherType to N is rule 3", Lan(Host, false), {
+                let mut f = echo((L1, l1), (N, v));
+                f[12..14].copy_from_slice(&[0x88, 0xcc]);
+                f
+            }),
+            case(
+                "lan: IPv4 to the host's own IP is rule 4",
+                Lan(Host, false),
+                echo((L1, l1), (N, host)),
+            ),
+            case(
+                "lan: unicast ARP request for the host's IP is rule 4",
+                Lan(Host, false),
+                sim::arp_frame(L1, N, arp::op::REQUEST, L1, l1, N, host),
+            ),
+            case(
+                "lan: IPv4 to a virtual IP goes to its MAC (rule 5)",
+                Lan(Host, false),
+                echo((L1, l1), (N, v)),
+            ),
+            case(
+                "lan: ARP reply to N: dst and target hw become V",
+                Lan(Host, false),
+                sim::arp_reply(L1, l1, N, v),
+            ),
+            case(
+                "lan: unicast ARP request with zero target hw keeps zeros",
+                Lan(Host, false),
+                sim::arp_frame(L1, N, arp::op::REQUEST, L1, l1, MacAddr::ZERO, v),
+            ),
+            case(
+                "lan: ARP reply whose target hw is not N keeps it",
+                Lan(Host, false),
+                sim::arp_frame(L1, N, arp::op::REPLY, L1, l1, L2, v),
+            ),
+            case(
+                "lan: IPv4 to an unknown IP is rule 5's drop",
+                Lan(Host, false),
+                echo((L1, l1), (N, ip("10.0.0.200"))),
+            ),
+            case(
+                "lan: VLAN-tagged IPv4 to a virtual IP",
+                Lan(Host, false),
+                sim::with_vlan(&echo((L1, l1), (N, v)), 7),
+            ),
+            case(
+                "lan: NA to N for a virtual IPv6 goes to its MAC",
+                Lan(Host, false),
+                sim::ndp(
+                    (L1, ip6("fe80::1:1")),
+                    (N, ip6("fe80::2:1")),
+                    msg::NEIGHBOR_ADVERT,
+                    ip6("fe80::1:1"),
+                    (opt::TARGET_LLA, L1),
+                ),
+            ),
+            case(
+                "lan: truncated ARP is malformed",
+                Lan(Broadcast, false),
+                sim::arp_request(L1, l1, v)[..14 + 27].to_vec(),
+            ),
+            // Overlay -> LAN
+            case(
+                "overlay: ARP request broadcast: src and sha become N",
+                Overlay(false),
+                sim::arp_request(V2, v2, l1),
+            ),
+            case(
+                "overlay: ARP reply to a LAN host: src and sha become N",
+                Overlay(false),
+                sim::arp_reply(V, v, L1, l1),
+            ),
+            case(
+                "overlay: ARP probe from 0.0.0.0 is forwarded, not learned",
+                Overlay(false),
+                sim::arp_frame(
+                    V2,
+                    MacAddr::BROADCAST,
+                    arp::op::REQUEST,
+                    V2,
+                    Ipv4Addr::UNSPECIFIED,
+                    MacAddr::ZERO,
+                    v2,
+                ),
+            ),
+            case(
+                "overlay: multicast source MAC",
+                Overlay(false),
+                echo((MacAddr([0x01, 0, 0x5e, 0, 0, 1]), v), (L1, l1)),
+            ),
+            case(
+                "overlay: source MAC seen on the LAN is a loop",
+                Overlay(false),
+                echo((L1, l1), (L2, l2)),
+            ),
+            case(
+                "overlay: ARP claiming a LAN host's IP is spoofed",
+                Overlay(false),
+                sim::arp_request(V2, l1, l2),
+            ),
+            case(
+                "overlay: IPv4 from the host's IP is spoofed",
+                Overlay(false),
+                echo((V2, host), (L1, l1)),
+            ),
+            case(
+                "overlay: unicast to N is for the host",
+                Overlay(false),
+                echo((V, v), (N, l1)),
+            ),
+            case(
+                "overlay: ARP request for the host's IP is for the host",
+                Overlay(false),
+                sim::arp_request(V, v, host),
+            ),
+            case(
+                "overlay: unicast to a MAC not seen on the LAN",
+                Overlay(false),
+                echo((V, v), (X, l1)),
+            ),
+            case(
+                "overlay: unicast to a virtual MAC (relay flood) stays off the LAN",
+                Overlay(false),
+                echo((V, v), (V2, v2)),
+            ),
+            case(
+                "overlay: IPv4 to a LAN host",
+                Overlay(false),
+                echo((V, v), (L1, l1)),
+            ),
+            case(
+                "overlay: DHCPDISCOVER gets the broadcast flag",
+                Overlay(false),
+                sim::dhcp_discover(V2, V2, false),
+            ),
+            case(
+                "overlay: DHCPDISCOVER already broadcast is unchanged",
+                Overlay(false),
+                sim::dhcp_discover(V2, V2, true),
+            ),
+            case(
+                "overlay: DHCPDISCOVER with partial checksum keeps the field",
+                Overlay(true),
+                with_udp_checksum(sim::dhcp_discover(V2, V2, false), 0x1234),
+            ),
+            case(
+                "overlay: DHCPDISCOVER with no checksum keeps zero",
+                Overlay(false),
+                with_udp_checksum(sim::dhcp_discover(V2, V2, false), 0),
+            ),
+            case(
+                "overlay: DHCP reply (67->68) is not touched",
+                Overlay(false),
+                sim::udp_v4(
+                    (V2, v2, 67),
+                    (MacAddr::BROADCAST, Ipv4Addr::BROADCAST, 68),
+                    &[2; 300],
+                ),
+            ),
+            case(
+                "overlay: multicast NS: slla becomes N, checksum recomputed",
+                Overlay(false),
+                sim::ndp(
+                    (V, ip6("fe80::2:1")),
+                    (
+                        MacAddr([0x33, 0x33, 0xff, 0, 1, 1]),
+                        ip6("ff02::1:ff00:101"),
+                    ),
+                    msg::NEIGHBOR_SOLICIT,
+                    ip6("fe80::1:1"),
+                    (opt::SOURCE_LLA, V),
+                ),
+            ),
+            case(
+                "overlay: NA to a LAN host: tlla becomes N",
+                Overlay(false),
+                sim::ndp(
+                    (V, ip6("fe80::2:1")),
+                    (L1, ip6("fe80::1:1")),
+                    msg::NEIGHBOR_ADVERT,
+                    ip6("fe80::2:1"),
+                    (opt::TARGET_LLA, V),
+                ),
+            ),
+            case(
+                "overlay: NDP option of length zero is malformed",
+                Overlay(false),
+                bad_ndp,
+            ),
+            case(
+                "overlay: IPv6 to the host's address is for the host",
+                Overlay(false),
+                sim::ndp(
+                    (V, ip6("fe80::2:1")),
+                    (MacAddr([0x33, 0x33, 0, 0, 0, 0x0a]), ip6(HOST6)),
+                    msg::NEIGHBOR_SOLICIT,
+                    ip6(HOST6),
+                    (opt::SOURCE_LLA, V),
+                ),
+            ),
+            case(
+                "overlay: VLAN-tagged ARP request",
+                Overlay(false),
+                sim::with_vlan(&sim::arp_request(V2, v2, l1), 7),
+            ),
+            case("overlay: runt frame", Overlay(false), vec![0xff; 13]),
+        ]
+    }
+
+    #[test]
+    fn decision_table() {
+        let now = Instant::now();
+        let mut out = String::new();
+        for c in cases() {
+            let mut nat = base(now);
+            let mut frame = c.frame.clone();
+            let verdict = run(&mut nat, now, c.dir, &mut frame);
+            let dir = match c.dir {
+                Dir::Lan(t, p) => format!("lan {t:?}{}", if p { " csum_partial" } else { "" }),
+                Dir::Overlay(p) => format!("overlay{}", if p { " csum_partial" } else { "" }),
+            };
+            writeln!(out, "## {}", c.name).unwrap();
+            writeln!(out, "  in  [{dir}] {}", sim::describe(&c.frame, NAMES)).unwrap();
+            writeln!(out, "  =>  {verdict:?}").unwrap();
+            if verdict == Verdict::Forward {
+                if frame == c.frame {
+                    writeln!(out, "  out unchanged").unwrap();
+                } else {
+                    writeln!(out, "  out {}", sim::describe(&frame, NAMES)).unwrap();
+                }
+                if matches!(c.dir, Dir::Overlay(_)) {
+                    for m in sim::macs_in(&frame) {
+                        assert!(
+                            m == N || !m.is_unicast() || [L1, L2].contains(&m),
+                            "{}: {m}",
+                            c.name
+                        );
+                    }
+                }
+            } else {
+                assert_eq!(
+                    nat.counters().get(match verdict {
+                        Verdict::Drop(r) => r,
+                        Verdict::Forward => unreachable!(),
+                    }),
+                    1
+                );
+            }
+        }
+        insta::assert_snapshot!("decision_table", out);
+    }
+
+    fn udp_checksum(frame: &[u8]) -> (u16, u16) {
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let mut copy = ip.payload().to_vec();
+        let stored = UdpPacket::new_checked(&copy[..]).unwrap().checksum();
+        let mut udp = UdpPacket::new_checked(&mut copy[..]).unwrap();
+        udp.fill_checksum_v4(src, dst);
+        (stored, udp.checksum())
+    }
+
+    #[test]
+    fn dhcp_checksum_correct_after_flag_set() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        for chaddr in [V2, MacAddr([0x02, 0xff, 0x7f, 0x80, 0x00, 0x01])] {
+            let mut f = sim::dhcp_discover(chaddr, chaddr, false);
+            assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+            let d = DhcpPacket::new_checked(&f[14 + 28..]).unwrap();
+            assert!(d.broadcast());
+            assert_eq!(d.chaddr(), Some(chaddr), "chaddr stays the client's");
+            let (stored, full) = udp_checksum(&f);
+            assert_eq!(stored, full, "incremental update equals full recompute");
+        }
+        assert_eq!(nat.stats().dhcp_broadcast_set, 2);
+    }
+
+    #[test]
+    fn dhcp_partial_checksum_untouched() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        // A partial checksum holds the pseudo-header sum only.
+        let f0 = sim::dhcp_discover(V2, V2, false);
+        let pseudo = checksum::fold(checksum::pseudo_header_v4(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            protocol::UDP,
+            (f0.len() - 14 - 20) as u16,
+        ));
+        let mut f = with_udp_checksum(f0, pseudo);
+        let before = f.clone();
+        assert_eq!(nat.handle_overlay(now, true, &mut f), Verdict::Forward);
+        assert_eq!(&f[40..42], &before[40..42], "checksum field untouched");
+        assert_eq!(f[14 + 28 + 10], 0x80, "flag set");
+        // Zero means "no checksum" and stays zero.
+        let mut f = with_udp_checksum(sim::dhcp_discover(V2, V2, false), 0);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+        assert_eq!(&f[40..42], &[0, 0]);
+    }
+
+    #[test]
+    fn arp_target_rewritten_only_when_n() {
+        let now = Instant::now();
+        let v = ip("10.0.0.100");
+        for (tha, want) in [(N, V), (MacAddr::ZERO, MacAddr::ZERO), (L2, L2)] {
+            let mut nat = base(now);
+            let mut f = sim::arp_frame(L1, N, arp::op::REPLY, L1, ip("10.0.0.1"), tha, v);
+            assert_eq!(
+                nat.handle_lan(now, lan(PacketType::Host), &mut f),
+                Verdict::Forward
+            );
+            let a = ArpPacket::new_checked(&f[14..]).unwrap();
+            assert_eq!(a.target_hw_addr(), want);
+            assert_eq!(a.sender_hw_addr(), L1, "LAN hosts keep their MAC");
+            assert_eq!(MacAddr::from_slice(&f).unwrap(), V);
+        }
+    }
+
+    #[test]
+    fn vlan_tagged_frames_use_moved_offsets() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        let mut f = sim::with_vlan(&sim::arp_reply(L1, ip("10.0.0.1"), N, ip("10.0.0.100")), 42);
+        assert_eq!(
+            nat.handle_lan(now, lan(PacketType::Host), &mut f),
+            Verdict::Forward
+        );
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!((eth.dst_addr(), eth.vlan_tci()), (V, Some(42)));
+        assert_eq!(
+            ArpPacket::new_checked(eth.payload())
+                .unwrap()
+                .target_hw_addr(),
+            V
+        );
+
+        let mut f = sim::with_vlan(&sim::dhcp_discover(V2, V2, false), 42);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!(eth.src_addr(), N);
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(DhcpPacket::new_checked(udp.payload()).unwrap().broadcast());
+        assert!(udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+    }
+
+    #[test]
+    fn truncated_frames_never_panic_nor_leak() {
+        let now = Instant::now();
+        let v = ip("10.0.0.100");
+        let frames = [
+            sim::arp_reply(L1, ip("10.0.0.1"), N, v),
+            sim::arp_request(V2, ip("10.0.0.101"), ip("10.0.0.1")),
+            sim::icmp_echo((L1, ip("10.0.0.1")), (N, v), true, 1),
+            sim::dhcp_discover(V2, V2, false),
+            sim::with_vlan(&sim::dhcp_discover(V2, V2, false), 3),
+            sim::ndp(
+                (V, ip6("fe80::2:1")),
+                (L1, ip6("fe80::1:1")),
+                msg::NEIGHBOR_ADVERT,
+                ip6("fe80::2:1"),
+                (opt::TARGET_LLA, V),
+            ),
+        ];
+        let mut nat = base(now);
+        let mut checked = 0;
+        for full in &frames {
+            for len in 0..=full.len() {
+                for dir in [
+                    Dir::Lan(PacketType::Host, false),
+                    Dir::Overlay(false),
+                    Dir::Overlay(true),
+                ] {
+                    let mut f = full[..len].to_vec();
+                    let verdict = run(&mut nat, now, dir, &mut f);
+                    match (verdict, dir) {
+                        (Verdict::Drop(_), _) => {}
+                        (Verdict::Forward, Dir::Overlay(_)) => {
+                            assert!(
+                                !sim::macs_in(&f).iter().any(|m| [V, V2].contains(m)),
+                                "len {len}"
+                            );
+                        }
+                        (Verdict::Forward, Dir::Lan(..)) => {}
+                    }
+                    if len < 14 {
+                        assert_eq!(verdict, Verdict::Drop(DropReason::Malformed));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000);
+        assert!(nat.counters().get(DropReason::Malformed) > 500);
+    }
+
+    #[test]
+    fn tables_bounded_under_flood() {
+        let t0 = Instant::now();
+        let mut config = NatConfig::new(N);
+        config.ip_table_cap = 1000;
+        config.lan_mac_cap = 500;
+        config.lan_ip_cap = 700;
+        let mut nat = Nat::new(config);
+        for i in 0..100_000u32 {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            let fake_ip = Ipv4Addr::from(0x0a80_0000 + i);
+            let b = i.to_be_bytes();
+            let fake_mac = MacAddr([0x02, 0x55, b[0], b[1], b[2], b[3]]);
+            let mut f = sim::arp_request(fake_mac, fake_ip, ip("10.0.0.1"));
+            assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+            let lan_mac = MacAddr([0x02, 0x66, b[0], b[1], b[2], b[3]]);
+            let mut f = sim::arp_request(lan_mac, Ipv4Addr::from(0x0a40_0000 + i), ip("10.0.0.1"));
+            assert_eq!(
+                nat.handle_lan(now, lan(PacketType::Broadcast), &mut f),
+                Verdict::Forward
+            );
+        }
+        assert_eq!(nat.table_lens(), (1000, 500, 700));
+        let s = nat.stats();
+        assert_eq!(
+            (s.ip_evictions, s.lan_mac_evictions, s.lan_ip_evictions),
+            (99_000, 99_500, 99_300)
+        );
+        // A real host evicted by the flood is learned again from its traffic.
+        let now = t0 + Duration::from_secs(1);
+        let mut f = sim::arp_request(V, ip("10.0.0.100"), ip("10.0.0.1"));
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+        assert_eq!(nat.lookup(now, ip("10.0.0.100").into()), Some(V));
+    }
+
+    #[test]
+    fn entries_age_out() {
+        let t0 = Instant::now();
+        let mut nat = base(t0);
+        assert_eq!(nat.next_deadline(), Some(t0 + Duration::from_secs(300)));
+        let later = t0 + Duration::from_secs(299);
+        assert_eq!(nat.lookup(later, ip("10.0.0.100").into()), Some(V));
+        let entries: Vec<_> = nat
+            .ip_entries(later)
+            .map(|e| (e.ip, e.mac, e.age.as_secs()))
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                (ip("10.0.0.100").into(), V, 299),
+                (ip6("fe80::2:1").into(), V, 299)
+            ]
+        );
+        assert_eq!(nat.lan_macs(later).count(), 1);
+        assert_eq!(nat.lan_ips(later).count(), 2);
+        let expired = t0 + Duration::from_secs(300);
+        assert_eq!(nat.lookup(expired, ip("10.0.0.100").into()), None);
+        assert_eq!(nat.expire(expired), 5);
+        assert_eq!(nat.table_lens(), (0, 0, 0));
+        assert_eq!(nat.next_deadline(), None);
+        // With L1 forgotten, unicast to it stays off the LAN again.
+        let mut f = sim::icmp_echo((V, ip("10.0.0.100")), (L1, ip("10.0.0.1")), true, 1);
+        let v = nat.handle_overlay(expired, false, &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::UnknownUnicast));
+    }
+
+    #[test]
+    fn lan_sighting_wins_over_overlay_claim() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        let stolen = ip("10.0.0.100");
+        assert_eq!(nat.lookup(now, stolen.into()), Some(V));
+        let mut f = sim::arp_request(L2, stolen, ip("10.0.0.1"));
+        assert_eq!(
+            nat.handle_lan(now, lan(PacketType::Broadcast), &mut f),
+            Verdict::Forward
+        );
+        assert_eq!(nat.lookup(now, stolen.into()), None);
+        let mut f = sim::arp_reply(V, stolen, L1, ip("10.0.0.1"));
+        assert_eq!(
+            nat.handle_overlay(now, false, &mut f),
+            Verdict::Drop(DropReason::Spoofed)
+        );
+    }
+
+    #[test]
+    fn host_address_change_forgets_learned_entry() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        nat.set_host_addrs(&[ip("10.0.0.100")], &[]);
+        assert_eq!(nat.lookup(now, ip("10.0.0.100").into()), None);
+        let mut f = sim::icmp_echo((L1, ip("10.0.0.1")), (N, ip("10.0.0.100")), true, 1);
+        let v = nat.handle_lan(now, lan(PacketType::Host), &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::OwnAddress));
+    }
+
+    #[test]
+    fn for_host_notice_fires_once() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        assert!(!nat.take_for_host_notice());
+        for _ in 0..3 {
+            let mut f = sim::arp_request(V, ip("10.0.0.100"), HOST.into());
+            assert_eq!(
+                nat.handle_overlay(now, false, &mut f),
+                Verdict::Drop(DropReason::ForHost)
+            );
+        }
+        assert!(nat.take_for_host_notice());
+        assert!(!nat.take_for_host_notice());
+        assert_eq!(nat.counters().get(DropReason::ForHost), 3);
+    }
+
+    /// LAN hosts L1, L2 and virtual host V resolve each other by ARP and
+    /// ping both ways through the bridge; no LAN frame ever carries V's MAC.
+    #[test]
+    fn simulator_arp_and_ping_both_ways() {
+        let lan_hosts = vec![
+            Host::new("L1", L1, ip("10.0.0.1")),
+            Host::new("L2", L2, ip("10.0.0.2")),
+        ];
+        let virt = vec![Host::new("V", V, ip("10.0.0.100"))];
+        let mut nat = Nat::new(NatConfig::new(N));
+        nat.set_host_addrs(&[HOST.into()], &[]);
+        let mut w = World::new(nat, lan_hosts, virt);
+
+        w.act(Side::Lan, "L1", |h| h.ping(ip("10.0.0.100"), 1));
+        w.act(Side::Overlay, "V", |h| h.ping(ip("10.0.0.2"), 2));
+        w.act(Side::Overlay, "V", |h| h.ping(ip("10.0.0.1"), 3));
+        w.act(Side::Overlay, "V", |h| h.ping(HOST.into(), 4));
+
+        assert_eq!(w.lan[0].echo_replies, vec![(ip("10.0.0.100"), 1)]);
+        assert_eq!(
+            w.overlay[0].echo_replies,
+            vec![(ip("10.0.0.2"), 2), (ip("10.0.0.1"), 3)]
+        );
+        assert_eq!(w.lan[0].arp_cache.get(&ip("10.0.0.100")), Some(&N));
+        assert_eq!(w.lan[1].arp_cache.get(&ip("10.0.0.100")), Some(&N));
+        assert_eq!(w.overlay[0].arp_cache.get(&ip("10.0.0.2")), Some(&L2));
+        assert_eq!(w.overlay[0].arp_cache.get(&ip("10.0.0.1")), Some(&L1));
+        for f in &w.lan_wire {
+            assert!(
+                !sim::macs_in(f).contains(&V),
+                "virtual MAC on the LAN: {}",
+                w.describe(f)
+            );
+        }
+        assert!(w.nat.take_for_host_notice());
+        insta::assert_snapshot!("simulator_arp_and_ping_both_ways", w.trace.join("\n"));
+    }
+}
