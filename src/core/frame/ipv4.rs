@@ -55,7 +55,9 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Wraps untrusted bytes: version 4, IHL at least 5, header and total
-    /// length within the buffer (trailing Ethernet padding is allowed).
+    /// length within the buffer (trailing Ethernet padding is allowed). A
+    /// total length of 0 is accepted only on a buffer over 64 KiB (a BIG TCP
+    /// GSO super-frame) and then means "the rest of the buffer".
     pub fn new_checked(buffer: T) -> Result<Self> {
         let p = Self::new_unchecked(buffer);
         p.check()?;
@@ -72,7 +74,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(Error::Malformed);
         }
         let hl = self.header_len();
-        let total = usize::from(self.total_len());
+        let total = self.end();
         if hl < field::MIN_HEADER_LEN || total < hl {
             return Err(Error::Malformed);
         }
@@ -100,6 +102,16 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Total length field.
     pub fn total_len(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::LENGTH.start)
+    }
+
+    /// Where the packet ends: the total length, or for a GSO super-frame
+    /// larger than 64 KiB (BIG TCP, total length 0) the end of the buffer.
+    fn end(&self) -> usize {
+        let len = self.buffer.as_ref().len();
+        match self.total_len() {
+            0 if len > usize::from(u16::MAX) => len,
+            n => usize::from(n),
+        }
     }
 
     /// Fragment offset in 8-byte units.
@@ -142,7 +154,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// The payload: from the end of the header to the total length
     /// (Ethernet padding excluded).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
+        &self.buffer.as_ref()[self.header_len()..self.end()]
     }
 }
 
@@ -161,7 +173,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Mutable payload (see [`Ipv4Packet::payload`]).
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let (start, end) = (self.header_len(), usize::from(self.total_len()));
+        let (start, end) = (self.header_len(), self.end());
         &mut self.buffer.as_mut()[start..end]
     }
 }
@@ -198,6 +210,19 @@ mod tests {
         let mut p = Ipv4Packet::new_checked(&mut buf[..]).unwrap();
         p.fill_checksum();
         assert_eq!(buf, PACKET);
+    }
+
+    #[test]
+    fn big_tcp_super_frame() {
+        let mut buf = vec![0u8; 70_000];
+        buf[..20].copy_from_slice(&PACKET[..20]);
+        buf[2..4].copy_from_slice(&[0, 0]);
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.payload().len(), 70_000 - 20);
+        assert_eq!(
+            Ipv4Packet::new_checked(&buf[..1000]).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
