@@ -58,11 +58,14 @@ pub enum DropReason {
     ForHost,
     /// From the overlay, a frame whose source MAC was seen on the LAN (a loop).
     Loop,
+    /// An IEEE 802.1D reserved link-local group address (`01:80:c2:00:00:0x`:
+    /// STP, LACP, 802.1X, LLDP), which bridges never forward.
+    LinkLocal,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -87,6 +90,7 @@ impl DropReason {
         DropReason::UnknownUnicast,
         DropReason::ForHost,
         DropReason::Loop,
+        DropReason::LinkLocal,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -116,6 +120,7 @@ impl DropReason {
             DropReason::UnknownUnicast => "unknown_unicast",
             DropReason::ForHost => "for_host",
             DropReason::Loop => "loop",
+            DropReason::LinkLocal => "link_local",
         }
     }
 }

@@ -21,6 +21,8 @@
 //! * Learn: a unicast source MAC other than `N` goes into the LAN-MAC table;
 //!   the source IP (ARP sender IP, IPv4/IPv6 source; never unspecified) into
 //!   the live-on-LAN set, which also evicts that IP from the IP→MAC table.
+//! * IEEE 802.1D link-local groups (`01:80:c2:00:00:0x`: STP, LACP, LLDP)
+//!   → [`DropReason::LinkLocal`], in both directions.
 //! * Broadcast/multicast → forward, destination unchanged (rule 1).
 //! * Unicast not to `N` → [`DropReason::NotForUs`] (rule 2).
 //! * To `N`: only ARP, RARP, IPv4, IPv6, else [`DropReason::EtherType`]
@@ -404,6 +406,13 @@ fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     })
 }
 
+/// IEEE 802.1D reserved addresses `01:80:c2:00:00:00`..`0f` (STP BPDUs,
+/// LACP, 802.1X, LLDP): link-local to one segment; a bridge never forwards
+/// them (a BPDU with source `N` could make the LAN switch shut the port).
+fn is_link_local_group(mac: MacAddr) -> bool {
+    mac.0[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && mac.0[5] <= 0x0f
+}
+
 /// A source IP worth learning: a real unicast address.
 fn learnable(ip: IpAddr) -> bool {
     match ip {
@@ -505,6 +514,9 @@ impl Nat {
         }
         let n = self.config.host_mac;
         let p = parse(frame)?;
+        if is_link_local_group(p.dst) {
+            return Err(DropReason::LinkLocal);
+        }
         if p.src.is_unicast() && p.src != n {
             self.lan_macs.touch(now, p.src, ());
             if let Some(ip) =
@@ -575,6 +587,9 @@ impl Nat {
         let p = parse(frame)?;
         if !p.src.is_unicast() {
             return Err(DropReason::BadSourceMac);
+        }
+        if is_link_local_group(p.dst) {
+            return Err(DropReason::LinkLocal);
         }
         if p.src == n || self.lan_macs.contains(now, &p.src) {
             return Err(DropReason::Loop);
@@ -878,6 +893,14 @@ mod tests {
         f
     }
 
+    fn lldp(src: MacAddr) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&[0x01, 0x80, 0xc2, 0, 0, 0x0e]);
+        f[6..12].copy_from_slice(&src.0);
+        f[12..14].copy_from_slice(&[0x88, 0xcc]);
+        f
+    }
+
     fn cases() -> Vec<Case> {
         use Dir::{Lan, Overlay};
         use PacketType::*;
@@ -1139,6 +1162,8 @@ mod tests {
                 sim::with_vlan(&sim::arp_request(V2, v2, l1), 7),
             ),
             case("overlay: runt frame", Overlay(false), vec![0xff; 13]),
+            case("lan: LLDP is link-local", Lan(Multicast, false), lldp(L1)),
+            case("overlay: LLDP is link-local", Overlay(false), lldp(V)),
         ]
     }
 
