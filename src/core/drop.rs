@@ -60,11 +60,14 @@ pub enum DropReason {
     Loop,
     /// The relay already serves the maximum number of peers in that network.
     PeerCap,
+    /// An IEEE 802.1D reserved link-local group address (`01:80:c2:00:00:0x`:
+    /// STP, LACP, 802.1X, LLDP), which bridges never forward.
+    LinkLocal,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -90,6 +93,7 @@ impl DropReason {
         DropReason::ForHost,
         DropReason::Loop,
         DropReason::PeerCap,
+        DropReason::LinkLocal,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -120,6 +124,7 @@ impl DropReason {
             DropReason::ForHost => "for_host",
             DropReason::Loop => "loop",
             DropReason::PeerCap => "peer_cap",
+            DropReason::LinkLocal => "link_local",
         }
     }
 }

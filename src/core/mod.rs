@@ -6,7 +6,11 @@
 
 pub mod client;
 pub mod drop;
+pub mod frame;
 pub mod mac;
+pub mod nat;
 pub mod relay;
+#[cfg(test)]
+pub(crate) mod sim;
 pub mod switch;
 pub mod wire;
