@@ -28,6 +28,8 @@ pub enum Command {
     Relay(RelayArgs),
     /// Join a network with a TAP device.
     Edge(EdgeArgs),
+    /// Share the physical LAN on a NIC into a network (or with a local TAP).
+    Bridge(BridgeArgs),
 }
 
 /// `lanbridge relay`.
@@ -81,6 +83,31 @@ pub struct EdgeArgs {
     /// of 1500 works over a 1500-byte underlay.
     #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=9000))]
     pub mtu: u32,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// `lanbridge bridge`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("overlay").required(true).args(["relay", "tap"])))]
+pub struct BridgeArgs {
+    /// The NIC whose LAN is shared. The LAN only ever sees this NIC's MAC.
+    #[arg(long, value_name = "NAME")]
+    pub iface: String,
+
+    /// Share the LAN into the network of this relay (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT", requires = "key_file")]
+    pub relay: Option<String>,
+
+    /// The network key file (with --relay).
+    #[arg(long = "key-file", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Instead of a relay, bridge the LAN to a local TAP of this name, e.g.
+    /// for a VM or a namespace (VMware-style bridged networking).
+    #[arg(long, value_name = "TAPNAME", conflicts_with_all = ["relay", "key_file"])]
+    pub tap: Option<String>,
 
     #[command(flatten)]
     pub tuning: TuningArgs,

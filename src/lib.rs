@@ -4,6 +4,7 @@
 //! in; `io` holds thin adapters over kernel objects; the drivers (`relay`,
 //! `edge`, `bridge`) connect the two and are the only places with event loops.
 
+pub mod bridge;
 pub mod cli;
 pub mod core;
 pub mod edge;
@@ -11,3 +12,4 @@ pub mod io;
 pub mod relay;
 pub mod report;
 pub mod signals;
+pub mod uplink;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         }
         Command::Relay(args) => run(lanbridge::relay::run(args)),
         Command::Edge(args) => run(lanbridge::edge::run(args)),
+        Command::Bridge(args) => run(lanbridge::bridge::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! operation and the object named.
 
 pub mod netlink;
+pub mod packet_socket;
 pub mod tap;
 
 use std::io;

@@ -1,0 +1,278 @@
+//! The bridge driver: the LAN through an AF_PACKET socket on one side, the
+//! overlay (a relay, or a local TAP) on the other, and the MAC-translation
+//! engine ([`Nat`]) between them.
+//!
+//! LAN → overlay: capture (with a vnet header), translate, then make the
+//! frame something any receiver can take: complete a partial checksum, cut a
+//! GSO super-frame into MTU-sized segments. Overlay → LAN: translate, prepend
+//! an empty vnet header, inject.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use tracing::{debug, info, warn};
+
+use crate::{
+    cli::{read_key_file, BridgeArgs},
+    core::{
+        drop::{DropCounters, DropReason},
+        nat::{LanMeta, Nat, NatConfig, Verdict},
+        offload::{self, VnetHdr},
+    },
+    io::{netlink::Netlink, packet_socket::PacketSocket, plain, tap::Tap},
+    report::DropReport,
+    signals::Shutdown,
+    uplink::Uplink,
+};
+
+/// How often the NIC's addresses are read again.
+const ADDRESS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Where LAN frames go: a relay, or a local TAP.
+enum Overlay {
+    Relay(Uplink),
+    Tap(Tap),
+}
+
+/// Counters of the driver's own (non-translation) drops.
+#[derive(Default)]
+struct LocalDrops(DropCounters);
+
+impl Overlay {
+    /// Sends a frame into the overlay.
+    // HOT PATH
+    fn send(&mut self, frame: &[u8], drops: &mut LocalDrops) {
+        match self {
+            Overlay::Relay(uplink) => uplink.send_frame(frame),
+            Overlay::Tap(tap) => {
+                if tap.try_send(frame).is_err() {
+                    drops.0.add(DropReason::SendFailed);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a bridge until SIGINT/SIGTERM.
+pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
+    let netlink = Netlink::connect()?;
+    let index = netlink.index(&args.iface).await?;
+    let (mac, mtu) = netlink.mac_and_mtu(&args.iface).await?;
+    let lan = PacketSocket::open(&args.iface, index)?;
+    let mut nat = Nat::new(NatConfig::new(mac));
+    let mut host_addrs = Vec::new();
+    refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await?;
+    warn_if_forwarding(&args.iface);
+    let mut shutdown = Shutdown::new()?;
+
+    let mut overlay = match (&args.relay, &args.tap) {
+        (Some(relay), _) => {
+            let key_file = args.key_file.as_ref().context("--relay needs --key-file")?;
+            let key = read_key_file(key_file)?;
+            Overlay::Relay(Uplink::connect(&key, relay, &args.tuning).await?)
+        }
+        (None, Some(name)) => {
+            let tap = Tap::open(name)?;
+            let tap_index = netlink.index(tap.name()).await?;
+            netlink
+                .configure(tap_index, tap.name(), None, Some(mtu))
+                .await?;
+            Overlay::Tap(tap)
+        }
+        (None, None) => anyhow::bail!("give --relay HOST:PORT or --tap NAME"),
+    };
+    match &overlay {
+        Overlay::Relay(u) => {
+            info!(iface = %args.iface, %mac, mtu, relay = %u.relay(), "bridge running")
+        }
+        Overlay::Tap(t) => info!(iface = %args.iface, %mac, mtu, tap = t.name(), "bridge running"),
+    }
+
+    // Frames arrive with a vnet header in front; GRO can merge up to 64 KiB
+    // (more with BIG TCP, which arrives truncated and is dropped).
+    let mut lan_buf = vec![0u8; VnetHdr::LEN + 65536 + 4096];
+    let mut out_buf = vec![0u8; VnetHdr::LEN + 65536 + 4096];
+    let mut seg_buf = Vec::with_capacity(2048);
+    let mut ovl_buf = vec![0u8; 65536 + 64];
+    let mut local = LocalDrops::default();
+    let mut nat_drops = DropReport::new("frames", Instant::now());
+    let mut local_drops = DropReport::new("frames (bridge I/O)", Instant::now());
+    let mut next_poll = Instant::now();
+    let mut refresh = tokio::time::interval(ADDRESS_REFRESH);
+    let max_frame = mtu as usize + 14 + 4;
+
+    loop {
+        let sleep = tokio::time::sleep_until(next_poll.into());
+        tokio::select! {
+            sig = shutdown.recv() => {
+                info!("{sig}: bridge stopping");
+                break;
+            }
+            r = lan.recv(&mut lan_buf) => {
+                let Some((n, pkt_type)) = r.with_context(|| format!("cannot read from {}", args.iface))? else {
+                    local.0.add(DropReason::TooBig);
+                    continue;
+                };
+                // HOT PATH
+                let now = Instant::now();
+                let Ok(hdr) = VnetHdr::parse(&lan_buf[..n]) else {
+                    local.0.add(DropReason::Malformed);
+                    continue;
+                };
+                let frame = &mut lan_buf[VnetHdr::LEN..n];
+                let meta = LanMeta { pkt_type, csum_partial: hdr.needs_csum() };
+                if nat.handle_lan(now, meta, frame) != Verdict::Forward {
+                    continue;
+                }
+                if hdr.is_gso() {
+                    let result = offload::segment(&hdr, frame, mtu as usize, &mut seg_buf, &mut |seg| {
+                        overlay_send(&mut overlay, seg, &mut local)
+                    });
+                    if let Err(e) = result {
+                        debug!("cannot segment a {}-byte frame: {e}", frame.len());
+                        local.0.add(e.drop_reason());
+                    }
+                } else {
+                    if hdr.needs_csum() {
+                        if let Err(e) = offload::complete_checksum(&hdr, frame) {
+                            local.0.add(e.drop_reason());
+                            continue;
+                        }
+                    }
+                    overlay.send(frame, &mut local);
+                }
+            }
+            r = overlay_recv(&overlay, &mut ovl_buf) => {
+                let now = Instant::now();
+                let frame: &[u8] = match (&mut overlay, r) {
+                    (Overlay::Relay(uplink), Ok((n, from))) => {
+                        match uplink.handle_datagram(now, from, &ovl_buf[..n]) {
+                            Some(frame) => frame,
+                            None => {
+                                uplink.after_event();
+                                continue;
+                            }
+                        }
+                    }
+                    (Overlay::Tap(_), Ok((n, _))) => &ovl_buf[..n],
+                    (_, Err(e)) => {
+                        debug!("overlay recv: {}", plain(&e));
+                        continue;
+                    }
+                };
+                // HOT PATH
+                if frame.len() > max_frame {
+                    local.0.add(DropReason::TooBig);
+                    continue;
+                }
+                let len = VnetHdr::LEN + frame.len();
+                out_buf[..VnetHdr::LEN].fill(0);
+                out_buf[VnetHdr::LEN..len].copy_from_slice(frame);
+                match nat.handle_overlay(now, false, &mut out_buf[VnetHdr::LEN..len]) {
+                    Verdict::Forward => {
+                        if lan.try_send(&out_buf[..len]).is_err() {
+                            local.0.add(DropReason::SendFailed);
+                        }
+                    }
+                    Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
+                        warn!(
+                            "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
+                             cannot deliver into its own host's stack, so this host and the \
+                             virtual hosts can't talk through {} (give this host an edge if it \
+                             needs to reach them)",
+                            args.iface
+                        );
+                    }
+                    Verdict::Drop(_) => {}
+                }
+            }
+            _ = sleep => {
+                let now = Instant::now();
+                next_poll = match &mut overlay {
+                    Overlay::Relay(uplink) => uplink.poll(now),
+                    Overlay::Tap(_) => now + Duration::from_secs(1),
+                };
+                nat.expire(now);
+                nat_drops.maybe_log(now, nat.counters());
+                local_drops.maybe_log(now, &local.0);
+            }
+            _ = refresh.tick() => {
+                if let Err(e) = refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await {
+                    warn!("{e:#}");
+                }
+            }
+        }
+        if let Overlay::Relay(uplink) = &mut overlay {
+            uplink.after_event();
+        }
+    }
+    Ok(())
+}
+
+fn overlay_send(overlay: &mut Overlay, frame: &[u8], drops: &mut LocalDrops) {
+    overlay.send(frame, drops)
+}
+
+/// Waits for the next datagram (relay) or frame (TAP).
+async fn overlay_recv(
+    overlay: &Overlay,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match overlay {
+        Overlay::Relay(uplink) => uplink.recv(buf).await,
+        Overlay::Tap(tap) => {
+            let n = tap.recv(buf).await?;
+            Ok((n, ([0, 0, 0, 0], 0).into()))
+        }
+    }
+}
+
+/// Reads the NIC's addresses and hands them to the engine when they changed.
+async fn refresh_addresses(
+    netlink: &Netlink,
+    index: u32,
+    iface: &str,
+    nat: &mut Nat,
+    current: &mut Vec<IpAddr>,
+) -> anyhow::Result<()> {
+    let mut addrs = netlink.addresses(index).await?;
+    addrs.sort();
+    if addrs != *current {
+        let v4: Vec<_> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let v6: Vec<_> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v6) => Some(*v6),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        nat.set_host_addrs(&v4, &v6);
+        info!(%iface, addresses = ?addrs, "host addresses");
+        *current = addrs;
+    }
+    Ok(())
+}
+
+/// With IP forwarding on, the host's kernel sees the frames for virtual IPs
+/// too (they are addressed to its MAC) and would route them back out.
+fn warn_if_forwarding(iface: &str) {
+    let read = |path: String| std::fs::read_to_string(path).map(|s| s.trim() == "1");
+    let v4 = read(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding")).unwrap_or(false);
+    let v6 = read(format!("/proc/sys/net/ipv6/conf/{iface}/forwarding")).unwrap_or(false);
+    if v4 || v6 {
+        warn!(
+            "IP forwarding is on for {iface}: this host will also route frames meant for \
+             virtual hosts (they arrive addressed to its MAC), duplicating or redirecting \
+             them; turn it off with sysctl net.ipv4.conf.{iface}.forwarding=0"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! An AF_PACKET raw socket on one NIC, for both capture and injection.
+//!
+//! One socket does both on purpose: a socket never sees the frames it
+//! injected itself, so the bridge can't re-capture (and loop) its own output.
+//!
+//! Options:
+//! - `PACKET_VNET_HDR`: every frame read is preceded by a `virtio_net_hdr`
+//!   describing GSO super-frames and partial checksums (the NIC's default
+//!   offloads stay on), and every frame written must be preceded by one too;
+//! - `PACKET_IGNORE_OUTGOING`: the host's own outgoing frames are not
+//!   captured. On Linux an AF_PACKET send goes out the wire, never into the
+//!   host's stack, so forwarding the host's frames to the overlay would only
+//!   teach virtual hosts to send to a MAC that can't answer for them;
+//! - `PACKET_MR_ALLMULTI` membership: multicast reaches us without
+//!   promiscuous mode (which Wi-Fi NICs can't do for foreign MACs anyway).
+//!
+//! The socket must be created in the NIC's network namespace: an ifindex
+//! names a different device in another namespace.
+
+use std::{
+    io,
+    mem::{size_of, zeroed},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::{core::nat::PacketType, io::IoError};
+
+/// A raw packet socket bound to one interface.
+pub struct PacketSocket {
+    fd: AsyncFd<OwnedFd>,
+    iface: String,
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live `T` of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl PacketSocket {
+    /// Opens the socket on interface `iface` (index `index`) in the current
+    /// namespace, with a vnet header on every frame. Must run inside a tokio
+    /// runtime.
+    pub fn open(iface: &str, index: u32) -> Result<PacketSocket, IoError> {
+        let err = |op: &'static str| {
+            let e = io::Error::last_os_error();
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (lanbridge needs root or CAP_NET_RAW)"
+            } else {
+                ""
+            };
+            IoError::new(op, iface, io::Error::new(e.kind(), format!("{e}{hint}")))
+        };
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::c_int::from(proto),
+            )
+        };
+        if raw < 0 {
+            return Err(err("cannot open AF_PACKET socket on"));
+        }
+        // SAFETY: `raw` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let one: libc::c_int = 1;
+        let set = |name, what: &'static str| {
+            setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, name, &one)
+                .map_err(|e| IoError::new(what, iface, e))
+        };
+        set(libc::PACKET_VNET_HDR, "cannot enable PACKET_VNET_HDR on")?;
+        set(
+            libc::PACKET_IGNORE_OUTGOING,
+            "cannot enable PACKET_IGNORE_OUTGOING (needs Linux 4.20) on",
+        )?;
+
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = index as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll of the given size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(err("cannot bind AF_PACKET socket to"));
+        }
+
+        // SAFETY: all-zero is a valid packet_mreq.
+        let mut mreq: libc::packet_mreq = unsafe { zeroed() };
+        mreq.mr_ifindex = index as i32;
+        mreq.mr_type = libc::PACKET_MR_ALLMULTI as u16;
+        setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mreq,
+        )
+        .map_err(|e| IoError::new("cannot join all-multicast on", iface, e))?;
+
+        // SAFETY: the AsyncFd owns `fd` until it is dropped.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| {
+            IoError::new("cannot register AF_PACKET socket with tokio", iface, e.into())
+        })?;
+        Ok(PacketSocket {
+            fd,
+            iface: iface.to_string(),
+        })
+    }
+
+    /// The interface name.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Reads one frame (vnet header first) into `buf`. Returns its length and
+    /// packet type, or `Ok(None)` for a frame longer than `buf` (truncated,
+    /// so unusable) or of a type we don't know.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, PacketType)>> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recv_once(fd.get_ref().as_raw_fd(), buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends one frame (vnet header first) without waiting.
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `frame` is a valid buffer of its length.
+        let n = unsafe {
+            libc::send(
+                self.fd.get_ref().as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn recv_once(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, PacketType)>> {
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: buffers are valid for their lengths; MSG_TRUNC makes the kernel
+    // return the real length even if it exceeds `buf`.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_TRUNC,
+            (&mut addr as *mut libc::sockaddr_ll).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n > buf.len() {
+        return Ok(None);
+    }
+    let pkt_type = match addr.sll_pkttype {
+        libc::PACKET_HOST => PacketType::Host,
+        libc::PACKET_BROADCAST => PacketType::Broadcast,
+        libc::PACKET_MULTICAST => PacketType::Multicast,
+        libc::PACKET_OTHERHOST => PacketType::OtherHost,
+        libc::PACKET_OUTGOING => PacketType::Outgoing,
+        _ => return Ok(None),
+    };
+    Ok(Some((n, pkt_type)))
+}

@@ -1,0 +1,162 @@
+//! The driver side of a relay connection, shared by `edge` and `bridge`: a
+//! UDP socket, the [`Client`] state machine, and the logging around it.
+
+use std::{io, net::SocketAddr, time::Instant};
+
+use anyhow::Context;
+use tokio::net::UdpSocket;
+use tracing::{debug, info, trace, warn};
+
+use crate::{
+    cli::TuningArgs,
+    core::{
+        client::{Client, ClientConfig, ClientEvent},
+        drop::DropReason,
+        wire::{Cipher, NetworkKey, SessionId},
+    },
+    io::plain,
+    report::DropReport,
+};
+
+/// Resolves `HOST:PORT` to one address, preferring IPv4.
+pub async fn resolve_relay(relay: &str) -> anyhow::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(relay)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve relay address {relay}: {}", plain(&e)))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("relay address {relay} resolves to nothing"))
+}
+
+/// A connection to the relay.
+pub struct Uplink {
+    client: Client,
+    socket: UdpSocket,
+    relay: SocketAddr,
+    failed_sends: u64,
+    was_registered: bool,
+    drops: DropReport,
+}
+
+impl Uplink {
+    /// Resolves the relay and opens a socket; registration starts at the
+    /// first [`Uplink::poll`].
+    pub async fn connect(
+        key: &NetworkKey,
+        relay: &str,
+        tuning: &TuningArgs,
+    ) -> anyhow::Result<Uplink> {
+        let relay = resolve_relay(relay).await?;
+        let local: SocketAddr = if relay.is_ipv4() {
+            "0.0.0.0:0".parse()?
+        } else {
+            "[::]:0".parse()?
+        };
+        let socket = UdpSocket::bind(local)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open UDP socket: {}", plain(&e)))?;
+        let config = ClientConfig {
+            max_datagram: usize::from(tuning.max_datagram),
+            ..ClientConfig::default()
+        };
+        let client = Client::new(config, Cipher::new(key), SessionId::random(), relay);
+        Ok(Uplink {
+            client,
+            socket,
+            relay,
+            failed_sends: 0,
+            was_registered: false,
+            drops: DropReport::new("datagrams from the relay", Instant::now()),
+        })
+    }
+
+    /// The relay's address.
+    pub fn relay(&self) -> SocketAddr {
+        self.relay
+    }
+
+    /// The state machine, for status and counters.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Waits for a datagram.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.socket.recv_from(buf).await
+    }
+
+    /// Seals a local frame and sends it to the relay.
+    // HOT PATH
+    pub fn send_frame(&mut self, frame: &[u8]) {
+        let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
+        let _ = self.client.handle_frame(frame, &mut |d| {
+            if socket.try_send_to(d, relay).is_err() {
+                *failed += 1;
+            }
+        });
+    }
+
+    /// Handles one received datagram; returns the frame it completed, if any.
+    // HOT PATH
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<&[u8]> {
+        let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
+        match self.client.handle_datagram(now, from, datagram, &mut |d| {
+            if socket.try_send_to(d, relay).is_err() {
+                *failed += 1;
+            }
+        }) {
+            ClientEvent::Frame(frame) => Some(frame),
+            ClientEvent::Registered | ClientEvent::Nothing => None,
+            ClientEvent::Drop(reason) => {
+                trace!(%from, %reason, "dropped datagram");
+                None
+            }
+        }
+    }
+
+    /// Runs the client's timers; returns when to call again.
+    pub fn poll(&mut self, now: Instant) -> Instant {
+        let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
+        let next = self.client.poll(now, &mut |d| {
+            if socket.try_send_to(d, relay).is_err() {
+                *failed += 1;
+            }
+        });
+        self.drops.maybe_log(now, &self.client.stats().drops);
+        next
+    }
+
+    /// Counts a frame the driver could not deliver locally.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.client.count_drop(reason);
+    }
+
+    /// Call after every event: logs registration changes and counts failed
+    /// sends.
+    pub fn after_event(&mut self) {
+        let registered = self.client.is_registered();
+        if registered != self.was_registered {
+            self.was_registered = registered;
+            if registered {
+                info!(relay = %self.relay, "registered with relay");
+            } else {
+                warn!(relay = %self.relay, "lost the relay, registering again");
+            }
+        }
+        if self.failed_sends > 0 {
+            debug!(count = self.failed_sends, "UDP sends failed");
+            for _ in 0..std::mem::take(&mut self.failed_sends) {
+                self.client.count_drop(DropReason::SendFailed);
+            }
+        }
+    }
+}
