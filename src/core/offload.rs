@@ -317,13 +317,17 @@ pub fn segment(
         Ip::V4 { .. } => MAX_IP_LEN,
         Ip::V6 { .. } => ipv6::field::HEADER_LEN + MAX_IP_LEN,
     });
-    let room = ip_max.checked_sub(ip_hdrs).filter(|&r| r > 0);
     let payload_len = layout.end - layout.l4 - layout.l4_hdr_len;
+    // Payload bytes a segment has room for; headers alone must fit.
+    let room = ip_max.checked_sub(ip_hdrs).ok_or(OffloadError::TooBig)?;
     let gso_size = usize::from(hdr.gso_size);
     let chunk = match kind {
-        L4::Tcp(_) => gso_size.min(room.ok_or(OffloadError::TooBig)?),
+        L4::Tcp(_) if room == 0 && payload_len > 0 => return Err(OffloadError::TooBig),
+        // At least 1 (a divisor), also when there is no payload.
+        L4::Tcp(_) => gso_size.min(room.max(1)),
         L4::Udp => {
-            if gso_size.min(payload_len) > room.unwrap_or(0) {
+            // The largest datagram, headers included, must fit as it is.
+            if ip_hdrs + gso_size.min(payload_len) > ip_max {
                 return Err(OffloadError::TooBig);
             }
             gso_size
@@ -808,6 +812,18 @@ mod tests {
         let hdr = make_partial(Kind::UdpV4, &mut frame, false, 1473);
         assert_eq!(collect(&hdr, &frame, 1500), Err(OffloadError::TooBig));
         assert_eq!(OffloadError::TooBig.drop_reason(), DropReason::TooBig);
+    }
+
+    #[test]
+    fn mtu_below_the_headers_is_too_big_even_without_payload() {
+        for (kind, gso) in [(Kind::UdpV4, 1000), (Kind::TcpV6, 1000)] {
+            let mut frame = build(kind, &[], false);
+            let hdr = make_partial(kind, &mut frame, false, gso);
+            let (l3, _, _) = offsets(kind, false);
+            let hdrs = frame.len() - l3;
+            assert_eq!(collect(&hdr, &frame, hdrs - 1), Err(OffloadError::TooBig));
+            assert_eq!(collect(&hdr, &frame, hdrs).map(|s| s.len()), Ok(1));
+        }
     }
 
     #[test]
