@@ -9,6 +9,7 @@ pub mod drop;
 pub mod frame;
 pub mod mac;
 pub mod nat;
+pub mod offload;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;

@@ -36,6 +36,8 @@ pub mod field {
 pub mod protocol {
     /// ICMP.
     pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
     /// UDP.
     pub const UDP: u8 = 17;
     /// ICMPv6 (as an IPv6 next header).
@@ -114,6 +116,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         }
     }
 
+    /// Identification.
+    pub fn ident(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::IDENT.start)
+    }
+
     /// Fragment offset in 8-byte units.
     pub fn frag_offset(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::FLG_OFF.start) & 0x1fff
@@ -162,6 +169,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets the header checksum field.
     pub fn set_checksum(&mut self, value: u16) {
         set_u16(self.buffer.as_mut(), field::CHECKSUM.start, value);
+    }
+
+    /// Sets the total length field.
+    pub fn set_total_len(&mut self, value: u16) {
+        set_u16(self.buffer.as_mut(), field::LENGTH.start, value);
+    }
+
+    /// Sets the identification field.
+    pub fn set_ident(&mut self, value: u16) {
+        set_u16(self.buffer.as_mut(), field::IDENT.start, value);
     }
 
     /// Recomputes the header checksum.

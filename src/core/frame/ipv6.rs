@@ -2,7 +2,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{get_u16, Error, Result};
+use super::{get_u16, set_u16, Error, Result};
 
 /// Byte ranges of the fixed header.
 pub mod field {
@@ -122,6 +122,11 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    /// Sets the payload length field.
+    pub fn set_payload_len(&mut self, value: u16) {
+        set_u16(self.buffer.as_mut(), field::PAYLOAD_LEN.start, value);
+    }
+
     /// Mutable payload after the fixed header.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = self.payload_end();

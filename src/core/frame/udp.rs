@@ -109,10 +109,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         &mut self.buffer.as_mut()[field::HEADER_LEN..end]
     }
 
+    /// Sets the length field (header and payload).
+    pub fn set_len(&mut self, value: u16) {
+        set_u16(self.buffer.as_mut(), field::LENGTH.start, value);
+    }
+
     /// Recomputes the checksum over IPv4 (a computed zero becomes `0xffff`).
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
-        self.set_checksum(0);
         let pseudo = checksum::pseudo_header_v4(src, dst, super::ipv4::protocol::UDP, self.len());
+        self.fill_checksum_with_pseudo(pseudo);
+    }
+
+    /// Recomputes the checksum over the datagram plus `pseudo`, the
+    /// pseudo-header sum for its length (IPv4 or IPv6); a computed zero
+    /// becomes `0xffff`.
+    pub fn fill_checksum_with_pseudo(&mut self, pseudo: u32) {
+        self.set_checksum(0);
         let c = !checksum::fold(checksum::combine(&[pseudo, checksum::sum(self.datagram())]));
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
