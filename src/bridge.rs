@@ -127,22 +127,14 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 if nat.handle_lan(now, meta, frame) != Verdict::Forward {
                     continue;
                 }
-                if hdr.is_gso() {
-                    let result = offload::segment(&hdr, frame, mtu as usize, &mut seg_buf, &mut |seg| {
-                        overlay_send(&mut overlay, seg, &mut local)
-                    });
-                    if let Err(e) = result {
-                        debug!("cannot segment a {}-byte frame: {e}", frame.len());
-                        local.0.add(e.drop_reason());
-                    }
-                } else {
-                    if hdr.needs_csum() {
-                        if let Err(e) = offload::complete_checksum(&hdr, frame) {
-                            local.0.add(e.drop_reason());
-                            continue;
-                        }
-                    }
-                    overlay.send(frame, &mut local);
+                // Completes a partial checksum and cuts a GSO super-frame into
+                // MTU-sized segments; a plain frame passes through.
+                let result = offload::segment(&hdr, frame, mtu as usize, &mut seg_buf, &mut |seg| {
+                    overlay.send(seg, &mut local)
+                });
+                if let Err(e) = result {
+                    debug!("cannot pass on a {}-byte frame: {e}", frame.len());
+                    local.0.add(e.drop_reason());
                 }
             }
             r = overlay_recv(&overlay, &mut ovl_buf) => {
@@ -210,10 +202,6 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn overlay_send(overlay: &mut Overlay, frame: &[u8], drops: &mut LocalDrops) {
-    overlay.send(frame, drops)
 }
 
 /// Waits for the next datagram (relay) or frame (TAP).
