@@ -91,7 +91,13 @@ impl Overlay {
     /// Like [`Overlay::edge`], with another key file.
     pub fn edge_with_key(&self, lab: &Lab, short: &str, n: u8, key: &std::path::Path) -> Edge {
         let mac = format!("02:00:00:00:10:{n:02x}");
-        self.start_edge(lab, short, Some(&format!("10.10.0.{n}/24")), Some(&mac), key)
+        self.start_edge(
+            lab,
+            short,
+            Some(&format!("10.10.0.{n}/24")),
+            Some(&mac),
+            key,
+        )
     }
 
     /// Starts an edge in a new namespace with the overlay address `cidr`
