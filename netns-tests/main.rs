@@ -2,8 +2,10 @@
 //! harness (see harness/mod.rs). Needs root; skipped otherwise (fails under
 //! `CI=true`).
 
+mod bridge;
 mod cli;
 mod edge;
 mod harness;
+mod lan;
 mod overlay;
 mod selftest;

@@ -3,7 +3,8 @@
 //! `lanbridge` binary.
 //!
 //! Underlay: 172.16.0.0/24 (relay at .1, hosts from .10). Overlay:
-//! 10.10.0.0/24 on TAP `tap0` in each edge namespace.
+//! 10.10.0.0/24 on TAP `tap0` in each edge namespace ([`Overlay::edge`]), or
+//! any subnet ([`Overlay::edge_at`], e.g. a bridged LAN's).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -35,7 +36,7 @@ pub struct Edge {
     pub ns: Ns,
     /// The `lanbridge edge` process.
     pub proc: Proc,
-    /// Its overlay IP, without prefix.
+    /// Its overlay IP, without prefix (empty if started without one).
     pub ip: String,
 }
 
@@ -66,13 +67,20 @@ impl Overlay {
 
     /// Plugs a new namespace into the underlay; returns it with its underlay IP.
     pub fn host(&self, lab: &Lab, short: &str) -> (Ns, String) {
+        let ns = lab.ns(short);
+        let ip = self.plug(lab, &ns, "eth0");
+        (ns, ip)
+    }
+
+    /// Plugs the existing namespace `ns` into the underlay as `ifname` (for
+    /// a host that also sits on another network); returns its underlay IP.
+    pub fn plug(&self, lab: &Lab, ns: &Ns, ifname: &str) -> String {
         let n = self.next_host.get();
         self.next_host.set(n + 1);
-        let ns = lab.ns(short);
         let ip = format!("172.16.0.{n}");
-        lab.plug(&ns, "eth0", &self.inet, Some(&format!("{ip}/24")))
+        lab.plug(ns, ifname, &self.inet, Some(&format!("{ip}/24")))
             .unwrap();
-        (ns, ip)
+        ip
     }
 
     /// Starts an edge in a new namespace with overlay address `10.10.0.{n}`.
@@ -82,30 +90,64 @@ impl Overlay {
 
     /// Like [`Overlay::edge`], with another key file.
     pub fn edge_with_key(&self, lab: &Lab, short: &str, n: u8, key: &std::path::Path) -> Edge {
-        let (ns, _) = self.host(lab, short);
-        let ip = format!("10.10.0.{n}");
         let mac = format!("02:00:00:00:10:{n:02x}");
-        let proc = ns
-            .spawn(
-                lanbridge_bin(),
-                &[
-                    "edge",
-                    "-v",
-                    "--relay",
-                    &format!("{RELAY_IP}:{RELAY_PORT}"),
-                    "--key-file",
-                    key.to_str().unwrap(),
-                    "--tap",
-                    "tap0",
-                    "--address",
-                    &format!("{ip}/24"),
-                    "--mac",
-                    &mac,
-                ],
-            )
-            .unwrap();
+        self.start_edge(
+            lab,
+            short,
+            Some(&format!("10.10.0.{n}/24")),
+            Some(&mac),
+            key,
+        )
+    }
+
+    /// Starts an edge in a new namespace with the overlay address `cidr`
+    /// (any subnet, e.g. `"192.168.50.101/24"`), or with none (for DHCP).
+    /// Its MAC is `02:00:00:00:XX:YY` from the last two bytes of an IPv4
+    /// address, else chosen by the kernel.
+    pub fn edge_at(&self, lab: &Lab, short: &str, cidr: Option<&str>) -> Edge {
+        let mac = cidr
+            .and_then(|c| c.split('/').next()?.parse::<std::net::Ipv4Addr>().ok())
+            .map(|ip| {
+                let o = ip.octets();
+                format!("02:00:00:00:{:02x}:{:02x}", o[2], o[3])
+            });
+        self.start_edge(lab, short, cidr, mac.as_deref(), &self.key.clone())
+    }
+
+    /// Starts `lanbridge edge` with TAP `tap0` in a new namespace on the
+    /// underlay, with optional address and MAC; waits for the TAP.
+    fn start_edge(
+        &self,
+        lab: &Lab,
+        short: &str,
+        cidr: Option<&str>,
+        mac: Option<&str>,
+        key: &std::path::Path,
+    ) -> Edge {
+        let (ns, _) = self.host(lab, short);
+        let relay = format!("{RELAY_IP}:{RELAY_PORT}");
+        let mut args = vec![
+            "edge",
+            "-v",
+            "--relay",
+            &relay,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--tap",
+            "tap0",
+        ];
+        if let Some(c) = cidr {
+            args.extend(["--address", c]);
+        }
+        if let Some(m) = mac {
+            args.extend(["--mac", m]);
+        }
+        let proc = ns.spawn(lanbridge_bin(), &args).unwrap();
         let up = wait_until(Duration::from_secs(10), || ns.has_link("tap0"));
         assert!(up, "edge {short} made no tap0; its log:\n{}", proc.log());
+        let ip = cidr
+            .map(|c| c.split('/').next().unwrap().to_string())
+            .unwrap_or_default();
         Edge { ns, proc, ip }
     }
 }
