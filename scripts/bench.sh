@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# Throughput and latency of lanbridge against a kernel bridge, side by side,
+# in throwaway network namespaces on this one machine. See --help.
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$HERE/lib.sh"
+
+usage() {
+    cat <<EOF
+Usage: scripts/bench.sh [OPTIONS]
+
+Measures, in one run and on this machine, TCP throughput (iperf3) and ping
+RTT between network namespaces:
+  kernel bridge   two hosts on one kernel bridge (the reference)
+  overlay         two edges (TAP) through a relay, over a kernel-bridge underlay
+  LAN <-> LAN     two hosts on a LAN switch (reference for the bridge rows)
+  virtual -> LAN  an edge host to a LAN host through 'lanbridge bridge'
+  LAN -> virtual  the other direction
+The bridge rows run only when 'lanbridge bridge --help' succeeds.
+Prints a table with ratios to the reference. Needs root, ip, ping, iperf3,
+and python3 or jq. Everything it makes is named lbb<pid>-* and removed
+on exit, also on Ctrl-C.
+
+Options:
+  --time SECS      iperf3 duration of each test (default 5)
+  --bin PATH       lanbridge binary to use (default: run 'cargo build --release'
+                   and use \${CARGO_TARGET_DIR:-target}/release/lanbridge)
+  --only WHAT      'relay' (kernel bridge + overlay) or 'bridge' (LAN rows)
+  --streams N      parallel streams of the second TCP test (default 4; the
+                   first test is always 1 stream)
+  --keep-logs DIR  copy the relay, edge, bridge and iperf3 logs into DIR at exit
+  -h, --help       this text
+EOF
+}
+
+TIME=5
+BIN=""
+ONLY=""
+STREAMS=4
+KEEP_LOGS=""
+while (($#)); do
+    case $1 in
+    --time) TIME=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+    --time=*) TIME=${1#*=}; shift ;;
+    --bin) BIN=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+    --bin=*) BIN=${1#*=}; shift ;;
+    --only) ONLY=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+    --only=*) ONLY=${1#*=}; shift ;;
+    --streams) STREAMS=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+    --streams=*) STREAMS=${1#*=}; shift ;;
+    --keep-logs) KEEP_LOGS=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+    --keep-logs=*) KEEP_LOGS=${1#*=}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) lb_log "unknown argument: $1"; usage >&2; exit 2 ;;
+    esac
+done
+[[ $TIME =~ ^[1-9][0-9]*$ ]] && ((TIME <= 600)) || lb_die "--time must be 1..600 seconds, not '$TIME'"
+[[ $STREAMS =~ ^[1-9][0-9]*$ ]] && ((STREAMS <= 64)) || lb_die "--streams must be 1..64, not '$STREAMS'"
+case $ONLY in "" | relay | bridge) ;; *) lb_die "--only takes 'relay' or 'bridge', not '$ONLY'" ;; esac
+
+# ---- prerequisites ---------------------------------------------------------
+((EUID == 0)) || lb_die "needs root (network namespaces); try: sudo $0 $*"
+lb_need ip ping iperf3 ss timeout awk
+if command -v python3 >/dev/null 2>&1; then JSONTOOL=python3
+elif command -v jq >/dev/null 2>&1; then JSONTOOL=jq
+else lb_die "missing required commands: python3 or jq (to read iperf3 -J output)"
+fi
+
+if [[ -z $BIN ]]; then
+    command -v cargo >/dev/null 2>&1 || lb_die "cargo not found; build lanbridge yourself and pass --bin PATH"
+    lb_log "building: cargo build --release (in $ROOT)"
+    (cd "$ROOT" && cargo build --release >&2) || lb_die "cargo build --release failed"
+    TD=${CARGO_TARGET_DIR:-target}
+    [[ $TD = /* ]] || TD="$ROOT/$TD"
+    BIN="$TD/release/lanbridge"
+fi
+[[ -x $BIN ]] || lb_die "no executable lanbridge at $BIN"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+
+HAVE_BRIDGE=0
+"$BIN" bridge --help >/dev/null 2>&1 && HAVE_BRIDGE=1
+
+lb_install_traps
+lb_workdir
+if [[ -n $KEEP_LOGS ]]; then
+    mkdir -p -- "$KEEP_LOGS" || lb_die "cannot create $KEEP_LOGS"
+    # Runs inside lb_cleanup, after the processes are stopped (their last
+    # log lines, e.g. drop summaries at exit, are in).
+    lb_before_workdir_removal() { cp -- "$LB_WORK"/*.log "$KEEP_LOGS"/ 2>/dev/null; }
+fi
+
+# ---- measuring -------------------------------------------------------------
+IPERF_PORT=5201
+RTT_COUNT=50
+
+# iperf_gbps SRC DSTIP PARALLEL: sets GBPS to Gbit/s received, or "fail".
+# Runs in the main shell (no command substitution around the long part) so a
+# Ctrl-C or SIGTERM interrupts the wait at once and the cleanup trap runs.
+iperf_gbps() {
+    local src=$1 dst=$2 par=$3 out=$LB_WORK/iperf.json v rc
+    lb_fg "$out" timeout -k 2 $((TIME + 20)) ip netns exec "$LB_PREFIX$src" \
+        iperf3 -c "$dst" -p $IPERF_PORT -t "$TIME" -P "$par" -J --connect-timeout 3000
+    rc=$?
+    if [[ $JSONTOOL == python3 ]]; then
+        v=$(python3 -c '
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    e = d["end"]
+    print("%.3f %s" % (e["sum_received"]["bits_per_second"] / 1e9,
+                       e.get("sum_sent", {}).get("retransmits", "?")))
+except Exception:
+    print("fail")' "$out")
+    else
+        v=$(jq -r '"\(.end.sum_received.bits_per_second / 1e9 * 1000 | round / 1000) \(.end.sum_sent.retransmits // "?")"' "$out" 2>/dev/null) || v=fail
+    fi
+    if [[ $v =~ ^([0-9.]+)\ (.*)$ ]]; then
+        lb_log "  $src -> $dst, $par stream(s): ${BASH_REMATCH[1]} Gbit/s, ${BASH_REMATCH[2]} retransmits"
+        GBPS=${BASH_REMATCH[1]}
+    else
+        lb_log "  iperf3 $src -> $dst -P $par failed (exit $rc): $(grep -o '"error":.*' "$out" 2>/dev/null | head -1 | head -c 300)"
+        GBPS=fail
+    fi
+}
+
+# rtt_us SRC DSTIP: sets RTT_US to the average ping RTT in microseconds, or "fail".
+rtt_us() {
+    local out=$LB_WORK/ping.out
+    lb_fg "$out" ip netns exec "$LB_PREFIX$1" timeout 20 ping -n -q -c $RTT_COUNT -i 0.01 -W 1 "$2"
+    RTT_US=$(awk '/^(rtt|round-trip)/ { split($0, a, "= "); split(a[2], b, "/"); printf "%.0f\n", b[2] * 1000; found = 1 }
+                  END { if (!found) print "fail" }' "$out")
+    [[ $RTT_US == fail ]] && lb_log "  ping $1 -> $2 failed: $(tail -n 2 "$out")"
+    return 0
+}
+
+ROWS=() T1=() TN=() RTT=() REF=()
+
+# measure LABEL SRC DST DSTIP REFROW: runs the iperf3 server in DST, the
+# clients in SRC, then pings; appends a row whose ratios are against row
+# index REFROW (-1: this row is a reference).
+measure() {
+    local label=$1 src=$2 dst=$3 ip=$4 ref=$5 spid t1=fail tn=fail
+    lb_log "measuring: $label ($TIME s x 2 + ping)"
+    lb_spawn "$dst" "$LB_WORK/iperf3-server-$dst.log" iperf3 -s -B "$ip" -p $IPERF_PORT
+    spid=$LB_LAST_PID
+    if lb_wait_for 5 iperf_listening "$dst"; then
+        iperf_gbps "$src" "$ip" 1
+        t1=$GBPS
+        iperf_gbps "$src" "$ip" "$STREAMS"
+        tn=$GBPS
+    else
+        lb_log "  iperf3 server in $dst did not start: $(head -c 300 "$LB_WORK/iperf3-server-$dst.log")"
+    fi
+    lb_stop "$spid"
+    rtt_us "$src" "$ip"
+    ROWS+=("$label") T1+=("$t1") TN+=("$tn") RTT+=("$RTT_US") REF+=("$ref")
+}
+iperf_listening() {
+    [[ -n $(lb_x "$1" ss -Htln "sport = :$IPERF_PORT" 2>/dev/null) ]]
+}
+
+# ratio A B: A/B with two decimals, or "-".
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf (a / b < 0.1 ? "%.3f" : "%.2f"), a / b; else printf "-" }'
+}
+
+# udp_drops SHORT...: one line of UDP receive-buffer and other receive
+# errors per namespace (kernel drops the lanbridge logs cannot see).
+udp_drops() {
+    local ns line=""
+    for ns in "$@"; do
+        line+="$ns: $(lb_x "$ns" awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else {
+            for (i = 2; i <= NF; i++) if (n[i] == "RcvbufErrors" || n[i] == "InErrors" || n[i] == "SndbufErrors") printf "%s=%s ", n[i], $i } }' /proc/net/snmp) "
+    done
+    lb_log "  kernel UDP counters: $line"
+    UDP_NOTES+=("kernel UDP counters after '${ROWS[-1]}' and before (cumulative): $line")
+}
+UDP_NOTES=()
+
+# Shows the end of a process log when something did not come up.
+show_log() {
+    lb_log "---- last lines of $1 ----"
+    tail -n 20 "$1" >&2
+}
+
+# ---- topologies ------------------------------------------------------------
+KEY=$LB_WORK/net.key
+RELAY_IP=172.16.0.1
+RELAY_PORT=7171
+NEXT_UNDERLAY=10
+HAVE_RELAY=0
+
+# The "internet" switch with a relay on it.
+start_relay() {
+    ((HAVE_RELAY)) && return 0
+    (umask 077 && "$BIN" genkey >"$KEY") || lb_die "lanbridge genkey failed"
+    lb_switch inet
+    lb_ns relay
+    lb_plug relay eth0 inet "$RELAY_IP/24"
+    lb_spawn relay "$LB_WORK/relay.log" "$BIN" relay --listen "$RELAY_IP:$RELAY_PORT" --key-file "$KEY"
+    RELAY_PID=$LB_LAST_PID
+    HAVE_RELAY=1
+}
+
+# underlay_host SHORT [IFNAME]: a namespace with IFNAME (eth0) on the internet switch.
+underlay_host() {
+    lb_ns "$1"
+    lb_plug "$1" "${2:-eth0}" inet "172.16.0.$NEXT_UNDERLAY/24"
+    NEXT_UNDERLAY=$((NEXT_UNDERLAY + 1))
+}
+
+# start_edge SHORT CIDR: an underlay host running an edge with tap0 = CIDR.
+start_edge() {
+    underlay_host "$1"
+    lb_spawn "$1" "$LB_WORK/edge-$1.log" "$BIN" edge --relay "$RELAY_IP:$RELAY_PORT" \
+        --key-file "$KEY" --tap tap0 --address "$2"
+    if ! lb_wait_for 10 lb_x "$1" ip link show tap0 >/dev/null 2>&1; then
+        show_log "$LB_WORK/edge-$1.log"
+        lb_die "edge $1 made no tap0"
+    fi
+}
+
+KREF=-1
+section_kernel() {
+    lb_log "== kernel bridge: A -- br0 -- B"
+    lb_switch sw
+    lb_ns a
+    lb_ns b
+    lb_plug a eth0 sw 10.0.0.1/24
+    lb_plug b eth0 sw 10.0.0.2/24
+    lb_wait_ping a 10.0.0.2 10 || lb_die "kernel bridge baseline does not ping"
+    KREF=${#ROWS[@]}
+    measure "kernel bridge A->B" a b 10.0.0.2 -1
+}
+
+section_overlay() {
+    lb_log "== overlay: edge E1 -- relay -- edge E2"
+    start_relay
+    start_edge e1 10.10.0.1/24
+    start_edge e2 10.10.0.2/24
+    if ! lb_wait_ping e1 10.10.0.2 20; then
+        show_log "$LB_WORK/relay.log"
+        show_log "$LB_WORK/edge-e1.log"
+        lb_die "overlay E1 -> E2 does not ping"
+    fi
+    measure "overlay E1->E2" e1 e2 10.10.0.2 "$KREF"
+    udp_drops e1 relay e2
+}
+
+NOTE_BRIDGE=""
+section_bridge() {
+    if ((!HAVE_BRIDGE)); then
+        NOTE_BRIDGE="bridge rows skipped: '$(basename "$BIN") bridge --help' fails (no bridge subcommand in this build)"
+        lb_log "== $NOTE_BRIDGE"
+        return 0
+    fi
+    lb_log "== LAN: L1, L2, bridge host B on a LAN switch; virtual host V on an edge"
+    start_relay
+    lb_switch lan
+    lb_ns l1
+    lb_ns l2
+    lb_plug l1 eth0 lan 192.168.77.11/24
+    lb_plug l2 eth0 lan 192.168.77.12/24
+    underlay_host bh eth1
+    lb_plug bh eth0 lan 192.168.77.2/24
+    lb_spawn bh "$LB_WORK/bridge.log" "$BIN" bridge --iface eth0 \
+        --relay "$RELAY_IP:$RELAY_PORT" --key-file "$KEY"
+    start_edge v 192.168.77.100/24
+    lb_wait_ping l1 192.168.77.12 10 || lb_die "LAN L1 -> L2 does not ping"
+    if ! lb_wait_ping v 192.168.77.11 20; then
+        show_log "$LB_WORK/relay.log"
+        show_log "$LB_WORK/bridge.log"
+        show_log "$LB_WORK/edge-v.log"
+        lb_die "virtual V -> LAN L1 does not ping through the bridge"
+    fi
+    local lref=${#ROWS[@]}
+    measure "LAN L1->L2" l1 l2 192.168.77.12 -1
+    measure "virtual V->LAN L1" v l1 192.168.77.11 "$lref"
+    measure "LAN L1->virtual V" l1 v 192.168.77.100 "$lref"
+    udp_drops v relay bh
+}
+
+# ---- run -------------------------------------------------------------------
+START=$SECONDS
+echo "lanbridge bench: $("$BIN" --version 2>&1 | head -1) ($BIN)"
+echo "machine: nproc=$(nproc), kernel $(uname -r), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "tools: $(iperf3 --version 2>&1 | head -1); iperf3 -t $TIME, ping -c $RTT_COUNT -i 0.01"
+echo
+
+if [[ $ONLY != bridge ]]; then
+    section_kernel
+    section_overlay
+fi
+if [[ $ONLY != relay ]]; then
+    section_bridge
+fi
+
+# ---- report ----------------------------------------------------------------
+echo
+W=22
+FMT="%-${W}s | %14s | %14s | %11s | %-26s | %s\n"
+# shellcheck disable=SC2059
+printf "$FMT" path "TCP 1 stream" "TCP $STREAMS streams" "RTT avg" "ratio to kernel bridge" "RTT ratio"
+# shellcheck disable=SC2059
+printf "$FMT" "" "Gbit/s" "Gbit/s" "us" "(1 stream / $STREAMS streams)" "(row / reference)"
+printf '%s\n' "$(printf -- '-%.0s' $(seq 1 118))"
+for i in "${!ROWS[@]}"; do
+    ref=${REF[$i]}
+    if ((ref < 0)); then
+        rat="reference" rr="reference"
+    else
+        rat="$(ratio "${T1[$i]}" "${T1[$ref]}") / $(ratio "${TN[$i]}" "${TN[$ref]}")"
+        rr="x$(ratio "${RTT[$i]}" "${RTT[$ref]}")"
+    fi
+    # shellcheck disable=SC2059
+    printf "$FMT" "${ROWS[$i]}" "${T1[$i]}" "${TN[$i]}" "${RTT[$i]}" "$rat" "$rr"
+done
+echo
+echo "Throughput ratio: the row's Gbit/s divided by its reference's (kernel bridge"
+echo "for the overlay; LAN<->LAN on the same LAN switch for the bridge rows)."
+echo "RTT ratio: the row's average RTT divided by its reference's."
+for n in "${UDP_NOTES[@]}"; do echo "$n"; done
+[[ -n $NOTE_BRIDGE ]] && echo "note: $NOTE_BRIDGE"
+echo "run took $((SECONDS - START)) s (plus build)"
