@@ -9,6 +9,8 @@ pub mod drop;
 pub mod frame;
 pub mod mac;
 pub mod nat;
+#[cfg(test)]
+mod netsim;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;

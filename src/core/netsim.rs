@@ -1,0 +1,489 @@
+//! Deterministic network simulator: one [`Relay`] and several [`Client`]s
+//! (edges, and optionally the bridge) exchanging UDP datagrams through an
+//! in-memory queue, under a hand-moved clock.
+//!
+//! [`Net`] is a [`Fabric`] for [`World`]: virtual hosts sit behind edges'
+//! "TAPs", the bridge's [`Nat`](crate::core::nat::Nat) behind its own client,
+//! and every datagram is delivered in order and traced as one line. Session
+//! ids and keys are fixed, and forward targets are sorted by name, so traces
+//! are reproducible.
+
+use std::{
+    collections::VecDeque,
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use crate::core::{
+    client::{Client, ClientConfig, ClientEvent},
+    mac::MacAddr,
+    relay::{Relay, RelayAction, RelayConfig, RelayEvent},
+    sim::{Cx, Fabric, Host, Queue, World, BRIDGE},
+    wire::{self, Cipher, Kind, Message, NetworkKey, SessionId},
+};
+
+/// The relay's address.
+pub(crate) const RELAY: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 7171);
+
+/// A key of network number `n`.
+pub(crate) fn key(n: u8) -> NetworkKey {
+    NetworkKey::from_bytes([n; 32])
+}
+
+/// The address of edge number `n`: 198.51.100.n:5000.
+pub(crate) fn edge_addr(n: u8) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(198, 51, 100, n).into(), 5000)
+}
+
+/// One UDP datagram in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Datagram {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// An edge or bridge: a relay client at a UDP address.
+pub(crate) struct Node {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub client: Client,
+    /// Who its frames go to and come from first (a virtual host, or
+    /// [`BRIDGE`]), then any other names whose MACs live behind it.
+    pub behind: Vec<&'static str>,
+    /// A stopped node sends nothing and loses what it is sent.
+    pub up: bool,
+    next_poll: Option<Instant>,
+}
+
+/// The relay, its clients and the datagrams between them.
+pub(crate) struct Net {
+    pub relay: Relay,
+    pub relay_config: RelayConfig,
+    ciphers: Vec<Cipher>,
+    pub nodes: Vec<Node>,
+    queue: VecDeque<Datagram>,
+    /// Every datagram delivered (or lost), in order.
+    pub wire: Vec<Datagram>,
+    /// Every frame a client handed to its TAP (or bridge): node, frame.
+    pub tap_rx: Vec<(&'static str, Vec<u8>)>,
+    scratch: Vec<u8>,
+}
+
+/// Session of node number `n` (and of the relay: `0xee`, then `0xef`...).
+pub(crate) fn session(n: u8) -> SessionId {
+    SessionId([n; 16])
+}
+
+impl Net {
+    /// A relay (session `0xee`) serving one network per key, with no nodes.
+    pub(crate) fn new(relay_config: RelayConfig, keys: &[NetworkKey]) -> Net {
+        let ciphers: Vec<Cipher> = keys.iter().map(Cipher::new).collect();
+        Net {
+            relay: Relay::new(relay_config.clone(), ciphers.clone(), session(0xee)),
+            relay_config,
+            ciphers,
+            nodes: Vec::new(),
+            queue: VecDeque::new(),
+            wire: Vec::new(),
+            tap_rx: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Adds a node number `n` (address and session from `n`) on network
+    /// `key`; `behind[0]` is who its TAP (or bridge) delivers to.
+    pub(crate) fn add_node(
+        &mut self,
+        name: &'static str,
+        n: u8,
+        key: &NetworkKey,
+        behind: Vec<&'static str>,
+    ) {
+        let client = Client::new(ClientConfig::default(), Cipher::new(key), session(n), RELAY);
+        self.nodes.push(Node {
+            name,
+            addr: edge_addr(n),
+            client,
+            behind,
+            up: true,
+            next_poll: None,
+        });
+    }
+
+    /// The node called `name`.
+    pub(crate) fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("no such node")
+    }
+
+    /// The node called `name`.
+    pub(crate) fn node_mut(&mut self, name: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .expect("no such node")
+    }
+
+    /// A name for an address: `relay`, a node's name, or the address.
+    fn name_of(&self, addr: SocketAddr) -> String {
+        if addr == RELAY {
+            return "relay".into();
+        }
+        self.nodes
+            .iter()
+            .find(|n| n.addr == addr)
+            .map_or_else(|| addr.to_string(), |n| n.name.to_string())
+    }
+
+    /// A short label for a datagram (the kind; for frames the fragment and
+    /// MACs, opened with the simulator's keys), and the frame's destination.
+    fn label(&mut self, cx: &Cx<'_>, bytes: &[u8]) -> (String, Option<MacAddr>) {
+        let Ok(header) = wire::peek_header(bytes) else {
+            return ("garbage".into(), None);
+        };
+        if header.kind != Kind::Frame {
+            return (format!("{:?}", header.kind), None);
+        }
+        for cipher in &self.ciphers {
+            if let Ok((_, Message::Frame(f))) = wire::open(cipher, bytes, &mut self.scratch) {
+                let label = format!(
+                    "Frame {}/{} {} > {}",
+                    f.index() + 1,
+                    f.count(),
+                    cx.name(f.src()),
+                    cx.name(f.dst())
+                );
+                return (label, Some(f.dst()));
+            }
+        }
+        ("Frame (does not open)".into(), None)
+    }
+
+    /// Puts a datagram on the wire, as if sent by `from` (e.g. a replay).
+    pub(crate) fn inject(&mut self, datagram: Datagram) {
+        self.queue.push_back(datagram);
+    }
+
+    /// Replaces the relay with a fresh one with session `relay_session`, as
+    /// after a restart: every peer and MAC is forgotten.
+    pub(crate) fn restart_relay(&mut self, cx: &mut Cx<'_>, relay_session: SessionId) {
+        cx.log(format!("relay restarts with session {relay_session}"));
+        self.relay = Relay::new(
+            self.relay_config.clone(),
+            self.ciphers.clone(),
+            relay_session,
+        );
+    }
+
+    /// When the next node's timers are due (`None` if no node is up).
+    fn next_poll(&self, now: Instant) -> Option<Instant> {
+        self.nodes
+            .iter()
+            .filter(|n| n.up)
+            .map(|n| n.next_poll.unwrap_or(now))
+            .min()
+    }
+
+    /// Runs the relay's expiry and the timers of every node due at `now`,
+    /// then delivers the datagrams that produced.
+    pub(crate) fn poll(&mut self, cx: &mut Cx<'_>) -> Vec<(&'static str, Vec<u8>)> {
+        let now = cx.now;
+        self.relay.expire(now);
+        self.log_relay_events(cx);
+        let queue = &mut self.queue;
+        for node in self.nodes.iter_mut().filter(|n| n.up) {
+            if node.next_poll.is_some_and(|t| t > now) {
+                continue;
+            }
+            let (from, to) = (node.addr, node.client.relay());
+            let next = node.client.poll(now, &mut |d| {
+                queue.push_back(Datagram {
+                    from,
+                    to,
+                    bytes: d.to_vec(),
+                })
+            });
+            node.next_poll = Some(next);
+        }
+        self.run(cx)
+    }
+
+    fn log_relay_events(&mut self, cx: &mut Cx<'_>) {
+        let events: Vec<RelayEvent> = self.relay.drain_events().collect();
+        for event in events {
+            match event {
+                RelayEvent::Joined { addr, .. } => {
+                    cx.log(format!("relay: {} joined", self.name_of(addr)))
+                }
+                RelayEvent::Left { addr, .. } => {
+                    cx.log(format!("relay: {} forgotten", self.name_of(addr)))
+                }
+            }
+        }
+    }
+
+    /// Delivers queued datagrams, in order, until none is left; returns the
+    /// frames clients handed to their TAPs (or bridge).
+    pub(crate) fn run(&mut self, cx: &mut Cx<'_>) -> Vec<(&'static str, Vec<u8>)> {
+        let mut arrived = Vec::new();
+        let mut steps = 0;
+        while let Some(d) = self.queue.pop_front() {
+            steps += 1;
+            assert!(steps < 10_000, "datagrams do not settle");
+            self.wire.push(d.clone());
+            if d.to == RELAY {
+                self.to_relay(cx, d);
+            } else {
+                self.to_node(cx, d, &mut arrived);
+            }
+        }
+        arrived
+    }
+
+    fn to_relay(&mut self, cx: &mut Cx<'_>, d: Datagram) {
+        let (label, dst) = self.label(cx, &d.bytes);
+        let from = self.name_of(d.from);
+        let line = match self.relay.handle_datagram(cx.now, d.from, &d.bytes) {
+            RelayAction::Forward(targets) => {
+                let targets = targets.to_vec();
+                let mut named: Vec<(String, SocketAddr)> =
+                    targets.iter().map(|&a| (self.name_of(a), a)).collect();
+                named.sort();
+                // Unicast when the one target holds the destination MAC.
+                let unicast = match (&named[..], dst) {
+                    ([(_, addr)], Some(dst)) => self
+                        .nodes
+                        .iter()
+                        .find(|n| n.addr == *addr)
+                        .is_some_and(|n| n.behind.contains(&cx.name(dst).as_str())),
+                    _ => false,
+                };
+                let verb = if unicast { "forwards" } else { "floods" };
+                let list: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+                for (_, to) in &named {
+                    self.queue.push_back(Datagram {
+                        from: RELAY,
+                        to: *to,
+                        bytes: d.bytes.clone(),
+                    });
+                }
+                format!(
+                    "{from}→relay {label}; relay {verb} to [{}]",
+                    list.join(", ")
+                )
+            }
+            RelayAction::Reply(reply) => {
+                self.queue.push_back(Datagram {
+                    from: RELAY,
+                    to: d.from,
+                    bytes: reply.to_vec(),
+                });
+                format!("{from}→relay {label}")
+            }
+            RelayAction::Drop(reason) => format!("{from}→relay {label}; relay drops: {reason:?}"),
+        };
+        cx.log(line);
+        self.log_relay_events(cx);
+    }
+
+    fn to_node(
+        &mut self,
+        cx: &mut Cx<'_>,
+        d: Datagram,
+        arrived: &mut Vec<(&'static str, Vec<u8>)>,
+    ) {
+        let (label, _) = self.label(cx, &d.bytes);
+        let (from, to) = (self.name_of(d.from), self.name_of(d.to));
+        let Some(node) = self.nodes.iter_mut().find(|n| n.addr == d.to) else {
+            cx.log(format!("{from}→{to} {label}; nobody there"));
+            return;
+        };
+        if !node.up {
+            cx.log(format!("{from}→{to} {label}; {to} is down, lost"));
+            return;
+        }
+        let queue = &mut self.queue;
+        let (addr, relay) = (node.addr, node.client.relay());
+        let event = node
+            .client
+            .handle_datagram(cx.now, d.from, &d.bytes, &mut |reply| {
+                queue.push_back(Datagram {
+                    from: addr,
+                    to: relay,
+                    bytes: reply.to_vec(),
+                })
+            });
+        match event {
+            ClientEvent::Frame(frame) => {
+                let frame = frame.to_vec();
+                cx.log(format!("{from}→{to} {label}"));
+                let port = if node.behind[0] == BRIDGE {
+                    "nat"
+                } else {
+                    "tap"
+                };
+                cx.log(format!("{to} {port}← {}", cx.describe(&frame)));
+                self.tap_rx.push((node.name, frame.clone()));
+                arrived.push((node.behind[0], frame));
+            }
+            ClientEvent::Registered => cx.log(format!("{from}→{to} {label}; {to} registered")),
+            ClientEvent::Nothing => cx.log(format!("{from}→{to} {label}")),
+            ClientEvent::Drop(reason) => {
+                cx.log(format!("{from}→{to} {label}; {to} drops: {reason:?}"))
+            }
+        }
+    }
+}
+
+impl Fabric for Net {
+    fn sent_line(&self, from: &str, desc: &str) -> String {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.behind[0] == from)
+            .expect("sender has no node");
+        let port = if from == BRIDGE { "nat" } else { "tap" };
+        format!("{} {port}→ {desc}", node.name)
+    }
+
+    fn carry(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &'static str,
+        frame: &[u8],
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.behind[0] == from)
+            .expect("sender has no node");
+        if !node.up {
+            cx.log(format!("{} is down: frame lost", node.name));
+            return vec![];
+        }
+        let queue = &mut self.queue;
+        let (addr, relay) = (node.addr, node.client.relay());
+        let sent = node.client.handle_frame(frame, &mut |d| {
+            queue.push_back(Datagram {
+                from: addr,
+                to: relay,
+                bytes: d.to_vec(),
+            })
+        });
+        if let Err(reason) = sent {
+            cx.log(format!("{} drops the frame: {reason:?}", node.name));
+        }
+        self.run(cx)
+    }
+}
+
+impl World<Net> {
+    /// A world on the relay simulator; trace lines carry the time.
+    pub(crate) fn relayed(
+        net: Net,
+        nat: crate::core::nat::Nat,
+        lan: Vec<Host>,
+        overlay: Vec<Host>,
+    ) -> Self {
+        let mut w = World::with_fabric(net, nat, lan, overlay);
+        w.stamp = true;
+        w
+    }
+
+    /// Moves the clock `by`, running every node's timers (and the relay's
+    /// expiry) when due, and whatever traffic they cause.
+    pub(crate) fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while let Some(due) = self.fabric.next_poll(self.now).filter(|&t| t <= end) {
+            self.now = self.now.max(due);
+            let (net, mut cx) = self.split();
+            let arrived = net.poll(&mut cx);
+            let mut queue = Queue::new();
+            self.arrive(arrived, &mut queue);
+            self.settle(queue);
+        }
+        self.now = end;
+        let (net, mut cx) = self.split();
+        net.relay.expire(cx.now);
+        net.log_relay_events(&mut cx);
+    }
+
+    /// Delivers a datagram as if `from` had sent it now, and what follows.
+    pub(crate) fn inject(&mut self, datagram: Datagram) {
+        let (net, mut cx) = self.split();
+        net.inject(datagram);
+        let arrived = net.run(&mut cx);
+        let mut queue = Queue::new();
+        self.arrive(arrived, &mut queue);
+        self.settle(queue);
+    }
+
+    /// Restarts the relay (see [`Net::restart_relay`]).
+    pub(crate) fn restart_relay(&mut self, relay_session: SessionId) {
+        let (net, mut cx) = self.split();
+        net.restart_relay(&mut cx, relay_session);
+    }
+
+    /// Stops node `name`: it sends nothing more and loses what it is sent.
+    pub(crate) fn stop(&mut self, name: &str) {
+        self.log(format!("{name} stops"));
+        self.fabric.node_mut(name).up = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{
+        nat::{Nat, NatConfig},
+        sim::Side,
+    };
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+
+    fn ip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, n)
+    }
+
+    /// A bridge engine that takes no part: the worlds without a LAN.
+    fn idle_nat() -> Nat {
+        Nat::new(NatConfig::new(MacAddr([2, 0, 0, 0, 0, 0xff])))
+    }
+
+    /// Edges named as given, number `i + 1` each, with a host of the same
+    /// name (MAC 02::0n, IP 10.0.0.n) behind the TAP, all on network 1.
+    fn edges(names: &[&'static str]) -> World<Net> {
+        let mut net = Net::new(RelayConfig::default(), &[key(1)]);
+        let mut hosts = Vec::new();
+        for (i, &name) in names.iter().enumerate() {
+            let n = i as u8 + 1;
+            net.add_node(name, n, &key(1), vec![name]);
+            hosts.push(Host::new(name, mac(n), ip(n)));
+        }
+        World::relayed(net, idle_nat(), vec![], hosts)
+    }
+
+    fn host<'w>(w: &'w World<Net>, name: &str) -> &'w Host {
+        w.overlay.iter().find(|h| h.name == name).unwrap()
+    }
+
+    #[test]
+    fn three_edges_register_resolve_and_ping() {
+        let mut w = edges(&["A", "B", "C"]);
+        w.advance(Duration::ZERO);
+        assert!(w.fabric.nodes.iter().all(|n| n.client.is_registered()));
+        w.act(Side::Overlay, "A", |h| h.ping(ip(2), 1));
+        w.act(Side::Overlay, "A", |h| h.ping(ip(3), 2));
+        assert_eq!(host(&w, "A").echo_replies, [(ip(2), 1), (ip(3), 2)]);
+        assert_eq!(host(&w, "B").arp_cache.get(&ip(1)), Some(&mac(1)));
+        assert_eq!(w.fabric.relay.peers(w.now).len(), 3);
+        assert_eq!(w.fabric.relay.stats().drops.total(), 0);
+        insta::assert_snapshot!(w.trace.join("\n"));
+    }
+}
