@@ -253,16 +253,7 @@ impl Net {
                 let mut named: Vec<(String, SocketAddr)> =
                     targets.iter().map(|&a| (self.name_of(a), a)).collect();
                 named.sort();
-                // Unicast when the one target holds the destination MAC.
-                let unicast = match (&named[..], dst) {
-                    ([(_, addr)], Some(dst)) => self
-                        .nodes
-                        .iter()
-                        .find(|n| n.addr == *addr)
-                        .is_some_and(|n| n.behind.contains(&cx.name(dst).as_str())),
-                    _ => false,
-                };
-                let verb = if unicast { "forwards" } else { "floods" };
+                let verb = self.verb(cx, &d, &named, dst);
                 let list: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
                 for (_, to) in &named {
                     self.queue.push_back(Datagram {
@@ -288,6 +279,39 @@ impl Net {
         };
         cx.log(line);
         self.log_relay_events(cx);
+    }
+
+    /// How the relay sent a frame to `targets`: "forwards" (unicast),
+    /// "floods", or "sends" when one target is the only other peer and owns
+    /// the destination, which could be either.
+    fn verb(
+        &self,
+        cx: &Cx<'_>,
+        d: &Datagram,
+        targets: &[(String, SocketAddr)],
+        dst: Option<MacAddr>,
+    ) -> &'static str {
+        let Ok(header) = wire::peek_header(&d.bytes) else {
+            return "sends";
+        };
+        let others = self
+            .relay
+            .peers(cx.now)
+            .iter()
+            .filter(|p| p.network == header.network_id && p.addr != d.from)
+            .count();
+        let owns_dst = |addr: &SocketAddr| {
+            let dst = dst.map(|m| cx.name(m)).unwrap_or_default();
+            self.nodes
+                .iter()
+                .any(|n| n.addr == *addr && n.behind.contains(&dst.as_str()))
+        };
+        match targets {
+            _ if dst.is_some_and(|m| m.is_multicast()) => "floods",
+            _ if targets.len() < others => "forwards",
+            [(_, addr)] if owns_dst(addr) => "sends",
+            _ => "floods",
+        }
     }
 
     fn to_node(
@@ -485,5 +509,249 @@ mod tests {
         assert_eq!(w.fabric.relay.peers(w.now).len(), 3);
         assert_eq!(w.fabric.relay.stats().drops.total(), 0);
         insta::assert_snapshot!(w.trace.join("\n"));
+    }
+
+    /// Datagrams on the wire from index `since` on.
+    fn wire_since(w: &World<Net>, since: usize) -> &[Datagram] {
+        &w.fabric.wire[since..]
+    }
+
+    #[test]
+    fn relay_restart_edges_reregister() {
+        let mut w = edges(&["A", "B", "C"]);
+        w.advance(Duration::ZERO);
+        w.act(Side::Overlay, "A", |h| h.ping(ip(2), 1));
+        w.restart_relay(session(0xef));
+        // A's next frame is refused; A registers again at once, the frame is lost.
+        w.act(Side::Overlay, "A", |h| h.ping(ip(2), 2));
+        assert!(w.fabric.node("A").client.is_registered());
+        assert!(
+            w.fabric.node("B").client.is_registered(),
+            "B has not noticed yet"
+        );
+        // B and C learn at their next keepalive.
+        w.advance(Duration::from_secs(5));
+        w.act(Side::Overlay, "A", |h| h.ping(ip(2), 3));
+        w.act(Side::Overlay, "C", |h| h.ping(ip(1), 4));
+
+        assert_eq!(host(&w, "A").echo_replies, [(ip(2), 1), (ip(2), 3)]);
+        assert_eq!(host(&w, "C").echo_replies, [(ip(1), 4)]);
+        for node in &w.fabric.nodes {
+            assert!(node.client.is_registered(), "{}", node.name);
+            assert_eq!(node.client.stats().registrations, 2, "{}", node.name);
+        }
+        assert_eq!(w.fabric.relay.stats().registrations, 3);
+        assert_eq!(w.fabric.relay.peers(w.now).len(), 3);
+        insta::assert_snapshot!(w.trace.join("\n"));
+    }
+
+    #[test]
+    fn silent_peer_is_forgotten() {
+        let mut w = edges(&["A", "B", "C"]);
+        w.advance(Duration::ZERO);
+        w.act(Side::Overlay, "A", |h| h.ping(ip(3), 1));
+        w.stop("C");
+        let peer_timeout = w.fabric.relay_config.peer_timeout;
+        w.advance(peer_timeout);
+        assert_eq!(w.fabric.relay.peers(w.now).len(), 3, "not yet");
+        w.advance(Duration::from_secs(1));
+        let peers: Vec<_> = w.fabric.relay.peers(w.now).iter().map(|p| p.addr).collect();
+        assert_eq!(peers, [edge_addr(1), edge_addr(2)]);
+        assert_eq!(w.fabric.relay.stats().timeouts, 1);
+
+        // A still knows C's MAC; the relay no longer does, so it floods.
+        let since = w.fabric.wire.len();
+        w.act(Side::Overlay, "A", |h| h.ping(ip(3), 2));
+        let to: Vec<_> = wire_since(&w, since)
+            .iter()
+            .filter(|d| d.from == RELAY)
+            .map(|d| d.to)
+            .collect();
+        assert_eq!(to, [edge_addr(2)]);
+        assert_eq!(host(&w, "A").echo_replies, [(ip(3), 1)]);
+        let tail = w.trace.len() - 4;
+        insta::assert_snapshot!(w.trace[tail..].join("\n"), @r"
+        t=21005ms A tap→ A > C IPv4 10.0.0.1 > 10.0.0.3 ICMP echo request seq 2
+        t=21005ms A→relay Frame 1/1 A > C; relay floods to [B]
+        t=21005ms relay→B Frame 1/1 A > C
+        t=21005ms B tap← A > C IPv4 10.0.0.1 > 10.0.0.3 ICMP echo request seq 2
+        ");
+    }
+
+    #[test]
+    fn replayed_and_forged_datagrams_are_dropped() {
+        let mut w = edges(&["A", "B"]);
+        w.advance(Duration::ZERO);
+        w.act(Side::Overlay, "A", |h| h.ping(ip(2), 1));
+        let find = |w: &World<Net>, from, to| {
+            w.fabric
+                .wire
+                .iter()
+                .find(|d| {
+                    d.from == from
+                        && d.to == to
+                        && wire::peek_header(&d.bytes).unwrap().kind == Kind::Frame
+                })
+                .unwrap()
+                .clone()
+        };
+        let a_to_relay = find(&w, edge_addr(1), RELAY);
+        let relay_to_b = find(&w, RELAY, edge_addr(2));
+        // Fresh datagrams from A, sealed but not sent.
+        let mut fresh = Vec::new();
+        let frame = crate::core::sim::arp_request(mac(1), ip(1), ip(9));
+        for _ in 0..2 {
+            w.fabric
+                .node_mut("A")
+                .client
+                .handle_frame(&frame, &mut |d| fresh.push(d.to_vec()))
+                .unwrap();
+        }
+        let flip = |d: &[u8]| {
+            let mut d = d.to_vec();
+            d[wire::HEADER_LEN] ^= 1;
+            d
+        };
+        // A client of a network the relay does not serve.
+        let mut stranger = Client::new(
+            ClientConfig::default(),
+            Cipher::new(&key(9)),
+            session(9),
+            RELAY,
+        );
+        let mut strange = Vec::new();
+        stranger.poll(w.now, &mut |d| strange.push(d.to_vec()));
+        stranger
+            .handle_frame(&frame, &mut |d| strange.push(d.to_vec()))
+            .unwrap();
+        let dgram = |from, to, bytes: &[u8]| Datagram {
+            from,
+            to,
+            bytes: bytes.to_vec(),
+        };
+
+        w.log("-- replays, forgeries and strangers");
+        w.inject(a_to_relay.clone());
+        w.inject(relay_to_b.clone());
+        w.inject(dgram(edge_addr(1), RELAY, &flip(&fresh[0])));
+        // The forgery did not use up the counter: the genuine one passes.
+        w.inject(dgram(edge_addr(1), RELAY, &fresh[0]));
+        w.inject(dgram(RELAY, edge_addr(2), &flip(&fresh[1])));
+        w.inject(dgram(edge_addr(9), RELAY, &strange[0]));
+        w.inject(dgram(RELAY, edge_addr(2), &strange[1]));
+        w.inject(dgram(edge_addr(9), edge_addr(2), &fresh[1]));
+
+        let relay = w.fabric.relay.stats().drops.clone();
+        let b = w.fabric.node("B").client.stats().drops.clone();
+        use crate::core::drop::DropReason as D;
+        let counts = |c: &crate::core::drop::DropCounters| c.nonzero().collect::<Vec<_>>();
+        assert_eq!(
+            counts(&relay),
+            [(D::WrongNetwork, 1), (D::Forged, 1), (D::Replayed, 1)]
+        );
+        assert_eq!(
+            counts(&b),
+            [
+                (D::WrongNetwork, 1),
+                (D::Forged, 1),
+                (D::Replayed, 1),
+                (D::UnknownSender, 1)
+            ]
+        );
+        assert_eq!(host(&w, "A").echo_replies, [(ip(2), 1)]);
+        let from = w
+            .trace
+            .iter()
+            .position(|l| l.contains("-- replays"))
+            .unwrap();
+        insta::assert_snapshot!(w.trace[from..].join("\n"));
+    }
+
+    #[test]
+    fn networks_are_isolated() {
+        // A and B on network 1, C and D on network 2, with the same IPs.
+        let mut net = Net::new(RelayConfig::default(), &[key(1), key(2)]);
+        let mut hosts = Vec::new();
+        for (n, name, k, host_ip) in [
+            (1, "A", 1, 1),
+            (2, "B", 1, 2),
+            (3, "C", 2, 1),
+            (4, "D", 2, 2),
+        ] {
+            net.add_node(name, n, &key(k), vec![name]);
+            hosts.push(Host::new(name, mac(n), ip(host_ip)));
+        }
+        let mut w = World::relayed(net, idle_nat(), vec![], hosts);
+        w.advance(Duration::ZERO);
+        w.act(Side::Overlay, "A", |h| h.ping(ip(2), 1));
+        w.act(Side::Overlay, "C", |h| h.ping(ip(2), 2));
+        // Unicast to a MAC of the other network: flooded, but only within.
+        w.act(Side::Overlay, "A", |_| {
+            vec![crate::core::sim::icmp_echo(
+                (mac(1), ip(1)),
+                (mac(4), ip(2)),
+                true,
+                3,
+            )]
+        });
+
+        assert_eq!(host(&w, "A").echo_replies, [(ip(2), 1)]);
+        assert_eq!(host(&w, "C").echo_replies, [(ip(2), 2)]);
+        assert_eq!(host(&w, "B").arp_cache.get(&ip(1)), Some(&mac(1)));
+        assert_eq!(host(&w, "D").arp_cache.get(&ip(1)), Some(&mac(3)));
+        let network = |n: &str| if n < "C" { 1 } else { 2 };
+        assert!(!w.fabric.tap_rx.is_empty());
+        for (node, frame) in &w.fabric.tap_rx {
+            let src = MacAddr::from_slice(&frame[6..]).unwrap();
+            let sender = w.overlay.iter().find(|h| h.mac == src).unwrap().name;
+            assert_eq!(network(node), network(sender), "{sender} reached {node}");
+        }
+        let nets: Vec<_> = w
+            .fabric
+            .relay
+            .peers(w.now)
+            .iter()
+            .map(|p| p.network)
+            .collect();
+        assert_eq!(nets.len(), 4);
+        assert_eq!(
+            nets.iter().filter(|&&n| n == key(1).network_id()).count(),
+            2
+        );
+        insta::assert_snapshot!(w.trace.join("\n"));
+    }
+
+    #[test]
+    fn full_size_frames_are_fragmented_and_reassembled() {
+        let mut w = edges(&["A", "B"]);
+        w.advance(Duration::ZERO);
+        let big = crate::core::sim::udp_v4(
+            (mac(1), ip(1), 4000),
+            (mac(2), ip(2), 4000),
+            &[0x5a; 1514 - 14 - 20 - 8],
+        );
+        assert_eq!(big.len(), 1514);
+        let since = w.fabric.wire.len();
+        w.act(Side::Overlay, "A", |_| vec![big.clone()]);
+        let sizes = |from, to| -> Vec<usize> {
+            wire_since(&w, since)
+                .iter()
+                .filter(|d| d.from == from && d.to == to)
+                .map(|d| d.bytes.len())
+                .collect()
+        };
+        assert_eq!(sizes(edge_addr(1), RELAY).len(), 2);
+        assert!(sizes(edge_addr(1), RELAY).iter().all(|&n| n <= 1400));
+        assert_eq!(sizes(RELAY, edge_addr(2)), sizes(edge_addr(1), RELAY));
+        assert_eq!(w.fabric.tap_rx, [("B", big)]);
+        let from = w.trace.len() - 6;
+        insta::assert_snapshot!(w.trace[from..].join("\n"), @r"
+        t=1ms A tap→ A > B IPv4 10.0.0.1 > 10.0.0.2 UDP 4000>4000 csum 0xfd57 ok
+        t=1ms A→relay Frame 1/2 A > B; relay sends to [B]
+        t=1ms A→relay Frame 2/2 A > B; relay sends to [B]
+        t=1ms relay→B Frame 1/2 A > B
+        t=1ms relay→B Frame 2/2 A > B
+        t=1ms B tap← A > B IPv4 10.0.0.1 > 10.0.0.2 UDP 4000>4000 csum 0xfd57 ok
+        ");
     }
 }

@@ -332,7 +332,12 @@ fn describe_v4_payload(ip: &Ipv4Packet<&[u8]>) -> String {
         protocol::UDP => match UdpPacket::new_checked(ip.payload()) {
             Ok(udp) => {
                 let mut s = format!(" UDP {}>{}", udp.src_port(), udp.dst_port());
-                if let Ok(d) = DhcpPacket::new_checked(udp.payload()) {
+                let ports = [dhcp::CLIENT_PORT, dhcp::SERVER_PORT];
+                let is_dhcp = ports.contains(&udp.src_port()) && ports.contains(&udp.dst_port());
+                if let Some(d) = DhcpPacket::new_checked(udp.payload())
+                    .ok()
+                    .filter(|_| is_dhcp)
+                {
                     let op = if d.op() == dhcp::BOOTREQUEST {
                         "BOOTREQUEST"
                     } else {
