@@ -10,6 +10,8 @@ pub mod frame;
 pub mod mac;
 pub mod nat;
 pub mod offload;
+#[cfg(test)]
+mod netsim;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;

@@ -2,13 +2,15 @@
 //! hosts that answer ARP and ICMP echo, for in-memory simulations of a LAN,
 //! the bridge's [`Nat`](crate::core::nat::Nat) and virtual hosts.
 //!
-//! The fake hosts know nothing about the overlay, so a relay (a plain
-//! learning switch) can be put between the bridge and the virtual hosts
-//! later without changing them.
+//! The fake hosts know nothing about the overlay: a [`World`] joins them
+//! and the bridge through a [`Fabric`], either [`Direct`] (a hub) or the
+//! relay simulator in `core::netsim` (edges and a relay exchanging UDP
+//! datagrams), with the same LAN and bridge logic either way.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     net::{Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
 };
 
 use etherparse::{ArpHardwareId, ArpOperation, EtherType, PacketBuilder};
@@ -330,7 +332,12 @@ fn describe_v4_payload(ip: &Ipv4Packet<&[u8]>) -> String {
         protocol::UDP => match UdpPacket::new_checked(ip.payload()) {
             Ok(udp) => {
                 let mut s = format!(" UDP {}>{}", udp.src_port(), udp.dst_port());
-                if let Ok(d) = DhcpPacket::new_checked(udp.payload()) {
+                let ports = [dhcp::CLIENT_PORT, dhcp::SERVER_PORT];
+                let is_dhcp = ports.contains(&udp.src_port()) && ports.contains(&udp.dst_port());
+                if let Some(d) = DhcpPacket::new_checked(udp.payload())
+                    .ok()
+                    .filter(|_| is_dhcp)
+                {
                     let op = if d.op() == dhcp::BOOTREQUEST {
                         "BOOTREQUEST"
                     } else {
@@ -475,37 +482,135 @@ impl Host {
 pub(crate) enum Side {
     /// On the physical LAN (a hub: every LAN host and the bridge's NIC).
     Lan,
-    /// On the overlay (connected directly for now: every virtual host and
-    /// the bridge). A relay can replace this delivery later.
+    /// On the overlay: virtual hosts and the bridge, joined by a [`Fabric`].
     Overlay,
 }
 
 /// The name the bridge has as a sender in a [`World`].
 pub(crate) const BRIDGE: &str = "bridge";
 
+/// What a [`Fabric`] needs to trace its steps.
+pub(crate) struct Cx<'a> {
+    pub now: Instant,
+    /// The clock's fixed base; trace lines show `now - start`.
+    pub start: Instant,
+    /// Whether trace lines start with `t=..ms`.
+    pub stamp: bool,
+    pub names: Names<'a>,
+    pub trace: &'a mut Vec<String>,
+}
+
+impl Cx<'_> {
+    /// Appends one trace line.
+    pub(crate) fn log(&mut self, line: impl std::fmt::Display) {
+        let line = if self.stamp {
+            format!("t={}ms {line}", (self.now - self.start).as_millis())
+        } else {
+            line.to_string()
+        };
+        self.trace.push(line);
+    }
+
+    /// Describes a frame with the world's MAC names.
+    pub(crate) fn describe(&self, frame: &[u8]) -> String {
+        describe(frame, self.names)
+    }
+
+    /// The name of a MAC, as in descriptions.
+    pub(crate) fn name(&self, mac: MacAddr) -> String {
+        name(mac, self.names)
+    }
+}
+
+/// What carries frames between the virtual hosts and the bridge.
+pub(crate) trait Fabric {
+    /// The trace line for `from` putting a frame (described as `desc`) on
+    /// the overlay.
+    fn sent_line(&self, from: &str, desc: &str) -> String {
+        format!("overlay {from:>6}: {desc}")
+    }
+
+    /// Carries `frame` from `from` (a virtual host or [`BRIDGE`]); returns
+    /// the frames that come out, each with its recipient (a virtual host or
+    /// [`BRIDGE`]).
+    fn carry(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &'static str,
+        frame: &[u8],
+    ) -> Vec<(&'static str, Vec<u8>)>;
+}
+
+/// The overlay as a plain hub: every frame reaches every virtual host and
+/// the bridge except its sender.
+pub(crate) struct Direct {
+    hosts: Vec<&'static str>,
+}
+
+impl Fabric for Direct {
+    fn carry(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        from: &'static str,
+        frame: &[u8],
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        self.hosts
+            .iter()
+            .chain([&BRIDGE])
+            .filter(|&&h| h != from)
+            .map(|&h| (h, frame.to_vec()))
+            .collect()
+    }
+}
+
 /// A LAN with fake hosts, the bridge's [`Nat`](crate::core::nat::Nat), and
-/// fake virtual hosts on the overlay, driven by a hand-moved clock. Every
-/// step is traced as one line.
-pub(crate) struct World {
+/// fake virtual hosts joined by a [`Fabric`] ([`Direct`] unless given),
+/// driven by a hand-moved clock. Every step is traced as one line.
+pub(crate) struct World<F: Fabric = Direct> {
     pub nat: crate::core::nat::Nat,
     pub lan: Vec<Host>,
     pub overlay: Vec<Host>,
-    pub now: std::time::Instant,
+    pub fabric: F,
+    pub now: Instant,
+    /// The clock's fixed base.
+    pub start: Instant,
+    /// Whether trace lines start with `t=..ms`.
+    pub stamp: bool,
     pub trace: Vec<String>,
     /// Every frame that travelled on the LAN.
     pub lan_wire: Vec<Vec<u8>>,
     names: Vec<(MacAddr, &'static str)>,
 }
 
-impl World {
+/// Frames waiting to travel: side, sender, bytes.
+pub(crate) type Queue = VecDeque<(Side, &'static str, Vec<u8>)>;
+
+impl World<Direct> {
     pub(crate) fn new(nat: crate::core::nat::Nat, lan: Vec<Host>, overlay: Vec<Host>) -> Self {
+        let hosts = overlay.iter().map(|h| h.name).collect();
+        World::with_fabric(Direct { hosts }, nat, lan, overlay)
+    }
+}
+
+impl<F: Fabric> World<F> {
+    /// A world whose virtual hosts and bridge are joined by `fabric`.
+    pub(crate) fn with_fabric(
+        fabric: F,
+        nat: crate::core::nat::Nat,
+        lan: Vec<Host>,
+        overlay: Vec<Host>,
+    ) -> Self {
         let mut names = vec![(nat.config().host_mac, "N")];
         names.extend(lan.iter().chain(&overlay).map(|h| (h.mac, h.name)));
+        let start = Instant::now();
         World {
             nat,
             lan,
             overlay,
-            now: std::time::Instant::now(),
+            fabric,
+            now: start,
+            start,
+            stamp: false,
             trace: Vec::new(),
             lan_wire: Vec::new(),
             names,
@@ -515,6 +620,23 @@ impl World {
     /// Describes a frame with this world's MAC names.
     pub(crate) fn describe(&self, frame: &[u8]) -> String {
         describe(frame, &self.names)
+    }
+
+    /// The tracing context and the fabric, borrowed together.
+    pub(crate) fn split(&mut self) -> (&mut F, Cx<'_>) {
+        let cx = Cx {
+            now: self.now,
+            start: self.start,
+            stamp: self.stamp,
+            names: &self.names,
+            trace: &mut self.trace,
+        };
+        (&mut self.fabric, cx)
+    }
+
+    /// Appends one trace line.
+    pub(crate) fn log(&mut self, line: impl std::fmt::Display) {
+        self.split().1.log(line)
     }
 
     /// Lets host `who` on `side` act (e.g. `|h| h.ping(..)`), then runs the
@@ -530,52 +652,73 @@ impl World {
             .expect("no such host");
         let name = host.name;
         let frames = f(host);
-        self.trace.push(format!("-- {name} acts"));
-        let mut queue: std::collections::VecDeque<_> =
-            frames.into_iter().map(|fr| (side, name, fr)).collect();
+        self.log(format!("-- {name} acts"));
+        self.settle(frames.into_iter().map(|fr| (side, name, fr)).collect());
+    }
+
+    /// Hands frames that came out of the fabric to their recipients,
+    /// queueing what they send in answer.
+    pub(crate) fn arrive(&mut self, arrived: Vec<(&'static str, Vec<u8>)>, queue: &mut Queue) {
+        for (to, mut frame) in arrived {
+            if to == BRIDGE {
+                let verdict = self.nat.handle_overlay(self.now, false, &mut frame);
+                self.log(format!("          nat: {verdict:?}"));
+                if verdict == crate::core::nat::Verdict::Forward {
+                    queue.push_back((Side::Lan, BRIDGE, frame));
+                }
+            } else {
+                let host = self
+                    .overlay
+                    .iter_mut()
+                    .find(|h| h.name == to)
+                    .expect("the fabric delivered to an unknown host");
+                queue.extend(
+                    host.receive(&frame)
+                        .into_iter()
+                        .map(|r| (Side::Overlay, to, r)),
+                );
+            }
+        }
+    }
+
+    /// Runs the world until no frame is in flight.
+    pub(crate) fn settle(&mut self, mut queue: Queue) {
         let mut steps = 0;
         while let Some((side, from, frame)) = queue.pop_front() {
             steps += 1;
             assert!(steps < 1000, "simulation does not settle");
-            self.now += std::time::Duration::from_millis(1);
-            let on = match side {
-                Side::Lan => "lan    ",
-                Side::Overlay => "overlay",
-            };
-            self.trace
-                .push(format!("{on} {from:>6}: {}", self.describe(&frame)));
-            let hosts = match side {
+            self.now += Duration::from_millis(1);
+            let desc = self.describe(&frame);
+            match side {
                 Side::Lan => {
+                    self.log(format!("lan     {from:>6}: {desc}"));
                     self.lan_wire.push(frame.clone());
-                    &mut self.lan
-                }
-                Side::Overlay => &mut self.overlay,
-            };
-            for h in hosts.iter_mut().filter(|h| h.name != from) {
-                let name = h.name;
-                queue.extend(h.receive(&frame).into_iter().map(|r| (side, name, r)));
-            }
-            if from == BRIDGE {
-                // The bridge's socket never sees what it injected itself.
-                continue;
-            }
-            let mut out = frame.clone();
-            let (verdict, next) = match side {
-                Side::Lan => {
+                    for h in self.lan.iter_mut().filter(|h| h.name != from) {
+                        let name = h.name;
+                        queue.extend(h.receive(&frame).into_iter().map(|r| (side, name, r)));
+                    }
+                    if from == BRIDGE {
+                        // The bridge's socket never sees what it injected itself.
+                        continue;
+                    }
+                    let mut out = frame;
                     let meta = crate::core::nat::LanMeta {
                         pkt_type: packet_type(&out, self.nat.config().host_mac),
                         csum_partial: false,
                     };
-                    (self.nat.handle_lan(self.now, meta, &mut out), Side::Overlay)
+                    let verdict = self.nat.handle_lan(self.now, meta, &mut out);
+                    self.log(format!("          nat: {verdict:?}"));
+                    if verdict == crate::core::nat::Verdict::Forward {
+                        queue.push_back((Side::Overlay, BRIDGE, out));
+                    }
                 }
-                Side::Overlay => (
-                    self.nat.handle_overlay(self.now, false, &mut out),
-                    Side::Lan,
-                ),
-            };
-            self.trace.push(format!("          nat: {verdict:?}"));
-            if verdict == crate::core::nat::Verdict::Forward {
-                queue.push_back((next, BRIDGE, out));
+                Side::Overlay => {
+                    let line = self.fabric.sent_line(from, &desc);
+                    self.log(line);
+                    let (fabric, mut cx) = self.split();
+                    let arrived = fabric.carry(&mut cx, from, &frame);
+                    self.arrive(arrived, &mut queue);
+                }
             }
         }
     }
