@@ -33,7 +33,7 @@ const ADDRESS_REFRESH: Duration = Duration::from_secs(2);
 
 /// Where LAN frames go: a relay, or a local TAP.
 enum Overlay {
-    Relay(Uplink),
+    Relay(Box<Uplink>),
     Tap(Tap),
 }
 
@@ -72,7 +72,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         (Some(relay), _) => {
             let key_file = args.key_file.as_ref().context("--relay needs --key-file")?;
             let key = read_key_file(key_file)?;
-            Overlay::Relay(Uplink::connect(&key, relay, &args.tuning).await?)
+            Overlay::Relay(Box::new(Uplink::connect(&key, relay, &args.tuning).await?))
         }
         (None, Some(name)) => {
             let tap = Tap::open(name)?;

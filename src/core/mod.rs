@@ -9,9 +9,9 @@ pub mod drop;
 pub mod frame;
 pub mod mac;
 pub mod nat;
-pub mod offload;
 #[cfg(test)]
 mod netsim;
+pub mod offload;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;

@@ -121,7 +121,11 @@ impl PacketSocket {
 
         // SAFETY: the AsyncFd owns `fd` until it is dropped.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| {
-            IoError::new("cannot register AF_PACKET socket with tokio", iface, e.into())
+            IoError::new(
+                "cannot register AF_PACKET socket with tokio",
+                iface,
+                e.into(),
+            )
         })?;
         Ok(PacketSocket {
             fd,
