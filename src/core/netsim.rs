@@ -799,7 +799,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "bug: relay replay state dies with the peer; an old captured Register re-registers a forgotten session at any address"]
     fn replayed_register_does_not_revive_a_forgotten_peer() {
         let mut w = edges(&["A", "B"]);
         w.advance(Duration::ZERO);

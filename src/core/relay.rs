@@ -27,7 +27,7 @@ use std::{
 use crate::core::{
     drop::{DropCounters, DropReason},
     switch::{Route, Switch, SwitchConfig},
-    wire::{self, Cipher, Message, NetworkId, ReplayWindow, Sealer, SessionId},
+    wire::{self, Cipher, Message, NetworkId, ReplayGuard, Sealer, SessionId},
 };
 
 /// Timers and limits of a relay.
@@ -53,6 +53,14 @@ impl Default for RelayConfig {
         }
     }
 }
+
+/// Replay windows remembered per allowed peer (sessions of peers that left
+/// and came back with a new process count too).
+const REPLAY_SESSIONS_PER_PEER: usize = 4;
+
+/// How long a silent session's replay window is remembered. A relay restart
+/// forgets them all: see docs/protocol.md, "Replay".
+const REPLAY_MEMORY: Duration = Duration::from_secs(3600);
 
 /// What the driver must do with one received datagram.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,13 +116,16 @@ pub struct PeerInfo {
 #[derive(Debug)]
 struct Peer {
     addr: SocketAddr,
-    replay: ReplayWindow,
     last_seen: Instant,
     rx: u64,
 }
 
 struct Network {
     cipher: Cipher,
+    /// Replay windows per sender session. They outlive the peers: a peer
+    /// forgotten for silence keeps its window, so a recorded Register of
+    /// its session can't bring it back from another address.
+    replay: ReplayGuard,
     peers: HashMap<SessionId, Peer>,
     switch: Switch<SessionId>,
 }
@@ -154,6 +165,7 @@ impl Relay {
             .map(|cipher| {
                 let net = Network {
                     cipher,
+                    replay: ReplayGuard::new(REPLAY_SESSIONS_PER_PEER * config.max_peers),
                     peers: HashMap::new(),
                     switch: Switch::new(config.switch.clone()),
                 };
@@ -208,14 +220,15 @@ impl Relay {
             .networks
             .get_mut(&header.network_id)
             .ok_or(DropReason::WrongNetwork)?;
-        if let Some(peer) = net.peers.get(&header.session) {
-            if !peer.replay.check(header.counter) {
-                return Err(DropReason::Replayed);
-            }
+        if !net.replay.check(header.session, header.counter) {
+            return Err(DropReason::Replayed);
         }
         let (header, message) =
             wire::open(&net.cipher, datagram, &mut self.scratch).map_err(|e| e.drop_reason())?;
         let session = header.session;
+        if !net.replay.update(now, session, header.counter) {
+            return Err(DropReason::Replayed);
+        }
 
         if let Message::Register { .. } = message {
             if !net.peers.contains_key(&session) {
@@ -232,7 +245,6 @@ impl Relay {
                     session,
                     Peer {
                         addr: from,
-                        replay: ReplayWindow::default(),
                         last_seen: now,
                         rx: 0,
                     },
@@ -250,9 +262,6 @@ impl Relay {
             )?;
             return Ok(Decision::Reply);
         };
-        if !peer.replay.update(header.counter) {
-            return Err(DropReason::Replayed);
-        }
         // Authenticated and fresh: follow the peer if its address changed
         // (NAT rebinding, roaming).
         peer.addr = from;
@@ -347,6 +356,7 @@ impl Relay {
                 self.stats.timeouts += 1;
             }
             net.switch.expire(now);
+            net.replay.expire(now, REPLAY_MEMORY);
         }
     }
 
