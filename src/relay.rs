@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tracing::{debug, info, trace};
 
 use crate::{
@@ -16,7 +15,7 @@ use crate::{
         switch::SwitchConfig,
         wire::{Cipher, SessionId},
     },
-    io::plain,
+    io::{plain, udp},
     report::DropReport,
     signals::Shutdown,
 };
@@ -34,9 +33,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         },
         ..RelayConfig::default()
     };
-    let socket = UdpSocket::bind(args.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {}", args.listen, plain(&e)))?;
+    let socket = udp::bind(args.listen).await?;
     let mut shutdown = Shutdown::new()?;
     for c in &ciphers {
         info!(network = %c.network_id(), "serving network");

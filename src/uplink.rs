@@ -14,7 +14,7 @@ use crate::{
         drop::DropReason,
         wire::{Cipher, NetworkKey, SessionId},
     },
-    io::plain,
+    io::{plain, udp},
     report::DropReport,
 };
 
@@ -56,9 +56,7 @@ impl Uplink {
         } else {
             "[::]:0".parse()?
         };
-        let socket = UdpSocket::bind(local)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open UDP socket: {}", plain(&e)))?;
+        let socket = udp::bind(local).await?;
         let config = ClientConfig {
             max_datagram: usize::from(tuning.max_datagram),
             ..ClientConfig::default()

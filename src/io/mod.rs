@@ -5,6 +5,7 @@
 pub mod netlink;
 pub mod packet_socket;
 pub mod tap;
+pub mod udp;
 
 use std::io;
 
