@@ -30,6 +30,42 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Share the physical LAN on a NIC into a network (or with a local TAP).
     Bridge(BridgeArgs),
+    /// Show peers, learned tables and drop counters of a running lanbridge.
+    Status(StatusArgs),
+    /// Build a whole topology in network namespaces on this host and show
+    /// lanbridge working, step by step.
+    Demo(DemoArgs),
+}
+
+/// `lanbridge status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The control socket of the process to ask (see `lanbridge status`
+    /// without it: with one lanbridge in this network namespace it is found
+    /// by itself; with several, they are listed).
+    #[arg(long, value_name = "NAME")]
+    pub socket: Option<String>,
+
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lanbridge demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave the topology running after the tour, and print commands to
+    /// explore it; Ctrl-C removes it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Options every long-running role shares: how an operator looks inside.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OpsArgs {
+    /// Serve Prometheus metrics over HTTP on this address, e.g. 127.0.0.1:9171.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `lanbridge relay`.
@@ -54,6 +90,9 @@ pub struct RelayArgs {
     /// MACs one peer may own (a bridge brings its whole LAN).
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_macs_per_peer: u64,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// `lanbridge edge`.
@@ -86,6 +125,9 @@ pub struct EdgeArgs {
 
     #[command(flatten)]
     pub tuning: TuningArgs,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// `lanbridge bridge`.
@@ -111,6 +153,9 @@ pub struct BridgeArgs {
 
     #[command(flatten)]
     pub tuning: TuningArgs,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// Options shared by everything that talks to a relay.
