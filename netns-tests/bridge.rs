@@ -317,3 +317,25 @@ fn a_missing_interface_is_one_clear_error() {
         "expected `no such interface: nosuch0` in:\n{stderr}"
     );
 }
+
+#[test]
+fn the_bridge_survives_its_nic_going_down_and_up() {
+    let Some(lab) = Lab::new("bridge_link_flap") else {
+        return;
+    };
+    let t = BridgedLan::new(&lab);
+    let v1 = t.virtual_host(&lab, "v1", 101);
+    assert_ping(&lab, &t.l1.ns, &v1.ip);
+    t.b.host.ns.set_link_up("eth0", false).unwrap();
+    // Traffic in both directions while the NIC is down.
+    assert!(!t.l1.ns.ping(&v1.ip, 1), "ping crossed a downed NIC");
+    assert!(!v1.ns.ping(&t.l1.ip, 1), "ping crossed a downed NIC");
+    t.b.host.ns.set_link_up("eth0", true).unwrap();
+    assert!(
+        t.b.proc.is_running(),
+        "the bridge died:\n{}",
+        t.b.proc.log()
+    );
+    assert_ping(&lab, &t.l1.ns, &v1.ip);
+    assert_ping(&lab, &v1.ns, &t.l1.ip);
+}

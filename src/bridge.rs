@@ -112,9 +112,21 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 break;
             }
             r = lan.recv(&mut lan_buf) => {
-                let Some((n, pkt_type)) = r.with_context(|| format!("cannot read from {}", args.iface))? else {
-                    local.0.add(DropReason::TooBig);
-                    continue;
+                let (n, pkt_type) = match r {
+                    Ok(Some(v)) => v,
+                    Ok(None) => {
+                        local.0.add(DropReason::TooBig);
+                        continue;
+                    }
+                    // The link went down (cable, Wi-Fi roaming): the socket
+                    // reports it once and captures again when it comes back.
+                    Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                        warn!("{} went down; waiting for it to come back", args.iface);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot read from {}", args.iface));
+                    }
                 };
                 // HOT PATH
                 let now = Instant::now();
