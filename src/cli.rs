@@ -71,8 +71,8 @@ pub struct OpsArgs {
 /// `lanbridge relay`.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Read options from this TOML file (keys are the flag names with `_`);
-    /// a flag given here wins over the file.
+    /// Read options from this TOML file: keys are the long flags with `_` for
+    /// `-`. Required flags may come from it; a flag given here wins over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -103,8 +103,8 @@ pub struct RelayArgs {
 /// `lanbridge edge`.
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
-    /// Read options from this TOML file (keys are the flag names with `_`);
-    /// a flag given here wins over the file.
+    /// Read options from this TOML file: keys are the long flags with `_` for
+    /// `-`. Required flags may come from it; a flag given here wins over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -144,8 +144,8 @@ pub struct EdgeArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("overlay").required(true).args(["relay", "tap"])))]
 pub struct BridgeArgs {
-    /// Read options from this TOML file (keys are the flag names with `_`);
-    /// a flag given here wins over the file.
+    /// Read options from this TOML file: keys are the long flags with `_` for
+    /// `-`. Required flags may come from it; a flag given here wins over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
