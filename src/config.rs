@@ -181,15 +181,15 @@ fn file_args(cmd: &Command, given: &ArgMatches, path: &Path) -> Result<Vec<OsStr
         // Check everything, also what the command line overrides.
         let mut args = Vec::new();
         if arg.get_action().takes_values() {
-            for (text, offset) in values(value.get_ref(), value.span().start, arg)
+            for (word, offset) in values(value.get_ref(), value.span().start, arg)
                 .map_err(|why| invalid(value.span().start, why))?
             {
-                check(arg, &text).map_err(|why| invalid(offset, why))?;
+                check(arg, &word).map_err(|why| invalid(offset, why))?;
                 let mut a = OsString::from(format!("--{long}="));
                 if key == "key_file" {
-                    a.push(dir.join(&text));
+                    a.push(dir.join(&word));
                 } else {
-                    a.push(&text);
+                    a.push(&word);
                 }
                 args.push(a);
             }
