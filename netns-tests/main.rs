@@ -4,6 +4,7 @@
 
 mod bridge;
 mod cli;
+mod config;
 mod edge;
 mod harness;
 mod lan;

@@ -71,6 +71,11 @@ pub struct OpsArgs {
 /// `lanbridge relay`.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
+    /// Read options from this TOML file: keys are the long flags with `_` for
+    /// `-`. Required flags may come from it; a flag given here wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// UDP address to listen on, e.g. 0.0.0.0:7171 or [::]:7171.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: std::net::SocketAddr,
@@ -98,6 +103,11 @@ pub struct RelayArgs {
 /// `lanbridge edge`.
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
+    /// Read options from this TOML file: keys are the long flags with `_` for
+    /// `-`. Required flags may come from it; a flag given here wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The relay, as HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub relay: String,
@@ -134,6 +144,11 @@ pub struct EdgeArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("overlay").required(true).args(["relay", "tap"])))]
 pub struct BridgeArgs {
+    /// Read options from this TOML file: keys are the long flags with `_` for
+    /// `-`. Required flags may come from it; a flag given here wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The NIC whose LAN is shared. The LAN only ever sees this NIC's MAC.
     #[arg(long, value_name = "NAME")]
     pub iface: String,

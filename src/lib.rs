@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod cli;
+pub mod config;
 pub mod core;
 pub mod edge;
 pub mod io;

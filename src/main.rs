@@ -1,11 +1,20 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use lanbridge::cli::{Cli, Command};
+use lanbridge::{
+    cli::Command,
+    config::{parse_args, ArgsError},
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(ArgsError::Clap(e)) => e.exit(),
+        Err(ArgsError::Config(e)) => {
+            eprintln!("lanbridge: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Genkey => {
