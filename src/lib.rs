@@ -9,6 +9,7 @@ pub mod cli;
 pub mod core;
 pub mod edge;
 pub mod io;
+pub mod lab;
 pub mod relay;
 pub mod report;
 pub mod signals;
