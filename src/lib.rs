@@ -7,6 +7,7 @@
 pub mod bridge;
 pub mod cli;
 pub mod core;
+pub mod demo;
 pub mod edge;
 pub mod io;
 pub mod lab;

@@ -677,7 +677,8 @@ impl Ns {
     }
 
     /// A `Command` for `program` that runs inside this namespace (`setns` in
-    /// the child before exec). Panics if the namespace is gone.
+    /// the child before exec), with no signal blocked. Panics if the
+    /// namespace is gone.
     pub fn cmd(&self, program: &str) -> Command {
         self.try_cmd(program).unwrap_or_else(|e| panic!("{e:#}"))
     }
@@ -688,11 +689,18 @@ impl Ns {
             File::open(&self.path).with_context(|| format!("namespace {} is gone", self.name))?;
         let pdeathsig = self.lab.parent_death_signal.load(Ordering::SeqCst);
         let mut cmd = Command::new(program);
-        // SAFETY: the closure only makes the setns and prctl syscalls
-        // (async-signal-safe) on an fd opened before the fork.
+        // SAFETY: the closure only makes the setns, sigprocmask and prctl
+        // syscalls (async-signal-safe) on an fd opened before the fork.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                // The mask survives exec: a lab owner that blocks SIGTERM to
+                // take it with sigwait (the demo) must not pass that on.
+                let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                libc::sigemptyset(empty.as_mut_ptr());
+                if libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if pdeathsig && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
