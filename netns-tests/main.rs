@@ -4,6 +4,7 @@
 
 mod bridge;
 mod cli;
+mod demo;
 mod edge;
 mod harness;
 mod lan;

@@ -17,7 +17,7 @@ use std::{
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, Ordering},
         OnceLock,
     },
     time::{Duration, Instant},
@@ -77,6 +77,8 @@ fn demo_owner(name: &str) -> Option<u32> {
 
 /// Exit status the signal thread uses; negative: 128 + the signal number.
 static EXIT_ON_SIGNAL: AtomicI32 = AtomicI32::new(-1);
+/// Set by the signal thread before it tears the lab down.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
 /// The lab the signal thread tears down.
 static CLOSER: OnceLock<LabCloser> = OnceLock::new();
 
@@ -86,6 +88,24 @@ pub fn run(args: DemoArgs) -> Result<()> {
         bail!(NEEDS_ROOT);
     }
     install_signal_thread()?;
+    let result = run_inner(args);
+    // Whatever failed because the lab vanished under us, the signal thread
+    // owns the exit now.
+    park_if_signalled();
+    result
+}
+
+/// Once a signal has come, the signal thread tears down and exits: the main
+/// thread must neither exit first nor report the fallout as failures.
+fn park_if_signalled() {
+    if SIGNALLED.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+fn run_inner(args: DemoArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find my own executable")?;
     let pid = std::process::id();
     let prefix = prefix_for(pid);
@@ -158,6 +178,7 @@ fn install_signal_thread() -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             let sig = set.wait().unwrap_or(Signal::SIGTERM);
+            SIGNALLED.store(true, Ordering::SeqCst);
             eprintln!("\n{sig}: removing the demo's processes and namespaces ...");
             if let Some(c) = CLOSER.get() {
                 c.close();
@@ -334,7 +355,9 @@ impl Tour {
         let start = Instant::now();
         let mut said = false;
         let result = loop {
-            match probe() {
+            let probed = probe();
+            park_if_signalled();
+            match probed {
                 Probe::Done(msg) => break Ok(msg),
                 Probe::Failed(why) => break Err(why),
                 Probe::NotYet(why) => {
@@ -350,6 +373,7 @@ impl Tour {
             std::thread::sleep(POLL);
         };
         let ms = start.elapsed().as_millis();
+        park_if_signalled();
         match result {
             Ok(msg) => {
                 println!("[ok]   {msg} ({ms} ms)");
