@@ -75,6 +75,28 @@ fn demo_owner(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// Removes the directories of demos killed before they could clean up
+/// (SIGKILL): `lbdemo-{pid}` in the temp dir, pid dead, key file still in
+/// it. Directories kept on purpose after a failed tour have no key file.
+fn sweep_stale_dirs() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("lbdemo-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() && e.path().join("net.key").exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Exit status the signal thread uses; negative: 128 + the signal number.
 static EXIT_ON_SIGNAL: AtomicI32 = AtomicI32::new(-1);
 /// Set by the signal thread before it tears the lab down.
@@ -87,12 +109,33 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!(NEEDS_ROOT);
     }
+    let missing: Vec<&str> = ["ip", "ping", "arping"]
+        .into_iter()
+        .filter(|p| !in_path(p))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "lanbridge demo needs {} (Debian/Ubuntu: apt-get install iproute2 iputils-ping arping)",
+            missing.join(", ")
+        );
+    }
     install_signal_thread()?;
     let result = run_inner(args);
     // Whatever failed because the lab vanished under us, the signal thread
     // owns the exit now.
     park_if_signalled();
     result
+}
+
+/// Whether `program` is an executable file in a `$PATH` directory.
+fn in_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// Once a signal has come, the signal thread tears down and exits: the main
@@ -110,6 +153,7 @@ fn run_inner(args: DemoArgs) -> Result<()> {
     let pid = std::process::id();
     let prefix = prefix_for(pid);
     netns::sweep_stale(demo_owner);
+    sweep_stale_dirs();
     let dir = std::env::temp_dir().join(&prefix);
     if dir.exists() {
         // Left by an earlier process with our pid; nothing of it runs.
