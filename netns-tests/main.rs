@@ -5,6 +5,7 @@
 mod bridge;
 mod cli;
 mod config;
+mod demo;
 mod edge;
 mod harness;
 mod lan;

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         Command::Relay(args) => run(lanbridge::relay::run(args)),
         Command::Edge(args) => run(lanbridge::edge::run(args)),
         Command::Bridge(args) => run(lanbridge::bridge::run(args)),
-        Command::Status(_) | Command::Demo(_) => Err(anyhow::anyhow!("not implemented yet")),
+        Command::Demo(args) => lanbridge::demo::run(args),
+        Command::Status(_) => Err(anyhow::anyhow!("not implemented yet")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

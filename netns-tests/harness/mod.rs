@@ -1,18 +1,17 @@
-//! Network-namespace test harness: build topologies of namespaces, veth pairs
-//! and kernel bridges with rtnetlink, run real programs inside them, and clean
-//! everything up when the [`Lab`] is dropped, also when the test panics.
+//! Network-namespace test harness: the library's [`lanbridge::lab`] (namespaces,
+//! veth pairs, kernel-bridge switches, processes inside namespaces, teardown
+//! on drop) with the test policy on top: a [`Lab`] per test, named uniquely
+//! across parallel tests and test binaries, skipped without root (a failure
+//! under `CI=true`), logs printed and files kept when the test panics; and
+//! packet captures ([`Ns::capture`], [`pcap`]).
 //!
 //! Invariants:
 //! - Every namespace is named `lb{pid}x{n}-{short}` (`n` from a process-wide
 //!   counter), so labs in parallel tests and in parallel test binaries never
-//!   collide. No link is ever created in the root namespace: veth pairs are
-//!   created with both ends directly in their target namespaces, so short
-//!   link names such as `eth0` are fine.
-//! - `Lab` drop order: stop children (SIGTERM, grace, SIGKILL, reap), then
-//!   unmount and remove every namespace file. A namespace lives on while a
-//!   process holds it, so children go first.
-//! - Namespace membership is per thread: code that must run inside a
-//!   namespace runs on a thread spawned for that one job (see [`netns`]).
+//!   collide; namespaces of dead test binaries are swept on the first
+//!   [`Lab::new`].
+//! - Everything else (drop order, per-thread namespace membership) is the
+//!   library's; see `src/lab/mod.rs`.
 //!
 //! Debugging a running test: `ip netns list`, `ip netns exec lb...-relay ip a`.
 
@@ -20,54 +19,25 @@
 
 pub mod netns;
 pub mod pcap;
-pub mod proc;
 
 use std::{
     fmt,
-    fs::File,
-    os::fd::{AsFd, AsRawFd},
+    ops::Deref,
     path::{Path, PathBuf},
-    process::{Command, Output},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
-use anyhow::{bail, ensure, Context, Result};
-use lanbridge::core::mac::MacAddr;
-use nix::sched::{setns, CloneFlags};
-use rtnetlink::{
-    packet_route::link::{InfoData, InfoVeth},
-    LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
+use anyhow::{bail, Result};
+
+pub use self::pcap::Frame;
+// The harness's API, whether or not a scenario uses each part today.
+#[allow(unused_imports)]
+pub use lanbridge::lab::{
+    proc, tail, wait_until, Link, LinkOpts, Neighbour, Proc, POLL_EVERY, RUN_TIMEOUT,
 };
-
-pub use self::{pcap::Frame, proc::Proc};
-
-/// Default timeout of [`Ns::run`].
-pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often [`wait_until`] polls.
-pub const POLL_EVERY: Duration = Duration::from_millis(20);
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Polls `cond` every [`POLL_EVERY`] until it holds (true) or `timeout`
-/// passes (false). `cond` is checked at least once, and once more at the
-/// deadline.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL_EVERY.min(deadline - now));
-    }
-}
 
 /// Path of the `lanbridge` binary under test (built by cargo for this test
 /// target), for `ns.spawn(lanbridge_bin(), &[...])`.
@@ -80,37 +50,35 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-struct LabShared {
-    test: String,
-    prefix: String,
-    dir: PathBuf,
-    namespaces: Mutex<Vec<PathBuf>>,
-    procs: Mutex<Vec<Proc>>,
-    files: AtomicU32,
-}
-
-impl LabShared {
-    /// A fresh path in the lab directory: `{n}-{stem}`.
-    fn file(&self, stem: &str) -> PathBuf {
-        let n = self.files.fetch_add(1, Ordering::Relaxed);
-        let stem: String = stem
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{n:03}-{stem}"))
+/// Returns false, after printing `skipped <test>: needs root (network
+/// namespaces)`, when not running as root; panics instead under `CI=true`,
+/// so a CI run cannot pass by skipping.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
     }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: needs root (network namespaces), and CI=true forbids skipping");
+    }
+    eprintln!("skipped {test}: needs root (network namespaces)");
+    false
 }
 
-/// One test's topology. Everything it made is torn down on drop.
+/// One test's topology: a [`lanbridge::lab::Lab`] (whose methods it derefs
+/// to) that hands out harness [`Ns`] and [`Switch`]. Everything it made is
+/// torn down on drop; when the test panics, the processes' logs are printed
+/// and the lab directory is kept.
 pub struct Lab {
-    shared: Arc<LabShared>,
-    started: Instant,
+    inner: lanbridge::lab::Lab,
+    test: String,
+}
+
+impl Deref for Lab {
+    type Target = lanbridge::lab::Lab;
+
+    fn deref(&self) -> &lanbridge::lab::Lab {
+        &self.inner
+    }
 }
 
 impl Lab {
@@ -119,11 +87,7 @@ impl Lab {
     /// except under `CI=true`, where it panics so a CI run cannot pass by
     /// skipping.
     pub fn new(test: &str) -> Option<Lab> {
-        if !is_root() {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: needs root (network namespaces), and CI=true forbids skipping");
-            }
-            eprintln!("skipped {test}: needs root (network namespaces)");
+        if !root_or_skip(test) {
             return None;
         }
         netns::sweep_stale();
@@ -132,242 +96,41 @@ impl Lab {
         let dir = std::env::temp_dir()
             .join("lanbridge-netns")
             .join(format!("{prefix}-{test}"));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let inner = lanbridge::lab::Lab::create(&prefix, &dir).unwrap_or_else(|e| panic!("{e:#}"));
         Some(Lab {
-            shared: Arc::new(LabShared {
-                test: test.to_string(),
-                prefix,
-                dir,
-                namespaces: Mutex::new(Vec::new()),
-                procs: Mutex::new(Vec::new()),
-                files: AtomicU32::new(0),
-            }),
-            started: Instant::now(),
+            inner,
+            test: test.to_string(),
         })
-    }
-
-    /// The unique prefix of this lab's namespace names (`lb{pid}x{n}`).
-    pub fn prefix(&self) -> &str {
-        &self.shared.prefix
-    }
-
-    /// Directory for logs, captures and scratch files; removed on drop unless
-    /// the test panicked.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
-    /// Time since [`Lab::new`].
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// The logs of every process spawned so far, each under a header line
-    /// (the lab prints these by itself when the test panics).
-    pub fn logs(&self) -> String {
-        let procs = self.shared.procs.lock().unwrap();
-        procs
-            .iter()
-            .map(|p| format!("----- {} (pid {}) -----\n{}\n", p.label(), p.pid(), p.log()))
-            .collect()
-    }
-
-    /// Full names of the namespaces made so far.
-    pub fn namespace_names(&self) -> Vec<String> {
-        let ns = self.shared.namespaces.lock().unwrap();
-        ns.iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect()
     }
 
     /// Creates the namespace `{prefix}-{short}` with `lo` up. Panics on
     /// failure (e.g. `short` used twice in one lab).
     pub fn ns(&self, short: &str) -> Ns {
-        self.try_ns(short).unwrap_or_else(|e| panic!("{e:#}"))
+        Ns(self.inner.ns(short))
     }
 
     /// Like [`Lab::ns`], returning errors.
     pub fn try_ns(&self, short: &str) -> Result<Ns> {
-        ensure!(
-            !short.is_empty() && !short.contains('/'),
-            "bad namespace name {short:?}"
-        );
-        let name = format!("{}-{short}", self.shared.prefix);
-        let path = netns::create(&name)?;
-        self.shared.namespaces.lock().unwrap().push(path.clone());
-        Ok(Ns {
-            name,
-            short: short.to_string(),
-            path,
-            lab: self.shared.clone(),
-        })
+        self.inner.try_ns(short).map(Ns)
     }
 
-    /// Creates a switch: a kernel bridge `br0` in its own namespace (named
-    /// like [`Lab::ns`]). IPv6 is off in that namespace and multicast
-    /// snooping off on the bridge, so it is a dumb switch that floods and
-    /// sends nothing of its own. Panics on failure.
+    /// Creates a switch: a kernel bridge `br0` in its own namespace (see
+    /// [`lanbridge::lab::Lab::switch`]). Panics on failure.
     pub fn switch(&self, short: &str) -> Switch {
-        self.try_switch(short).unwrap_or_else(|e| panic!("{e:#}"))
+        Switch::wrap(self.inner.switch(short))
     }
 
     /// Like [`Lab::switch`], returning errors.
     pub fn try_switch(&self, short: &str) -> Result<Switch> {
-        let ns = self.try_ns(short)?;
-        let index = netns::netlink(&ns.path, |h| async move {
-            netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1")?;
-            netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
-            let br = LinkBridge::new(Switch::BRIDGE)
-                .mcast_snooping(false)
-                .up()
-                .build();
-            h.link().add(br).execute().await.context("create bridge")?;
-            Ok(netns::get_link(&h, Switch::BRIDGE).await?.header.index)
-        })
-        .with_context(|| format!("switch {short}"))?;
-        Ok(Switch {
-            ns,
-            index,
-            ports: Arc::new(AtomicU32::new(0)),
-        })
+        self.inner.try_switch(short).map(Switch::wrap)
     }
-
-    /// Plugs `ns` into `switch`: a veth whose end `ifname` is in `ns` (up,
-    /// with `addr` if given, e.g. `"10.0.0.2/24"`) and whose other end is a
-    /// port of the switch's bridge (up).
-    pub fn plug(&self, ns: &Ns, ifname: &str, switch: &Switch, addr: Option<&str>) -> Result<Link> {
-        let mut opts = LinkOpts::new();
-        if let Some(a) = addr {
-            opts = opts.addr(a);
-        }
-        self.plug_with(ns, ifname, switch, opts)
-    }
-
-    /// [`Lab::plug`] with full options (addresses, MAC, MTU; the MTU is set on
-    /// both ends of the veth).
-    pub fn plug_with(
-        &self,
-        ns: &Ns,
-        ifname: &str,
-        switch: &Switch,
-        opts: LinkOpts,
-    ) -> Result<Link> {
-        netns::check_ifname(ifname)?;
-        let k = switch.ports.fetch_add(1, Ordering::Relaxed);
-        let mut port = format!("p{k}-{}", ns.short);
-        port.truncate(15);
-        let target = File::open(&ns.path).with_context(|| format!("open {}", ns.path.display()))?;
-        let (br, mtu) = (switch.index, opts.mtu);
-        let peer = peer_message(ifname, &opts, &target);
-        let port2 = port.clone();
-        netns::netlink(&switch.ns.path, |h| async move {
-            let mut b = LinkVeth::new(&port2, ifname)
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                .controller(br)
-                .up();
-            if let Some(m) = mtu {
-                b = b.mtu(m);
-            }
-            h.link()
-                .add(b.build())
-                .execute()
-                .await
-                .context("create veth")
-        })
-        .with_context(|| format!("plug {}:{ifname} into {}", ns.name, switch.ns.name))?;
-        drop(target);
-        let mut link = ns.configure(ifname, &opts)?;
-        link.peer = port;
-        Ok(link)
-    }
-
-    /// A veth pair straight from `a` (end `ifa`) to `b` (end `ifb`), both up,
-    /// each with its address if given.
-    pub fn veth(
-        &self,
-        a: &Ns,
-        ifa: &str,
-        addr_a: Option<&str>,
-        b: &Ns,
-        ifb: &str,
-        addr_b: Option<&str>,
-    ) -> Result<(Link, Link)> {
-        let opts = |addr: Option<&str>| match addr {
-            Some(x) => LinkOpts::new().addr(x),
-            None => LinkOpts::new(),
-        };
-        self.veth_with(a, ifa, opts(addr_a), b, ifb, opts(addr_b))
-    }
-
-    /// [`Lab::veth`] with full options per end.
-    pub fn veth_with(
-        &self,
-        a: &Ns,
-        ifa: &str,
-        opts_a: LinkOpts,
-        b: &Ns,
-        ifb: &str,
-        opts_b: LinkOpts,
-    ) -> Result<(Link, Link)> {
-        netns::check_ifname(ifa)?;
-        netns::check_ifname(ifb)?;
-        let target = File::open(&b.path).with_context(|| format!("open {}", b.path.display()))?;
-        let peer = peer_message(ifb, &opts_b, &target);
-        let (mac_a, mtu_a) = (opts_a.mac, opts_a.mtu);
-        netns::netlink(&a.path, |h| async move {
-            let mut m = LinkVeth::new(ifa, ifb)
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                .up();
-            if let Some(mac) = mac_a {
-                m = m.address(mac.0.to_vec());
-            }
-            if let Some(mtu) = mtu_a {
-                m = m.mtu(mtu);
-            }
-            h.link()
-                .add(m.build())
-                .execute()
-                .await
-                .context("create veth")
-        })
-        .with_context(|| format!("veth {}:{ifa} <-> {}:{ifb}", a.name, b.name))?;
-        drop(target);
-        let mut la = a.configure(ifa, &opts_a)?;
-        let mut lb = b.configure(ifb, &opts_b)?;
-        la.peer = ifb.to_string();
-        lb.peer = ifa.to_string();
-        Ok((la, lb))
-    }
-}
-
-/// The veth peer part of a create request: named `ifname`, created directly
-/// in the namespace open at `target`, with the MAC and MTU of `opts`. Not
-/// `up`: the kernel configures the peer before the pair is linked, and
-/// opening a veth without its peer fails with ENOTCONN. [`Ns::configure`]
-/// brings it up.
-fn peer_message(
-    ifname: &str,
-    opts: &LinkOpts,
-    target: &File,
-) -> rtnetlink::packet_route::link::LinkMessage {
-    let mut b = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(ifname)
-        .setns_by_fd(target.as_raw_fd());
-    if let Some(mac) = opts.mac {
-        b = b.address(mac.0.to_vec());
-    }
-    if let Some(mtu) = opts.mtu {
-        b = b.mtu(mtu);
-    }
-    b.build()
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let panicking = std::thread::panicking();
-        let procs = std::mem::take(&mut *self.shared.procs.lock().unwrap());
-        if panicking {
-            for p in &procs {
+        // Runs before the inner lab's teardown, while the logs still exist.
+        if std::thread::panicking() {
+            for p in self.inner.procs() {
                 eprintln!(
                     "----- {} (pid {}) log {} -----\n{}",
                     p.label(),
@@ -376,343 +139,39 @@ impl Drop for Lab {
                     tail(&p.log(), 80)
                 );
             }
-        }
-        // SIGTERM everyone first so the grace periods overlap.
-        for p in &procs {
-            let _ = p.signal(nix::sys::signal::Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + proc::STOP_GRACE;
-        for p in &procs {
-            p.wait_timeout(deadline.saturating_duration_since(Instant::now()));
-            p.terminate(Duration::ZERO);
-        }
-        let namespaces = std::mem::take(&mut *self.shared.namespaces.lock().unwrap());
-        for path in namespaces.iter().rev() {
-            netns::delete(path);
-        }
-        if panicking {
+            self.inner.keep_files(true);
             eprintln!(
-                "lab {} kept its files in {}",
-                self.shared.test,
-                self.shared.dir.display()
+                "lab {} keeps its files in {}",
+                self.test,
+                self.inner.dir().display()
             );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.shared.dir);
         }
     }
 }
 
-/// The last `n` lines of `s`.
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Options for one end of a veth made by [`Lab::plug_with`] / [`Lab::veth_with`].
-#[derive(Clone, Debug, Default)]
-pub struct LinkOpts {
-    /// Addresses in CIDR form, e.g. `"10.0.0.2/24"`.
-    pub addrs: Vec<String>,
-    /// MAC address; the kernel picks a random one if `None`.
-    pub mac: Option<MacAddr>,
-    /// MTU; 1500 if `None`.
-    pub mtu: Option<u32>,
-}
-
-impl LinkOpts {
-    /// No address, random MAC, MTU 1500.
-    pub fn new() -> LinkOpts {
-        LinkOpts::default()
-    }
-
-    /// Adds an address (`"10.0.0.2/24"`, `"fd00::2/64"`).
-    pub fn addr(mut self, cidr: &str) -> LinkOpts {
-        self.addrs.push(cidr.to_string());
-        self
-    }
-
-    /// Sets the MAC.
-    pub fn mac(mut self, mac: MacAddr) -> LinkOpts {
-        self.mac = Some(mac);
-        self
-    }
-
-    /// Sets the MTU.
-    pub fn mtu(mut self, mtu: u32) -> LinkOpts {
-        self.mtu = Some(mtu);
-        self
-    }
-}
-
-/// A link the lab made, as seen inside its namespace right after setup.
-#[derive(Clone, Debug)]
-pub struct Link {
-    /// Full name of the namespace the link is in.
-    pub ns: String,
-    /// Interface name (e.g. `eth0`).
-    pub name: String,
-    /// Interface index inside its namespace.
-    pub index: u32,
-    /// Its MAC.
-    pub mac: MacAddr,
-    /// Name of the other veth end (a switch port, or the peer interface).
-    pub peer: String,
-}
-
-/// A kernel bridge in its own namespace, acting as a LAN switch.
+/// A named network namespace of a [`Lab`]: a [`lanbridge::lab::Ns`] (whose
+/// methods it derefs to) that can also capture packets. Cheap to clone.
 #[derive(Clone)]
-pub struct Switch {
-    ns: Ns,
-    index: u32,
-    ports: Arc<AtomicU32>,
-}
+pub struct Ns(lanbridge::lab::Ns);
 
-impl Switch {
-    /// Name of the bridge inside the switch's namespace.
-    pub const BRIDGE: &'static str = "br0";
+impl Deref for Ns {
+    type Target = lanbridge::lab::Ns;
 
-    /// The namespace holding the bridge and its ports (capture on
-    /// [`Switch::BRIDGE`] there to see every frame on the LAN).
-    pub fn ns(&self) -> &Ns {
-        &self.ns
+    fn deref(&self) -> &lanbridge::lab::Ns {
+        &self.0
     }
-
-    /// Interface index of the bridge in [`Switch::ns`].
-    pub fn bridge_index(&self) -> u32 {
-        self.index
-    }
-}
-
-/// A neighbour table entry (`ip neigh show to IP`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Neighbour {
-    /// Link-layer address, absent e.g. while INCOMPLETE or FAILED.
-    pub mac: Option<MacAddr>,
-    /// Device it was learned on.
-    pub dev: String,
-    /// State as `ip` prints it: REACHABLE, STALE, FAILED, ...
-    pub state: String,
-}
-
-/// A named network namespace of a [`Lab`]. Cheap to clone. Operations fail
-/// (or panic, for the infallible-looking ones) once the lab is dropped.
-#[derive(Clone)]
-pub struct Ns {
-    name: String,
-    short: String,
-    path: PathBuf,
-    lab: Arc<LabShared>,
 }
 
 impl fmt::Debug for Ns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Ns({})", self.name)
+        self.0.fmt(f)
     }
 }
 
 impl Ns {
-    /// Full name, as listed by `ip netns list`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The short name given to [`Lab::ns`].
-    pub fn short(&self) -> &str {
-        &self.short
-    }
-
-    /// `/run/netns/<name>`.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs the netlink job `f` inside this namespace (on a fresh thread with
-    /// its own current-thread runtime and netlink connection).
-    pub fn netlink<T, F, Fut>(&self, f: F) -> Result<T>
-    where
-        T: Send,
-        F: FnOnce(rtnetlink::Handle) -> Fut + Send,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        netns::netlink(&self.path, f)
-    }
-
-    /// Runs `f` on a fresh thread inside this namespace.
-    pub fn enter<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        netns::in_ns(&self.path, f)
-    }
-
-    /// Brings `ifname` up, adds the addresses of `opts`, and describes it.
-    fn configure(&self, ifname: &str, opts: &LinkOpts) -> Result<Link> {
-        let addrs = opts.addrs.clone();
-        let (index, mac) = self
-            .netlink(|h| async move {
-                let l = netns::get_link(&h, ifname).await?;
-                let index = l.header.index;
-                if !netns::link_is_up(&l) {
-                    netns::set_up(&h, index, true).await?;
-                }
-                for a in &addrs {
-                    netns::add_addr(&h, index, a).await?;
-                }
-                Ok((index, netns::link_mac(&l).context("link has no MAC")?))
-            })
-            .with_context(|| format!("configure {}:{ifname}", self.name))?;
-        Ok(Link {
-            ns: self.name.clone(),
-            name: ifname.to_string(),
-            index,
-            mac,
-            peer: String::new(),
-        })
-    }
-
-    /// Whether a link called `ifname` exists here (netlink).
-    pub fn has_link(&self, ifname: &str) -> bool {
-        self.netlink(|h| async move { Ok(netns::find_link(&h, ifname).await?.is_some()) })
-            .unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
-    }
-
-    /// The MAC of `ifname`, `None` if there is no such link (netlink).
-    pub fn link_mac(&self, ifname: &str) -> Option<MacAddr> {
-        self.netlink(|h| async move {
-            Ok(netns::find_link(&h, ifname)
-                .await?
-                .and_then(|l| netns::link_mac(&l)))
-        })
-        .unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
-    }
-
-    /// The MTU of `ifname`, `None` if there is no such link (netlink).
-    pub fn link_mtu(&self, ifname: &str) -> Option<u32> {
-        self.netlink(|h| async move {
-            Ok(netns::find_link(&h, ifname)
-                .await?
-                .and_then(|l| netns::link_mtu(&l)))
-        })
-        .unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
-    }
-
-    /// Sets `ifname` up or down.
-    pub fn set_link_up(&self, ifname: &str, up: bool) -> Result<()> {
-        self.netlink(|h| async move {
-            let l = netns::get_link(&h, ifname).await?;
-            netns::set_up(&h, l.header.index, up).await
-        })
-    }
-
-    /// Adds an address (`"10.0.0.2/24"`) to `ifname`.
-    pub fn add_addr(&self, ifname: &str, cidr: &str) -> Result<()> {
-        self.netlink(|h| async move {
-            let l = netns::get_link(&h, ifname).await?;
-            netns::add_addr(&h, l.header.index, cidr).await
-        })
-    }
-
-    /// Writes a sysctl in this namespace (`"net.ipv4.ip_forward"`, `"1"`).
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.enter(|| netns::write_sysctl(key, value))
-    }
-
-    /// A `Command` for `program` that runs inside this namespace (`setns` in
-    /// the child before exec). Panics if the namespace is gone.
-    pub fn cmd(&self, program: &str) -> Command {
-        let ns = File::open(&self.path)
-            .unwrap_or_else(|e| panic!("namespace {} is gone: {e}", self.name));
-        let mut cmd = Command::new(program);
-        // SAFETY: the closure only makes the setns syscall (async-signal-safe)
-        // on an fd opened before the fork.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-            });
-        }
-        cmd
-    }
-
-    /// Runs `program args...` here and returns its output; fails if it does
-    /// not finish within `timeout` (it is then killed).
-    pub fn try_run(&self, program: &str, args: &[&str], timeout: Duration) -> Result<Output> {
-        let mut cmd = self.cmd(program);
-        cmd.args(args);
-        proc::output_timeout(
-            cmd,
-            timeout,
-            &self.lab.file(&format!("{}-{program}", self.short)),
-        )
-    }
-
-    /// Runs `program args...` here with a [`RUN_TIMEOUT`]; panics if it
-    /// cannot be started or times out. The exit status is the caller's to check.
-    pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        self.try_run(program, args, RUN_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
-    }
-
-    /// Runs `ip args...` here; panics unless it succeeds. Returns stdout.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let out = self.run("ip", args);
-        assert!(
-            out.status.success(),
-            "{}: ip {} failed: {}",
-            self.name,
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Starts `program args...` here in the background, output to a log file
-    /// in the lab directory. The lab stops it on drop.
-    pub fn spawn(&self, program: &str, args: &[&str]) -> Result<Proc> {
-        let mut cmd = self.cmd(program);
-        cmd.args(args);
-        self.spawn_cmd(cmd, program)
-    }
-
-    /// Starts a `Command` made by [`Ns::cmd`] (so it runs in this namespace)
-    /// in the background, like [`Ns::spawn`]. `label` names the log file.
-    pub fn spawn_cmd(&self, cmd: Command, label: &str) -> Result<Proc> {
-        let label = format!("{label}@{}", self.short);
-        let log = self.lab.file(&label).with_extension("log");
-        let p = Proc::spawn(cmd, &label, log)?;
-        self.lab.procs.lock().unwrap().push(p.clone());
-        Ok(p)
-    }
-
-    /// `ping -c COUNT` to `dst` (0.2 s apart, 1 s reply timeout); true if a
-    /// reply came back.
-    pub fn ping(&self, dst: &str, count: u32) -> bool {
-        let c = count.max(1).to_string();
-        self.ping_args(&["-n", "-q", "-c", &c, "-i", "0.2", "-W", "1", dst])
-    }
-
-    /// `ping` with the given arguments; true on exit status 0.
-    pub fn ping_args(&self, args: &[&str]) -> bool {
-        self.run("ping", args).status.success()
-    }
-
-    /// One ARP request for `dst` out of `iface` (`arping -c 1 -w 2 -I IFACE
-    /// DST`); true if answered. The same arguments and exit status (0 iff a
-    /// reply came) hold for iputils arping and for Thomas Habets' arping
-    /// (Debian package `arping`, the one installed on the dev VM).
-    pub fn arping(&self, iface: &str, dst: &str) -> bool {
-        self.run("arping", &["-c", "1", "-w", "2", "-I", iface, dst])
-            .status
-            .success()
-    }
-
-    /// The neighbour table entry for `ip`, if any.
-    pub fn neigh(&self, ip: &str) -> Option<Neighbour> {
-        parse_neigh(&self.ip(&["neigh", "show", "to", ip]))
-    }
-
     /// Starts `tcpdump -w` on `iface` here and returns once it is capturing.
     pub fn capture(&self, iface: &str) -> Result<Capture> {
-        let path = self
-            .lab
-            .file(&format!("{}-{iface}", self.short))
-            .with_extension("pcap");
+        let path = self.scratch_file(iface).with_extension("pcap");
         let file = path.to_string_lossy().into_owned();
         // -U: write each packet at once, so the file can be read while running.
         // -Z root: don't drop privileges before opening the file.
@@ -727,32 +186,47 @@ impl Ns {
         }) {
             bail!(
                 "tcpdump on {}:{iface} did not start:\n{}",
-                self.name,
+                self.name(),
                 proc.log()
             );
         }
         if !proc.is_running() {
-            bail!("tcpdump on {}:{iface} exited:\n{}", self.name, proc.log());
+            bail!("tcpdump on {}:{iface} exited:\n{}", self.name(), proc.log());
         }
         Ok(Capture { proc, path })
     }
 }
 
-/// Parses one line of `ip neigh show to IP`.
-fn parse_neigh(out: &str) -> Option<Neighbour> {
-    let line = out.lines().find(|l| !l.trim().is_empty())?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let after = |key: &str| {
-        words
-            .iter()
-            .position(|w| *w == key)
-            .and_then(|i| words.get(i + 1))
-    };
-    Some(Neighbour {
-        mac: after("lladdr").and_then(|m| m.parse().ok()),
-        dev: after("dev").map(|d| d.to_string()).unwrap_or_default(),
-        state: words.last().map(|s| s.to_string()).unwrap_or_default(),
-    })
+/// A kernel bridge in its own namespace, acting as a LAN switch (a
+/// [`lanbridge::lab::Switch`] whose namespace is a harness [`Ns`]).
+#[derive(Clone)]
+pub struct Switch {
+    inner: lanbridge::lab::Switch,
+    ns: Ns,
+}
+
+impl Deref for Switch {
+    type Target = lanbridge::lab::Switch;
+
+    fn deref(&self) -> &lanbridge::lab::Switch {
+        &self.inner
+    }
+}
+
+impl Switch {
+    /// Name of the bridge inside the switch's namespace.
+    pub const BRIDGE: &'static str = lanbridge::lab::Switch::BRIDGE;
+
+    fn wrap(inner: lanbridge::lab::Switch) -> Switch {
+        let ns = Ns(inner.ns().clone());
+        Switch { inner, ns }
+    }
+
+    /// The namespace holding the bridge and its ports (capture on
+    /// [`Switch::BRIDGE`] there to see every frame on the LAN).
+    pub fn ns(&self) -> &Ns {
+        &self.ns
+    }
 }
 
 /// A running `tcpdump -w` capture (see [`Ns::capture`]).

@@ -49,8 +49,9 @@ pub(crate) struct ProcInner {
     state: Mutex<State>,
 }
 
-/// A process spawned with `Ns::spawn`: its stdout and stderr go to a log
-/// file; the `Lab` stops it (SIGTERM, then SIGKILL) when dropped. Clones share
+/// A process spawned with [`super::Ns::spawn`]: its stdout and stderr go to
+/// a log file; the [`super::Lab`] stops it (SIGTERM, then SIGKILL) when
+/// dropped or closed. Clones share
 /// the same process.
 #[derive(Clone)]
 pub struct Proc(pub(crate) Arc<ProcInner>);
@@ -186,10 +187,13 @@ fn wait_readable(fd: Option<&OwnedFd>, timeout: Duration) {
 /// Runs `cmd` to completion with stdout and stderr collected through files
 /// `out_base.out` / `out_base.err` (files, not pipes, so a grandchild that
 /// keeps them open cannot hang us). Kills it and fails after `timeout`.
+/// `track(proc, true)` is called once it runs and `track(proc, false)` once
+/// it is reaped, so an owner can stop it if it is torn down meanwhile.
 pub(crate) fn output_timeout(
     mut cmd: Command,
     timeout: Duration,
     out_base: &Path,
+    track: &dyn Fn(&Proc, bool),
 ) -> Result<Output> {
     let out_path = out_base.with_extension("out");
     let err_path = out_base.with_extension("err");
@@ -211,11 +215,13 @@ pub(crate) fn output_timeout(
             }),
         }))
     };
+    track(&proc, true);
     let status = proc.wait_timeout(timeout);
     if status.is_none() {
         let _ = proc.signal(Signal::SIGKILL);
         proc.wait_timeout(Duration::from_secs(5));
     }
+    track(&proc, false);
     let stdout = fs::read(&out_path).unwrap_or_default();
     let stderr = fs::read(&err_path).unwrap_or_default();
     let _ = fs::remove_file(&out_path);
