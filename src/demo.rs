@@ -755,7 +755,7 @@ fn print_keep(w: &World, exe: &Path, dir: &Path) {
             w.virt1.ns.name()
         ),
         format!(
-            "ip netns exec {} {exe} status        (the status command is coming)",
+            "ip netns exec {} {exe} status        (the bridge's learned tables and counters)",
             w.bridgehost.ns.name()
         ),
         format!(
