@@ -12,4 +12,5 @@ pub mod io;
 pub mod relay;
 pub mod report;
 pub mod signals;
+pub mod status;
 pub mod uplink;
