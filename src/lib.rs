@@ -6,9 +6,11 @@
 
 pub mod bridge;
 pub mod cli;
+pub mod control;
 pub mod core;
 pub mod edge;
 pub mod io;
+pub mod metrics;
 pub mod relay;
 pub mod report;
 pub mod signals;

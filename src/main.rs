@@ -15,7 +15,8 @@ fn main() -> ExitCode {
         Command::Relay(args) => run(lanbridge::relay::run(args)),
         Command::Edge(args) => run(lanbridge::edge::run(args)),
         Command::Bridge(args) => run(lanbridge::bridge::run(args)),
-        Command::Status(_) | Command::Demo(_) => Err(anyhow::anyhow!("not implemented yet")),
+        Command::Status(args) => lanbridge::control::status_command(args),
+        Command::Demo(_) => Err(anyhow::anyhow!("not implemented yet")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
