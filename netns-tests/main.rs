@@ -9,3 +9,4 @@ mod harness;
 mod lan;
 mod overlay;
 mod selftest;
+mod status;
