@@ -7,8 +7,10 @@
 //! `/proc/net/unix` (read from inside a namespace) lists exactly that
 //! namespace's processes.
 //!
-//! Protocol: a client connects and reads one JSON document, a
-//! [`Status`], until EOF. It sends nothing.
+//! Protocol: a client connects and reads one JSON document (pretty-printed),
+//! a [`Status`], until EOF. It sends nothing. Only root and the process's
+//! own user are served (checked with `SO_PEERCRED`), since anyone in the
+//! namespace can connect to an abstract socket.
 //!
 //! Server invariants: the driver's loop never waits on a client. It accepts
 //! in its `select!` ([`Ops::accept`]), builds the snapshot from its own state
@@ -131,6 +133,16 @@ impl Ops {
             debug!("accept: {}", plain(e));
             return;
         }
+        if let Incoming::Control(s) = &incoming {
+            // Abstract sockets have no file permissions: anyone in the
+            // namespace can connect. Serve root and our own user only.
+            let uid = s.peer_cred().map(|c| c.uid());
+            let me = nix::unistd::geteuid().as_raw();
+            if !matches!(uid, Ok(u) if u == 0 || u == me) {
+                debug!(?uid, "status client of another user; closed");
+                return;
+            }
+        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             debug!("too many status clients at once; closing one");
             return;
@@ -141,7 +153,7 @@ impl Ops {
             let result = tokio::time::timeout(CLIENT_TIMEOUT, async move {
                 match incoming {
                     Incoming::Control(mut s) => {
-                        let json = serde_json::to_vec(&status).map_err(io::Error::other)?;
+                        let json = serde_json::to_vec_pretty(&status).map_err(io::Error::other)?;
                         s.write_all(&json).await?;
                         s.shutdown().await
                     }
@@ -223,6 +235,12 @@ pub fn fetch(name: &str) -> anyhow::Result<String> {
     let mut text = String::new();
     s.read_to_string(&mut text)
         .map_err(|e| anyhow::anyhow!("cannot read from @{name}: {}", plain(&e)))?;
+    if text.is_empty() {
+        bail!(
+            "@{name} closed the connection without a snapshot (it serves only root and \
+             its own user, and at most {MAX_IN_FLIGHT} clients at once)"
+        );
+    }
     Ok(text)
 }
 
@@ -238,9 +256,11 @@ pub fn status_command(args: StatusArgs) -> anyhow::Result<()> {
     };
     let text = fetch(&name)?;
     if args.json {
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("@{name} sent invalid JSON"))?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        // The server sends it pretty, in field order; print it as sent, so
+        // fields a newer server adds are kept.
+        serde_json::from_str::<serde_json::Value>(&text)
+            .with_context(|| format!("@{name} sent invalid JSON"))?;
+        println!("{}", text.trim_end());
     } else {
         let status: Status = serde_json::from_str(&text)
             .with_context(|| format!("@{name} sent a snapshot this version can't read"))?;
