@@ -195,6 +195,26 @@ fn status_and_metrics_show_a_working_network() {
             "{stderr}"
         );
     }
+    // A third with the same metrics address can't start, and says why.
+    let listen = format!("{RELAY_IP}:{}", RELAY_PORT + 2);
+    let out = lan.net.relay_ns.run(
+        lanbridge_bin(),
+        &[
+            "relay",
+            "--listen",
+            &listen,
+            "--key-file",
+            &key,
+            "--metrics",
+            METRICS,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen for metrics on {METRICS}: Address")),
+        "{stderr}"
+    );
     let with_at = status_json(&lan.net.relay_ns, &["--socket", &names[1]]);
     assert_eq!(with_at.pid, second.pid());
     let without_at = status_json(&lan.net.relay_ns, &["--socket", &names[0][1..]]);
