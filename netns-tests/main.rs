@@ -11,3 +11,4 @@ mod harness;
 mod lan;
 mod overlay;
 mod selftest;
+mod status;

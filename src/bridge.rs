@@ -17,6 +17,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     cli::{read_key_file, BridgeArgs},
+    control::Ops,
+    core::mac::MacAddr,
     core::{
         drop::{DropCounters, DropReason},
         nat::{LanMeta, Nat, NatConfig, Verdict},
@@ -25,6 +27,7 @@ use crate::{
     io::{netlink::Netlink, packet_socket::PacketSocket, plain, tap::Tap},
     report::DropReport,
     signals::Shutdown,
+    status::{self, AgedEntry, BridgeStatus, IpMacEntry, NatCounters, Role, Status},
     uplink::Uplink,
 };
 
@@ -84,6 +87,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --relay HOST:PORT or --tap NAME"),
     };
+    let ops = Ops::start(Role::Bridge, &args.ops).await?;
     match &overlay {
         Overlay::Relay(u) => {
             info!(iface = %args.iface, %mac, mtu, relay = %u.relay(), "bridge running")
@@ -203,6 +207,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 nat_drops.maybe_log(now, nat.counters());
                 local_drops.maybe_log(now, &local.0);
             }
+            conn = ops.accept() => {
+                ops.serve(conn, || snapshot(&nat, &overlay, &local, &args.iface, mac, &host_addrs));
+            }
             _ = refresh.tick() => {
                 if let Err(e) = refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await {
                     warn!("{e:#}");
@@ -214,6 +221,63 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The bridge's status snapshot.
+fn snapshot(
+    nat: &Nat,
+    overlay: &Overlay,
+    local: &LocalDrops,
+    iface: &str,
+    mac: MacAddr,
+    host_addrs: &[IpAddr],
+) -> Status {
+    let now = Instant::now();
+    let aged = |(a, age): (String, Duration)| AgedEntry {
+        address: a,
+        age_seconds: status::secs(age),
+    };
+    let n = nat.stats();
+    let (uplink, tap, uplink_drops) = match overlay {
+        Overlay::Relay(u) => (Some(u.status()), None, Some(&u.client().stats().drops)),
+        Overlay::Tap(t) => (None, Some(t.name().to_string()), None),
+    };
+    let mut drops = vec![nat.counters(), &local.0];
+    drops.extend(uplink_drops);
+    let mut s = Status::new(Role::Bridge, &drops);
+    s.bridge = Some(BridgeStatus {
+        nic: iface.to_string(),
+        mac: mac.to_string(),
+        host_addresses: host_addrs.iter().map(IpAddr::to_string).collect(),
+        ip_table: nat
+            .ip_entries(now)
+            .map(|e| IpMacEntry {
+                ip: e.ip.to_string(),
+                mac: e.mac.to_string(),
+                age_seconds: status::secs(e.age),
+            })
+            .collect(),
+        lan_macs: nat
+            .lan_macs(now)
+            .map(|(m, age)| aged((m.to_string(), age)))
+            .collect(),
+        lan_ips: nat
+            .lan_ips(now)
+            .map(|(ip, age)| aged((ip.to_string(), age)))
+            .collect(),
+        nat: NatCounters {
+            lan_forwarded: n.lan_forwarded,
+            overlay_forwarded: n.overlay_forwarded,
+            dhcp_broadcast_set: n.dhcp_broadcast_set,
+            ndp_rewritten: n.ndp_rewritten,
+            ip_evictions: n.ip_evictions,
+            lan_mac_evictions: n.lan_mac_evictions,
+            lan_ip_evictions: n.lan_ip_evictions,
+        },
+        uplink,
+        tap,
+    });
+    s
 }
 
 /// Waits for the next datagram (relay) or frame (TAP).

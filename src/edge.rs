@@ -7,9 +7,11 @@ use tracing::{debug, info};
 
 use crate::{
     cli::{read_key_file, EdgeArgs},
-    core::drop::DropReason,
+    control::Ops,
+    core::{drop::DropReason, mac::MacAddr},
     io::{netlink::Netlink, plain, tap::Tap},
     signals::Shutdown,
+    status::{EdgeStatus, Role, Status},
     uplink::Uplink,
 };
 
@@ -31,6 +33,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
             .await?;
     }
     let (mac, _) = netlink.mac_and_mtu(tap.name()).await?;
+    let ops = Ops::start(Role::Edge, &args.ops).await?;
     info!(tap = tap.name(), %mac, address = ?args.address.map(|c| c.to_string()), relay = %uplink.relay(), "edge running");
 
     let mut tap_buf = vec![0u8; 65536 + 64];
@@ -64,8 +67,23 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
             _ = sleep => {
                 next_poll = uplink.poll(Instant::now());
             }
+            conn = ops.accept() => {
+                ops.serve(conn, || snapshot(&uplink, tap.name(), mac));
+            }
         }
         uplink.after_event();
     }
     Ok(())
+}
+
+/// The edge's status snapshot.
+fn snapshot(uplink: &Uplink, tap: &str, mac: MacAddr) -> Status {
+    let client = uplink.client();
+    let mut s = Status::new(Role::Edge, &[&client.stats().drops]);
+    s.edge = Some(EdgeStatus {
+        tap: tap.to_string(),
+        mac: mac.to_string(),
+        uplink: uplink.status(),
+    });
+    s
 }

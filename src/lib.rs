@@ -7,12 +7,15 @@
 pub mod bridge;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod demo;
 pub mod edge;
 pub mod io;
 pub mod lab;
+pub mod metrics;
 pub mod relay;
 pub mod report;
 pub mod signals;
+pub mod status;
 pub mod uplink;

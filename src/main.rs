@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Command::Edge(args) => run(lanbridge::edge::run(args)),
         Command::Bridge(args) => run(lanbridge::bridge::run(args)),
         Command::Demo(args) => lanbridge::demo::run(args),
-        Command::Status(_) => Err(anyhow::anyhow!("not implemented yet")),
+        Command::Status(args) => lanbridge::control::status_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

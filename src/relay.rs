@@ -9,15 +9,17 @@ use tracing::{debug, info, trace};
 
 use crate::{
     cli::{read_key_files, RelayArgs},
+    control::Ops,
     core::{
         drop::DropReason,
         relay::{Relay, RelayAction, RelayConfig, RelayEvent},
         switch::SwitchConfig,
-        wire::{Cipher, SessionId},
+        wire::{Cipher, NetworkId, SessionId},
     },
     io::{plain, udp},
     report::DropReport,
     signals::Shutdown,
+    status::{self, NetworkStatus, PeerStatus, RelayStatus, Role, Status},
 };
 
 /// Runs a relay until SIGINT/SIGTERM.
@@ -35,6 +37,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     };
     let socket = udp::bind(args.listen).await?;
     let mut shutdown = Shutdown::new()?;
+    let ops = Ops::start(Role::Relay, &args.ops).await?;
+    let network_ids: Vec<NetworkId> = ciphers.iter().map(Cipher::network_id).collect();
     for c in &ciphers {
         info!(network = %c.network_id(), "serving network");
     }
@@ -78,6 +82,9 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                     RelayAction::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                 }
             }
+            conn = ops.accept() => {
+                ops.serve(conn, || snapshot(&relay, &network_ids, &args.listen.to_string()));
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 relay.expire(now);
@@ -108,4 +115,37 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The relay's status snapshot.
+fn snapshot(relay: &Relay, networks: &[NetworkId], listen: &str) -> Status {
+    let stats = relay.stats();
+    let peers = relay.peers(Instant::now());
+    let mut s = Status::new(Role::Relay, &[&stats.drops]);
+    s.relay = Some(RelayStatus {
+        listen: listen.to_string(),
+        networks: networks
+            .iter()
+            .map(|id| NetworkStatus {
+                id: id.to_string(),
+                peers: peers.iter().filter(|p| p.network == *id).count() as u64,
+            })
+            .collect(),
+        peers: peers
+            .iter()
+            .map(|p| PeerStatus {
+                network: p.network.to_string(),
+                session: status::hex(&p.session.0),
+                address: p.addr.to_string(),
+                macs: p.macs as u64,
+                idle_seconds: status::secs(p.idle),
+                datagrams_received: p.rx,
+            })
+            .collect(),
+        datagrams_received: stats.rx,
+        datagrams_sent: stats.tx,
+        registrations: stats.registrations,
+        timeouts: stats.timeouts,
+    });
+    s
 }

@@ -16,6 +16,7 @@ use crate::{
     },
     io::{plain, udp},
     report::DropReport,
+    status::UplinkStatus,
 };
 
 /// Resolves `HOST:PORT` to one address, preferring IPv4.
@@ -80,6 +81,15 @@ impl Uplink {
     /// The state machine, for status and counters.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The connection's part of a status snapshot.
+    pub fn status(&self) -> UplinkStatus {
+        UplinkStatus::new(
+            self.relay.to_string(),
+            self.client.is_registered(),
+            self.client.stats(),
+        )
     }
 
     /// Waits for a datagram.
