@@ -339,3 +339,87 @@ fn the_bridge_survives_its_nic_going_down_and_up() {
     assert_ping(&lab, &t.l1.ns, &v1.ip);
     assert_ping(&lab, &v1.ns, &t.l1.ip);
 }
+
+/// Sends `frame` raw on `iface` of the calling thread's namespace.
+fn send_raw(iface: &str, frame: &[u8]) -> std::io::Result<()> {
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: plain libc calls on a socket this function owns and closes.
+    unsafe {
+        let index = libc::if_nametoindex(name.as_ptr());
+        if index == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn frames_of_other_vlans_stay_off_the_overlay() {
+    let Some(lab) = Lab::new("bridge_vlan") else {
+        return;
+    };
+    let t = BridgedLan::new(&lab);
+    let v1 = t.virtual_host(&lab, "v1", 101);
+    assert_ping(&lab, &t.l1.ns, &v1.ip);
+    // An ARP broadcast on VLAN 10 of the same wire, sent raw from L1 (the
+    // test kernel may lack 8021q, so no VLAN interface is made).
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&t.l1.mac.0);
+    frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a, 0x08, 0x06]);
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&t.l1.mac.0);
+    frame.extend_from_slice(&[10, 77, 0, 11, 0, 0, 0, 0, 0, 0, 10, 77, 0, 12]);
+    frame.resize(64, 0);
+    let capture = v1.ns.capture("tap0").unwrap();
+    t.l1.ns
+        .enter(|| {
+            for _ in 0..5 {
+                send_raw("eth0", &frame)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Untagged traffic still crosses, and marks the end of the capture.
+    assert_ping(&lab, &t.l1.ns, &v1.ip);
+    let frames = capture.stop().unwrap();
+    let leaked: Vec<_> = frames
+        .iter()
+        .filter(|f| {
+            f.data.get(12..14) == Some(&[0x81, 0x00])
+                || f.arp()
+                    .is_some_and(|a| a.spa[..3] == [10, 77, 0] || a.tpa[..3] == [10, 77, 0])
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{} VLAN 10 frames reached a virtual host: {leaked:?}",
+        leaked.len()
+    );
+    let status = t.b.host.ns.run(lanbridge_bin(), &["status", "--json"]);
+    let json = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        json.contains("\"vlan\": 5"),
+        "the bridge did not count 5 VLAN drops:\n{json}"
+    );
+}

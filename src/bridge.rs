@@ -24,7 +24,12 @@ use crate::{
         nat::{LanMeta, Nat, NatConfig, Verdict},
         offload::{self, VnetHdr},
     },
-    io::{netlink::Netlink, packet_socket::PacketSocket, plain, tap::Tap},
+    io::{
+        netlink::Netlink,
+        packet_socket::{Captured, PacketSocket},
+        plain,
+        tap::Tap,
+    },
     report::DropReport,
     signals::Shutdown,
     status::{self, AgedEntry, BridgeStatus, IpMacEntry, NatCounters, Role, Status},
@@ -116,7 +121,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 break;
             }
             r = lan.recv(&mut lan_buf) => {
-                let (n, pkt_type) = match r {
+                let Captured { len: n, pkt_type, vlan } = match r {
                     Ok(Some(v)) => v,
                     Ok(None) => {
                         local.0.add(DropReason::TooBig);
@@ -139,6 +144,13 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                     continue;
                 };
                 let frame = &mut lan_buf[VnetHdr::LEN..n];
+                // The bridge carries the untagged LAN only: frames of other
+                // VLANs on a trunk port must not leak into the overlay,
+                // whether the kernel stripped their tag or left it in place.
+                if vlan.is_some() || is_vlan_tagged(frame) {
+                    local.0.add(DropReason::Vlan);
+                    continue;
+                }
                 let meta = LanMeta { pkt_type, csum_partial: hdr.needs_csum() };
                 if nat.handle_lan(now, meta, frame) != Verdict::Forward {
                     continue;
@@ -292,6 +304,11 @@ async fn overlay_recv(
             Ok((n, ([0, 0, 0, 0], 0).into()))
         }
     }
+}
+
+/// True for an 802.1Q or 802.1ad tagged frame.
+fn is_vlan_tagged(frame: &[u8]) -> bool {
+    matches!(frame.get(12..14), Some([0x81, 0x00] | [0x88, 0xa8]))
 }
 
 /// Reads the NIC's addresses and hands them to the engine when they changed.

@@ -173,12 +173,24 @@ impl Ns {
     pub fn capture(&self, iface: &str) -> Result<Capture> {
         let path = self.scratch_file(iface).with_extension("pcap");
         let file = path.to_string_lossy().into_owned();
-        // -U: write each packet at once, so the file can be read while running.
+        // -U and --immediate-mode: hand each packet over and write it at once
+        // (not when a TPACKET_V3 block retires), so the file is complete when
+        // the test stops tcpdump.
         // -Z root: don't drop privileges before opening the file.
         let proc = self.spawn(
             "tcpdump",
             &[
-                "-i", iface, "-w", &file, "-U", "-n", "-Z", "root", "-s", "0",
+                "-i",
+                iface,
+                "-w",
+                &file,
+                "-U",
+                "--immediate-mode",
+                "-n",
+                "-Z",
+                "root",
+                "-s",
+                "0",
             ],
         )?;
         if !wait_until(Duration::from_secs(10), || {

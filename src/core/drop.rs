@@ -63,11 +63,13 @@ pub enum DropReason {
     /// An IEEE 802.1D reserved link-local group address (`01:80:c2:00:00:0x`:
     /// STP, LACP, 802.1X, LLDP), which bridges never forward.
     LinkLocal,
+    /// A LAN frame of a VLAN: the bridge carries the untagged LAN only.
+    Vlan,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -94,6 +96,7 @@ impl DropReason {
         DropReason::Loop,
         DropReason::PeerCap,
         DropReason::LinkLocal,
+        DropReason::Vlan,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -125,6 +128,7 @@ impl DropReason {
             DropReason::Loop => "loop",
             DropReason::PeerCap => "peer_cap",
             DropReason::LinkLocal => "link_local",
+            DropReason::Vlan => "vlan",
         }
     }
 }

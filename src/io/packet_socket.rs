@@ -11,6 +11,8 @@
 //!   captured. On Linux an AF_PACKET send goes out the wire, never into the
 //!   host's stack, so forwarding the host's frames to the overlay would only
 //!   teach virtual hosts to send to a MAC that can't answer for them;
+//! - `PACKET_AUXDATA`: tells which frames carried a VLAN tag the kernel
+//!   stripped, so the bridge can keep other VLANs out of the overlay;
 //! - `PACKET_MR_ALLMULTI` membership: multicast reaches us without
 //!   promiscuous mode (which Wi-Fi NICs can't do for foreign MACs anyway).
 //!
@@ -19,13 +21,25 @@
 
 use std::{
     io,
-    mem::{size_of, zeroed},
+    mem::{size_of, size_of_val, zeroed},
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use tokio::io::unix::AsyncFd;
 
 use crate::{core::nat::PacketType, io::IoError};
+
+/// One captured frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// Bytes in the buffer (vnet header included).
+    pub len: usize,
+    /// What AF_PACKET says the frame was.
+    pub pkt_type: PacketType,
+    /// The VLAN id, when the kernel (or the NIC) stripped an 802.1Q tag from
+    /// the frame and reported it in `PACKET_AUXDATA`.
+    pub vlan: Option<u16>,
+}
 
 /// A raw packet socket bound to one interface.
 pub struct PacketSocket {
@@ -85,6 +99,8 @@ impl PacketSocket {
                 .map_err(|e| IoError::new(what, iface, e))
         };
         set(libc::PACKET_VNET_HDR, "cannot enable PACKET_VNET_HDR on")?;
+        // VLAN tags are stripped before capture and reported only here.
+        set(libc::PACKET_AUXDATA, "cannot enable PACKET_AUXDATA on")?;
         set(
             libc::PACKET_IGNORE_OUTGOING,
             "cannot enable PACKET_IGNORE_OUTGOING (needs Linux 4.20) on",
@@ -138,10 +154,10 @@ impl PacketSocket {
         &self.iface
     }
 
-    /// Reads one frame (vnet header first) into `buf`. Returns its length and
-    /// packet type, or `Ok(None)` for a frame longer than `buf` (truncated,
-    /// so unusable) or of a type we don't know.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, PacketType)>> {
+    /// Reads one frame (vnet header first) into `buf`. Returns what was
+    /// captured, or `Ok(None)` for a frame longer than `buf` (truncated, so
+    /// unusable) or of a type we don't know.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Captured>> {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|fd| recv_once(fd.get_ref().as_raw_fd(), buf)) {
@@ -170,27 +186,30 @@ impl PacketSocket {
     }
 }
 
-fn recv_once(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, PacketType)>> {
-    // SAFETY: all-zero is a valid sockaddr_ll.
+fn recv_once(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Captured>> {
+    // SAFETY: all-zero is a valid sockaddr_ll and msghdr.
     let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // SAFETY: buffers are valid for their lengths; MSG_TRUNC makes the kernel
-    // return the real length even if it exceeds `buf`.
-    let n = unsafe {
-        libc::recvfrom(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_TRUNC,
-            (&mut addr as *mut libc::sockaddr_ll).cast(),
-            &mut len,
-        )
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
+    // Room for one tpacket_auxdata control message, 8-byte aligned.
+    let mut control = [0u64; 8];
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control);
+    // SAFETY: every pointer in `msg` is valid for its length; MSG_TRUNC makes
+    // the kernel return the real length even if it exceeds `buf`.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_TRUNC) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let n = n as usize;
-    if n > buf.len() {
+    let len = n as usize;
+    if len > buf.len() {
         return Ok(None);
     }
     let pkt_type = match addr.sll_pkttype {
@@ -201,5 +220,25 @@ fn recv_once(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, PacketType)
         libc::PACKET_OUTGOING => PacketType::Outgoing,
         _ => return Ok(None),
     };
-    Ok(Some((n, pkt_type)))
+    let mut vlan = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled,
+    // within msg_controllen; the payload is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == libc::PACKET_AUXDATA {
+                let aux: libc::tpacket_auxdata =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                    vlan = Some(aux.tp_vlan_tci & 0x0fff);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Some(Captured {
+        len,
+        pkt_type,
+        vlan,
+    }))
 }
