@@ -6,7 +6,7 @@ use lanbridge::core::wire::{Cipher, NetworkKey};
 use nix::sys::signal::Signal;
 
 use crate::{
-    harness::{wait_until, Lab},
+    harness::{lanbridge_bin, wait_until, Lab},
     overlay::{key_file, ping_count, ping_within, start_relay, Overlay, RELAY_IP, RELAY_PORT},
 };
 
@@ -219,4 +219,41 @@ fn sigterm_exits_zero_and_removes_the_tap() {
         .wait_timeout(Duration::from_secs(1))
         .expect("relay still running 1 s after SIGTERM");
     assert!(status.success(), "relay exited with {status}");
+}
+
+#[test]
+fn a_relay_on_a_wildcard_address_answers_from_the_address_it_was_reached_at() {
+    let Some(lab) = Lab::new("relay_wildcard") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    net.relay.signal(Signal::SIGTERM).unwrap();
+    net.relay
+        .wait_timeout(Duration::from_secs(2))
+        .expect("relay did not stop");
+    // Make the relay's address secondary: the kernel would pick 172.16.0.2
+    // as the source of anything sent towards the edges.
+    let relay_cidr = format!("{RELAY_IP}/24");
+    net.relay_ns
+        .ip(&["addr", "del", &relay_cidr, "dev", "eth0"]);
+    net.relay_ns
+        .ip(&["addr", "add", "172.16.0.2/24", "dev", "eth0"]);
+    net.relay_ns
+        .ip(&["addr", "add", &relay_cidr, "dev", "eth0"]);
+    let key = net.key.to_str().unwrap();
+    let relay = net
+        .relay_ns
+        .spawn(
+            lanbridge_bin(),
+            &["relay", "-v", "--listen", "0.0.0.0:7171", "--key-file", key],
+        )
+        .unwrap();
+    let a = net.edge(&lab, "a", 1);
+    let b = net.edge(&lab, "b", 2);
+    assert!(
+        ping_within(&a.ns, &b.ip, SETTLE),
+        "edges reaching the relay at {RELAY_IP} got no answer:\n{}",
+        lab.logs()
+    );
+    assert!(relay.is_running());
 }

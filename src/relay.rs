@@ -3,7 +3,11 @@
 //!
 //! [`core::relay::Relay`]: crate::core::relay::Relay
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
 
 use tracing::{debug, info, trace};
 
@@ -16,7 +20,7 @@ use crate::{
         switch::SwitchConfig,
         wire::{Cipher, NetworkId, SessionId},
     },
-    io::{plain, udp},
+    io::{plain, udp::RelaySocket},
     report::DropReport,
     signals::Shutdown,
     status::{self, NetworkStatus, PeerStatus, RelayStatus, Role, Status},
@@ -35,7 +39,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         },
         ..RelayConfig::default()
     };
-    let socket = udp::bind(args.listen).await?;
+    let socket = RelaySocket::bind(args.listen).await?;
     let mut shutdown = Shutdown::new()?;
     let ops = Ops::start(Role::Relay, &args.ops).await?;
     let network_ids: Vec<NetworkId> = ciphers.iter().map(Cipher::network_id).collect();
@@ -49,14 +53,18 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut send_errors = 0u64;
     let mut drops = DropReport::new("datagrams", Instant::now());
+    // On a wildcard socket: the local address each peer sends to, so the
+    // relay answers and forwards from it. Only authenticated senders get an
+    // entry, and entries of forgotten peers are pruned every second.
+    let mut local_of: HashMap<SocketAddr, IpAddr> = HashMap::new();
     loop {
         tokio::select! {
             sig = shutdown.recv() => {
                 info!("{sig}: relay stopping");
                 break;
             }
-            r = socket.recv_from(&mut buf) => {
-                let (n, from) = match r {
+            r = socket.recv(&mut buf) => {
+                let (n, from, local) = match r {
                     Ok(v) => v,
                     Err(e) => {
                         // ICMP errors from earlier sends surface here; keep going.
@@ -68,14 +76,20 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 // HOT PATH
                 match relay.handle_datagram(Instant::now(), from, datagram) {
                     RelayAction::Forward(targets) => {
+                        if let Some(local) = local {
+                            local_of.insert(from, local);
+                        }
                         for to in targets {
-                            if socket.try_send_to(datagram, *to).is_err() {
+                            if socket.try_send(datagram, *to, local_of.get(to).copied()).is_err() {
                                 send_errors += 1;
                             }
                         }
                     }
                     RelayAction::Reply(bytes) => {
-                        if socket.try_send_to(bytes, from).is_err() {
+                        if let Some(local) = local {
+                            local_of.insert(from, local);
+                        }
+                        if socket.try_send(bytes, from, local).is_err() {
                             send_errors += 1;
                         }
                     }
@@ -88,6 +102,10 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 let now = Instant::now();
                 relay.expire(now);
+                if !local_of.is_empty() {
+                    let live: HashSet<SocketAddr> = relay.peers(now).iter().map(|p| p.addr).collect();
+                    local_of.retain(|addr, _| live.contains(addr));
+                }
                 drops.maybe_log(now, &relay.stats().drops);
             }
         }
