@@ -423,3 +423,68 @@ fn frames_of_other_vlans_stay_off_the_overlay() {
         "the bridge did not count 5 VLAN drops:\n{json}"
     );
 }
+
+#[test]
+fn the_bridge_follows_address_changes_of_its_nic() {
+    let Some(lab) = Lab::new("bridge_addr_follow") else {
+        return;
+    };
+    let t = BridgedLan::new(&lab);
+    let host_addresses = || {
+        let out = t.b.host.ns.run(lanbridge_bin(), &["status", "--json"]);
+        let json = String::from_utf8_lossy(&out.stdout).into_owned();
+        let start = json.find("\"host_addresses\"").map_or(0, |i| i);
+        json[start..].split(']').next().unwrap_or("").to_string()
+    };
+    assert!(
+        host_addresses().contains("192.168.50.2"),
+        "{}",
+        host_addresses()
+    );
+    t.b.host
+        .ns
+        .ip(&["addr", "add", "192.168.50.3/24", "dev", "eth0"]);
+    assert!(
+        wait_until(Duration::from_secs(6), || host_addresses()
+            .contains("192.168.50.3")),
+        "the bridge did not pick up a new address: {}",
+        host_addresses()
+    );
+    t.b.host
+        .ns
+        .ip(&["addr", "del", "192.168.50.3/24", "dev", "eth0"]);
+    assert!(
+        wait_until(Duration::from_secs(6), || !host_addresses()
+            .contains("192.168.50.3")),
+        "the bridge kept a removed address: {}",
+        host_addresses()
+    );
+}
+
+#[test]
+fn ip_forwarding_on_the_bridged_nic_is_warned_about_at_start() {
+    let Some(lab) = Lab::new("bridge_forwarding") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let lan = lab.switch("lan");
+    let host = lan_host(&lab, &lan, "b", &lan_ip(2));
+    net.plug(&lab, &host.ns, "wan0");
+    host.ns
+        .sysctl("net.ipv4.conf.eth0.forwarding", "1")
+        .unwrap();
+    let relay = format!(
+        "{}:{}",
+        crate::overlay::RELAY_IP,
+        crate::overlay::RELAY_PORT
+    );
+    let proc = start_bridge(
+        &host.ns,
+        &["--relay", &relay, "--key-file", net.key.to_str().unwrap()],
+    );
+    assert!(
+        proc.log().contains("IP forwarding is on for eth0"),
+        "no warning about IP forwarding:\n{}",
+        proc.log()
+    );
+}
