@@ -20,6 +20,10 @@ fn assert_fails(args: &[&str], code: i32, needle: &str) {
         "{args:?}: expected {needle:?} in:\n{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("(os error"),
+        "{args:?}: raw OS error text:\n{stderr}"
+    );
     if code == 1 {
         assert_eq!(
             stderr.trim_end().lines().count(),
@@ -133,7 +137,7 @@ fn bad_flags_are_rejected_by_name() {
             "a-name-that-is-too-long",
         ],
         1,
-        "a-name-that-is-too-long",
+        "lanbridge: error: invalid interface name a-name-that-is-too-long: longer than 15 bytes\n",
     );
     assert_fails(
         &[

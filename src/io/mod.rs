@@ -11,24 +11,25 @@ use std::io;
 
 /// An I/O failure with what was being done, and to what.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {target}: {}", plain(source))]
+// The underlying error is part of the message, and deliberately not a
+// `source()`: anyhow's `{:#}` would print it a second time.
+#[error("{op} {target}: {}", plain(error))]
 pub struct IoError {
     /// What was being done, e.g. "cannot create TAP".
     pub op: &'static str,
     /// The object, e.g. the interface name.
     pub target: String,
     /// The underlying error.
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 impl IoError {
-    /// Wraps `source` with the operation and the object.
-    pub fn new(op: &'static str, target: impl Into<String>, source: io::Error) -> Self {
+    /// Wraps `error` with the operation and the object.
+    pub fn new(op: &'static str, target: impl Into<String>, error: io::Error) -> Self {
         IoError {
             op,
             target: target.into(),
-            source,
+            error,
         }
     }
 }

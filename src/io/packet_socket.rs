@@ -27,7 +27,10 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use crate::{core::nat::PacketType, io::IoError};
+use crate::{
+    core::nat::PacketType,
+    io::{plain, IoError},
+};
 
 /// One captured frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +80,11 @@ impl PacketSocket {
             } else {
                 ""
             };
-            IoError::new(op, iface, io::Error::new(e.kind(), format!("{e}{hint}")))
+            IoError::new(
+                op,
+                iface,
+                io::Error::new(e.kind(), format!("{}{hint}", plain(&e))),
+            )
         };
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call.

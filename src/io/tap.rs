@@ -11,7 +11,7 @@ use std::{
 use tokio::io::unix::AsyncFd;
 use tun_tap::{Iface, Mode};
 
-use crate::io::{check_ifname, IoError};
+use crate::io::{check_ifname, plain, IoError};
 
 /// A TAP device (Ethernet frames, no packet-info prefix).
 pub struct Tap {
@@ -42,7 +42,7 @@ impl Tap {
             IoError::new(
                 "cannot create TAP",
                 name,
-                io::Error::new(e.kind(), format!("{e}{hint}")),
+                io::Error::new(e.kind(), format!("{}{hint}", plain(&e))),
             )
         })?;
         set_nonblocking(iface.as_raw_fd())
