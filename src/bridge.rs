@@ -8,6 +8,7 @@
 //! an empty vnet header, inject.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -28,7 +29,7 @@ use crate::{
         netlink::Netlink,
         packet_socket::{Captured, PacketSocket},
         plain,
-        tap::Tap,
+        tap::{self, Tap},
     },
     report::DropReport,
     signals::Shutdown,
@@ -45,9 +46,10 @@ enum Overlay {
     Tap(Tap),
 }
 
-/// Counters of the driver's own (non-translation) drops.
+/// Counters of the driver's own (non-translation) drops, and whether the
+/// local TAP disappeared.
 #[derive(Default)]
-struct LocalDrops(DropCounters);
+struct LocalDrops(DropCounters, bool);
 
 impl Overlay {
     /// Sends a frame into the overlay.
@@ -55,11 +57,11 @@ impl Overlay {
     fn send(&mut self, frame: &[u8], drops: &mut LocalDrops) {
         match self {
             Overlay::Relay(uplink) => uplink.send_frame(frame),
-            Overlay::Tap(tap) => {
-                if tap.try_send(frame).is_err() {
-                    drops.0.add(DropReason::SendFailed);
-                }
-            }
+            Overlay::Tap(tap) => match tap.try_send(frame) {
+                Ok(_) => {}
+                Err(e) if tap::is_gone(&e) => drops.1 = true,
+                Err(_) => drops.0.add(DropReason::SendFailed),
+            },
         }
     }
 }
@@ -112,6 +114,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut next_poll = Instant::now();
     let mut refresh = tokio::time::interval(ADDRESS_REFRESH);
     let max_frame = mtu as usize + 14 + 4;
+    let mut warned_too_big = false;
+    let mut spoof_log = RateLimit::default();
 
     loop {
         let sleep = tokio::time::sleep_until(next_poll.into());
@@ -144,14 +148,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                     continue;
                 };
                 let frame = &mut lan_buf[VnetHdr::LEN..n];
-                // The bridge carries the untagged LAN only: frames of other
-                // VLANs on a trunk port must not leak into the overlay,
-                // whether the kernel stripped their tag or left it in place.
-                if vlan.is_some() || is_vlan_tagged(frame) {
-                    local.0.add(DropReason::Vlan);
-                    continue;
-                }
-                let meta = LanMeta { pkt_type, csum_partial: hdr.needs_csum() };
+                let meta = LanMeta { pkt_type, csum_partial: hdr.needs_csum(), vlan };
                 if nat.handle_lan(now, meta, frame) != Verdict::Forward {
                     continue;
                 }
@@ -185,6 +182,16 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 };
                 // HOT PATH
                 if frame.len() > max_frame {
+                    if !warned_too_big {
+                        warned_too_big = true;
+                        warn!(
+                            "dropped a {}-byte frame from the overlay: larger than {}'s MTU \
+                             of {mtu}; give the virtual hosts the LAN's MTU (repeats are \
+                             counted as 'too_big')",
+                            frame.len(),
+                            args.iface
+                        );
+                    }
                     local.0.add(DropReason::TooBig);
                     continue;
                 }
@@ -205,6 +212,17 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                              needs to reach them)",
                             args.iface
                         );
+                    }
+                    Verdict::Drop(DropReason::Spoofed) => {
+                        if let Some((ip, mac)) = nat.take_spoofed() {
+                            if spoof_log.first_in_a_while(ip, now) {
+                                warn!(
+                                    %ip, virtual_mac = %mac,
+                                    "refused: a virtual host claims an address of this host or \
+                                     of a live LAN host (repeats are counted as 'spoofed')"
+                                );
+                            }
+                        }
                     }
                     Verdict::Drop(_) => {}
                 }
@@ -230,6 +248,12 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         }
         if let Overlay::Relay(uplink) = &mut overlay {
             uplink.after_event();
+        }
+        if let (true, Overlay::Tap(t)) = (local.1, &overlay) {
+            anyhow::bail!(
+                "TAP {} is gone (deleted, or its network namespace was removed)",
+                t.name()
+            );
         }
     }
     Ok(())
@@ -292,6 +316,33 @@ fn snapshot(
     s
 }
 
+/// Remembers when each IP was last reported, so a host that keeps claiming
+/// an address is named once a minute, not once a frame. Bounded.
+#[derive(Default)]
+struct RateLimit(HashMap<IpAddr, Instant>);
+
+impl RateLimit {
+    const EVERY: Duration = Duration::from_secs(60);
+    const CAP: usize = 256;
+
+    fn first_in_a_while(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if let Some(last) = self.0.get(&ip) {
+            if now.saturating_duration_since(*last) < Self::EVERY {
+                return false;
+            }
+        }
+        if self.0.len() >= Self::CAP {
+            self.0
+                .retain(|_, t| now.saturating_duration_since(*t) < Self::EVERY);
+            if self.0.len() >= Self::CAP {
+                return false;
+            }
+        }
+        self.0.insert(ip, now);
+        true
+    }
+}
+
 /// Waits for the next datagram (relay) or frame (TAP).
 async fn overlay_recv(
     overlay: &Overlay,
@@ -304,11 +355,6 @@ async fn overlay_recv(
             Ok((n, ([0, 0, 0, 0], 0).into()))
         }
     }
-}
-
-/// True for an 802.1Q or 802.1ad tagged frame.
-fn is_vlan_tagged(frame: &[u8]) -> bool {
-    matches!(frame.get(12..14), Some([0x81, 0x00] | [0x88, 0xa8]))
 }
 
 /// Reads the NIC's addresses and hands them to the engine when they changed.

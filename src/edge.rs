@@ -9,7 +9,11 @@ use crate::{
     cli::{read_key_file, EdgeArgs},
     control::Ops,
     core::{drop::DropReason, mac::MacAddr},
-    io::{netlink::Netlink, plain, tap::Tap},
+    io::{
+        netlink::Netlink,
+        plain,
+        tap::{self, Tap},
+    },
     signals::Shutdown,
     status::{EdgeStatus, Role, Status},
     uplink::Uplink,
@@ -59,8 +63,12 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                     }
                 };
                 if let Some(frame) = uplink.handle_datagram(Instant::now(), from, &udp_buf[..n]) {
-                    if tap.try_send(frame).is_err() {
-                        uplink.count_drop(DropReason::SendFailed);
+                    match tap.try_send(frame) {
+                        Ok(_) => {}
+                        Err(e) if tap::is_gone(&e) => {
+                            anyhow::bail!("TAP {} is gone (deleted, or its network namespace was removed)", tap.name());
+                        }
+                        Err(_) => uplink.count_drop(DropReason::SendFailed),
                     }
                 }
             }

@@ -28,6 +28,14 @@ use crate::{
 
 /// Runs a relay until SIGINT/SIGTERM.
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    if args.peer_timeout < 2 * args.keepalive {
+        anyhow::bail!(
+            "--peer-timeout ({} s) must be at least twice --keepalive ({} s), or peers are \
+             forgotten between their keepalives",
+            args.peer_timeout,
+            args.keepalive
+        );
+    }
     let keys = read_key_files(&args.key_files)?;
     let ciphers: Vec<Cipher> = keys.iter().map(Cipher::new).collect();
     let config = RelayConfig {

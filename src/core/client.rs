@@ -18,6 +18,10 @@ use crate::core::{
     wire::{self, Cipher, Kind, Message, Reassembler, ReplayGuard, Sealer, SessionId},
 };
 
+/// After a `NotRegistered`, the client registers at once unless it sent a
+/// control message this recently.
+const REGISTER_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
 /// Timers and limits of a client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -214,8 +218,15 @@ impl Client {
             }
             Opened::KeepaliveAck => ClientEvent::Nothing,
             Opened::NotRegistered => {
-                self.registered = false;
-                self.send_control(now, Message::Register { caps: 0 }, emit);
+                let was_registered = std::mem::replace(&mut self.registered, false);
+                // Register at once, but not again for every frame still in
+                // flight that gets the same answer.
+                let recent = self
+                    .last_sent
+                    .is_some_and(|t| now.saturating_duration_since(t) < REGISTER_AGAIN_AFTER);
+                if was_registered || !recent {
+                    self.send_control(now, Message::Register { caps: 0 }, emit);
+                }
                 ClientEvent::Nothing
             }
         }

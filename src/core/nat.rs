@@ -77,7 +77,7 @@ use crate::core::{
     frame::{
         arp::ArpPacket,
         dhcp::{self, DhcpPacket},
-        ethernet::{ethertype, EthernetFrame},
+        ethernet::{self, ethertype, EthernetFrame},
         icmpv6::Icmpv6Packet,
         ipv4::{protocol, Ipv4Packet},
         ipv6::Ipv6Packet,
@@ -109,6 +109,9 @@ pub struct LanMeta {
     /// The transport checksum is still partial (vnet `NEEDS_CSUM`,
     /// `TP_STATUS_CSUMNOTREADY`).
     pub csum_partial: bool,
+    /// The VLAN id of a tag the kernel stripped before capture
+    /// (`PACKET_AUXDATA`), if any.
+    pub vlan: Option<u16>,
 }
 
 /// What to do with a frame after [`Nat`] has looked at (and maybe rewritten)
@@ -413,6 +416,16 @@ fn is_link_local_group(mac: MacAddr) -> bool {
     mac.0[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && mac.0[5] <= 0x0f
 }
 
+/// The VLAN id of a frame's 802.1Q tag; 0 without a tag (as for a
+/// priority tag).
+fn tagged_vlan(frame: &[u8], p: &Parsed) -> u16 {
+    if p.l3_off == ethernet::field::HEADER_LEN {
+        return 0;
+    }
+    let tci = &frame[ethernet::field::VLAN_TCI];
+    u16::from_be_bytes([tci[0], tci[1]]) & 0x0fff
+}
+
 /// A source IP worth learning: a real unicast address.
 fn learnable(ip: IpAddr) -> bool {
     match ip {
@@ -441,10 +454,22 @@ pub struct Nat {
     lan_macs: Table<MacAddr, ()>,
     /// IPs seen as sources on the LAN (spoofing guard).
     lan_ips: Table<IpAddr, ()>,
+    /// ARP probes (RFC 5227) from the overlay: probed IP → prober's MAC. The
+    /// answer carries target IP 0.0.0.0, so rule 5 alone can't route it.
+    probes: Table<Ipv4Addr, MacAddr>,
     counters: DropCounters,
     stats: NatStats,
     for_host: Notice,
+    /// The last overlay claim refused by the spoofing guard, for the driver
+    /// to report: the IP and the virtual MAC that claimed it.
+    spoofed: Option<(IpAddr, MacAddr)>,
 }
+
+/// How long an overlay ARP probe waits for its answer (RFC 5227 probes take
+/// a few seconds at most).
+const PROBE_MAX_AGE: Duration = Duration::from_secs(5);
+/// Overlay ARP probes remembered at once.
+const PROBE_CAP: usize = 256;
 
 impl Nat {
     /// A bridge with empty tables and no host addresses yet.
@@ -453,12 +478,14 @@ impl Nat {
             ip_table: Table::new(config.ip_table_cap, config.ip_max_age),
             lan_macs: Table::new(config.lan_mac_cap, config.lan_mac_max_age),
             lan_ips: Table::new(config.lan_ip_cap, config.lan_ip_max_age),
+            probes: Table::new(PROBE_CAP, PROBE_MAX_AGE),
             config,
             host_v4: Vec::new(),
             host_v6: Vec::new(),
             counters: DropCounters::default(),
             stats: NatStats::default(),
             for_host: Notice::Never,
+            spoofed: None,
         }
     }
 
@@ -517,6 +544,12 @@ impl Nat {
         if is_link_local_group(p.dst) {
             return Err(DropReason::LinkLocal);
         }
+        // The bridge carries the untagged LAN only (priority tags, VLAN 0,
+        // count as untagged): frames of other VLANs on a trunk port stay out
+        // of the overlay, whether the kernel stripped their tag or not.
+        if meta.vlan.is_some_and(|v| v != 0) || tagged_vlan(frame, &p) != 0 {
+            return Err(DropReason::Vlan);
+        }
         if p.src.is_unicast() && p.src != n {
             self.lan_macs.touch(now, p.src, ());
             if let Some(ip) =
@@ -544,10 +577,13 @@ impl Nat {
             return Err(DropReason::OwnAddress);
         }
         // Rule 5.
-        let mac = self
-            .ip_table
-            .get(now, &dst_ip)
-            .ok_or(DropReason::UnknownIp)?;
+        let mac = match p.l3 {
+            // The answer to an overlay host's ARP probe: target IP 0.0.0.0,
+            // sender IP the probed address.
+            L3::Arp { spa, tpa, .. } if tpa.is_unspecified() => self.probes.get(now, &spa),
+            _ => self.ip_table.get(now, &dst_ip),
+        }
+        .ok_or(DropReason::UnknownIp)?;
         let mut eth = EthernetFrame::new_unchecked(&mut *frame);
         eth.set_dst_addr(mac);
         if let L3::Arp { tha, .. } = p.l3 {
@@ -591,14 +627,29 @@ impl Nat {
         if is_link_local_group(p.dst) {
             return Err(DropReason::LinkLocal);
         }
+        // Rule 3 holds this way too: only ARP, RARP, IPv4 and IPv6 reach the
+        // LAN, and only untagged (or priority-tagged): a virtual host must
+        // not reach other VLANs of a trunk port.
+        if matches!(p.l3, L3::Other) {
+            return Err(DropReason::EtherType);
+        }
+        if tagged_vlan(frame, &p) != 0 {
+            return Err(DropReason::Vlan);
+        }
         if p.src == n || self.lan_macs.contains(now, &p.src) {
             return Err(DropReason::Loop);
         }
         if let Some(ip) = p.l3.src_ip().filter(|&ip| learnable(ip)) {
             if self.is_host_ip(ip) || self.lan_ips.contains(now, &ip) {
+                self.spoofed = Some((ip, p.src));
                 return Err(DropReason::Spoofed);
             }
             self.ip_table.touch(now, ip, p.src);
+        }
+        if let L3::Arp { spa, tpa, .. } = p.l3 {
+            if spa.is_unspecified() && !tpa.is_unspecified() {
+                self.probes.touch(now, tpa, p.src);
+            }
         }
         if p.dst == n || p.l3.dst_ip().is_some_and(|ip| self.is_host_ip(ip)) {
             return Err(DropReason::ForHost);
@@ -636,6 +687,12 @@ impl Nat {
         Verdict::Drop(reason)
     }
 
+    /// The last overlay claim the spoofing guard refused (IP, virtual MAC),
+    /// once: the driver names it in the log.
+    pub fn take_spoofed(&mut self) -> Option<(IpAddr, MacAddr)> {
+        self.spoofed.take()
+    }
+
     /// True exactly once: on the first call after the first
     /// [`DropReason::ForHost`] drop, so the driver can log (once) that
     /// frames for the bridge host itself cannot be delivered through
@@ -651,7 +708,10 @@ impl Nat {
 
     /// Forgets aged-out entries in every table; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        self.ip_table.expire(now) + self.lan_macs.expire(now) + self.lan_ips.expire(now)
+        self.ip_table.expire(now)
+            + self.lan_macs.expire(now)
+            + self.lan_ips.expire(now)
+            + self.probes.expire(now)
     }
 
     /// When the next entry ages out, if any.
@@ -808,6 +868,7 @@ mod tests {
         LanMeta {
             pkt_type,
             csum_partial: false,
+            vlan: None,
         }
     }
 
@@ -881,6 +942,7 @@ mod tests {
                 LanMeta {
                     pkt_type,
                     csum_partial,
+                    vlan: None,
                 },
                 frame,
             ),
@@ -1281,13 +1343,30 @@ mod tests {
     fn vlan_tagged_frames_use_moved_offsets() {
         let now = Instant::now();
         let mut nat = base(now);
-        let mut f = sim::with_vlan(&sim::arp_reply(L1, ip("10.0.0.1"), N, ip("10.0.0.100")), 42);
+        // Other VLANs stay out of the overlay, tag inline or stripped by the
+        // kernel; a priority tag (VLAN 0) passes, with the offsets moved.
+        let reply = sim::arp_reply(L1, ip("10.0.0.1"), N, ip("10.0.0.100"));
+        let mut f = sim::with_vlan(&reply, 42);
+        assert_eq!(
+            nat.handle_lan(now, lan(PacketType::Host), &mut f),
+            Verdict::Drop(DropReason::Vlan)
+        );
+        let mut f = reply.clone();
+        let stripped = LanMeta {
+            vlan: Some(42),
+            ..lan(PacketType::Host)
+        };
+        assert_eq!(
+            nat.handle_lan(now, stripped, &mut f),
+            Verdict::Drop(DropReason::Vlan)
+        );
+        let mut f = sim::with_vlan(&reply, 0);
         assert_eq!(
             nat.handle_lan(now, lan(PacketType::Host), &mut f),
             Verdict::Forward
         );
         let eth = EthernetFrame::new_checked(&f[..]).unwrap();
-        assert_eq!((eth.dst_addr(), eth.vlan_tci()), (V, Some(42)));
+        assert_eq!((eth.dst_addr(), eth.vlan_tci()), (V, Some(0)));
         assert_eq!(
             ArpPacket::new_checked(eth.payload())
                 .unwrap()
@@ -1295,7 +1374,14 @@ mod tests {
             V
         );
 
+        // From the overlay, another VLAN is refused; a priority tag (VLAN 0)
+        // passes, with the offsets moved.
         let mut f = sim::with_vlan(&sim::dhcp_discover(V2, V2, false), 42);
+        assert_eq!(
+            nat.handle_overlay(now, false, &mut f),
+            Verdict::Drop(DropReason::Vlan)
+        );
+        let mut f = sim::with_vlan(&sim::dhcp_discover(V2, V2, false), 0);
         assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
         let eth = EthernetFrame::new_checked(&f[..]).unwrap();
         assert_eq!(eth.src_addr(), N);
@@ -1303,6 +1389,50 @@ mod tests {
         let udp = UdpPacket::new_checked(ip.payload()).unwrap();
         assert!(DhcpPacket::new_checked(udp.payload()).unwrap().broadcast());
         assert!(udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+    }
+
+    #[test]
+    fn answers_to_an_overlay_arp_probe_reach_the_prober() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        // V2 probes 10.0.0.1 (RFC 5227: sender IP 0.0.0.0), e.g. a DHCP
+        // client checking its offer.
+        let mut probe = sim::arp_request(V2, Ipv4Addr::UNSPECIFIED, ip("10.0.0.1"));
+        assert_eq!(nat.handle_overlay(now, false, &mut probe), Verdict::Forward);
+        // L1 owns it and answers N with target IP 0.0.0.0.
+        let mut answer = sim::arp_reply(L1, ip("10.0.0.1"), N, Ipv4Addr::UNSPECIFIED);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            nat.handle_lan(later, lan(PacketType::Host), &mut answer),
+            Verdict::Forward
+        );
+        assert_eq!(MacAddr::from_slice(&answer).unwrap(), V2);
+        let a = ArpPacket::new_checked(&answer[14..]).unwrap();
+        assert_eq!(a.target_hw_addr(), V2);
+        // A late answer, after the probe's window, is not routed.
+        let mut late = sim::arp_reply(L1, ip("10.0.0.1"), N, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            nat.handle_lan(
+                now + Duration::from_secs(10),
+                lan(PacketType::Host),
+                &mut late
+            ),
+            Verdict::Drop(DropReason::UnknownIp)
+        );
+    }
+
+    #[test]
+    fn refused_overlay_claims_are_reported_with_ip_and_mac() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        // 10.0.0.1 is L1's, seen live on the LAN by `base`.
+        let mut claim = sim::arp_request(V2, ip("10.0.0.1"), ip("10.0.0.99"));
+        assert_eq!(
+            nat.handle_overlay(now, false, &mut claim),
+            Verdict::Drop(DropReason::Spoofed)
+        );
+        assert_eq!(nat.take_spoofed(), Some((IpAddr::from(ip("10.0.0.1")), V2)));
+        assert_eq!(nat.take_spoofed(), None);
     }
 
     #[test]

@@ -62,6 +62,9 @@ const REPLAY_SESSIONS_PER_PEER: usize = 4;
 /// forgets them all: see docs/protocol.md, "Replay".
 const REPLAY_MEMORY: Duration = Duration::from_secs(3600);
 
+/// How often one unknown session is told to register.
+const NOT_REGISTERED_EVERY: Duration = Duration::from_secs(1);
+
 /// What the driver must do with one received datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RelayAction<'a> {
@@ -126,6 +129,9 @@ struct Network {
     /// forgotten for silence keeps its window, so a recorded Register of
     /// its session can't bring it back from another address.
     replay: ReplayGuard,
+    /// When each unknown session was last told `NotRegistered`: a busy peer
+    /// after a relay restart gets one answer a second, not one per frame.
+    told: HashMap<SessionId, Instant>,
     peers: HashMap<SessionId, Peer>,
     switch: Switch<SessionId>,
 }
@@ -166,6 +172,7 @@ impl Relay {
                 let net = Network {
                     cipher,
                     replay: ReplayGuard::new(REPLAY_SESSIONS_PER_PEER * config.max_peers),
+                    told: HashMap::new(),
                     peers: HashMap::new(),
                     switch: Switch::new(config.switch.clone()),
                 };
@@ -253,7 +260,15 @@ impl Relay {
         }
         let Some(peer) = net.peers.get_mut(&session) else {
             // Authenticated, but the peer is unknown: the relay restarted or
-            // forgot it. Ask it to register again.
+            // forgot it. Ask it to register again, once a second at most.
+            if net
+                .told
+                .get(&session)
+                .is_some_and(|t| now.saturating_duration_since(*t) < NOT_REGISTERED_EVERY)
+            {
+                return Err(DropReason::NotRegistered);
+            }
+            net.told.insert(session, now);
             Self::seal_reply(
                 &mut self.sealer,
                 &net.cipher,
@@ -357,6 +372,8 @@ impl Relay {
             }
             net.switch.expire(now);
             net.replay.expire(now, REPLAY_MEMORY);
+            net.told
+                .retain(|_, t| now.saturating_duration_since(*t) < NOT_REGISTERED_EVERY);
         }
     }
 

@@ -705,6 +705,7 @@ impl<F: Fabric> World<F> {
                     let meta = crate::core::nat::LanMeta {
                         pkt_type: packet_type(&out, self.nat.config().host_mac),
                         csum_partial: false,
+                        vlan: None,
                     };
                     let verdict = self.nat.handle_lan(self.now, meta, &mut out);
                     self.log(format!("          nat: {verdict:?}"));

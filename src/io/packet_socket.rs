@@ -92,7 +92,10 @@ impl PacketSocket {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::c_int::from(proto),
+                // Protocol 0: receive nothing until `bind` below names both
+                // the protocol and the NIC, so no frame of another interface
+                // is queued in between.
+                0,
             )
         };
         if raw < 0 {

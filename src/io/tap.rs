@@ -77,6 +77,13 @@ impl Tap {
     }
 }
 
+/// True when a TAP read or write failed because the device no longer exists
+/// (deleted, or its network namespace was removed): the fd stays open but is
+/// detached (`EBADFD`), and nothing will ever come through it again.
+pub fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EBADFD) | Some(libc::ENODEV))
+}
+
 /// Sets `O_NONBLOCK` on a file descriptor.
 pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
