@@ -68,6 +68,7 @@ impl Overlay {
 
 /// Runs a bridge until SIGINT/SIGTERM.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
+    let mut shutdown = Shutdown::new()?;
     let netlink = Netlink::connect()?;
     let index = netlink.index(&args.iface).await?;
     let (mac, mtu) = netlink.mac_and_mtu(&args.iface).await?;
@@ -76,13 +77,16 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut host_addrs = Vec::new();
     refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await?;
     warn_if_forwarding(&args.iface);
-    let mut shutdown = Shutdown::new()?;
 
     let mut overlay = match (&args.relay, &args.tap) {
         (Some(relay), _) => {
             let key_file = args.key_file.as_ref().context("--relay needs --key-file")?;
             let key = read_key_file(key_file)?;
-            Overlay::Relay(Box::new(Uplink::connect(&key, relay, &args.tuning).await?))
+            let connect = Uplink::connect(&key, relay, &args.tuning);
+            let Some(uplink) = shutdown.unless_stopped(connect).await? else {
+                return Ok(());
+            };
+            Overlay::Relay(Box::new(uplink))
         }
         (None, Some(name)) => {
             let tap = Tap::open(name)?;

@@ -21,9 +21,12 @@ use crate::{
 
 /// Runs an edge until SIGINT/SIGTERM; the TAP disappears on return.
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
-    let key = read_key_file(&args.key_file)?;
-    let mut uplink = Uplink::connect(&key, &args.relay, &args.tuning).await?;
     let mut shutdown = Shutdown::new()?;
+    let key = read_key_file(&args.key_file)?;
+    let connect = Uplink::connect(&key, &args.relay, &args.tuning);
+    let Some(mut uplink) = shutdown.unless_stopped(connect).await? else {
+        return Ok(());
+    };
 
     let tap = Tap::open(&args.tap)?;
     let netlink = Netlink::connect()?;

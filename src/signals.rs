@@ -26,3 +26,20 @@ impl Shutdown {
         }
     }
 }
+
+impl Shutdown {
+    /// Runs a start-up step (a DNS lookup, say) unless a signal comes
+    /// first: then `Ok(None)`, and the caller exits cleanly.
+    pub async fn unless_stopped<T>(
+        &mut self,
+        step: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<Option<T>> {
+        tokio::select! {
+            r = step => r.map(Some),
+            sig = self.recv() => {
+                tracing::info!("{sig} during start-up: stopping");
+                Ok(None)
+            }
+        }
+    }
+}
