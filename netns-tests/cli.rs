@@ -153,3 +153,66 @@ fn bad_flags_are_rejected_by_name() {
         "cannot resolve relay address no-such-host.invalid:7171",
     );
 }
+
+#[test]
+fn without_privileges_the_error_says_what_is_needed() {
+    if !crate::harness::is_root() {
+        eprintln!("skipped without_privileges_the_error_says_what_is_needed: needs root to drop to nobody");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let key = temp_file("nobody.key", &"cd".repeat(32));
+    let k = key.to_str().unwrap();
+    for (args, needles) in [
+        (
+            vec![
+                "edge",
+                "--relay",
+                "127.0.0.1:7171",
+                "--key-file",
+                k,
+                "--tap",
+                "t0",
+            ],
+            [
+                "cannot create TAP t0: ",
+                " (lanbridge needs root or CAP_NET_ADMIN)",
+            ],
+        ),
+        (
+            vec![
+                "bridge",
+                "--iface",
+                "lo",
+                "--relay",
+                "127.0.0.1:7171",
+                "--key-file",
+                k,
+            ],
+            [
+                "cannot open AF_PACKET socket on lo: ",
+                " (lanbridge needs root or CAP_NET_RAW)",
+            ],
+        ),
+    ] {
+        let out = Command::new(lanbridge_bin())
+            .args(&args)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: expected {needle:?} in:\n{stderr}"
+            );
+        }
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line:\n{stderr}"
+        );
+    }
+}

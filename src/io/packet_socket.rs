@@ -75,7 +75,7 @@ impl PacketSocket {
     pub fn open(iface: &str, index: u32) -> Result<PacketSocket, IoError> {
         let err = |op: &'static str| {
             let e = io::Error::last_os_error();
-            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            let hint = if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
                 " (lanbridge needs root or CAP_NET_RAW)"
             } else {
                 ""

@@ -34,7 +34,7 @@ impl Tap {
         check_ifname(name)?;
         let iface = Iface::without_packet_info(name, Mode::Tap).map_err(|e| {
             let hint = match e.raw_os_error() {
-                Some(libc::EPERM) => " (lanbridge needs root or CAP_NET_ADMIN)",
+                Some(libc::EPERM | libc::EACCES) => " (lanbridge needs root or CAP_NET_ADMIN)",
                 Some(libc::EBUSY) => " (the device is in use by another process)",
                 Some(libc::ENOENT) => " (is the tun module loaded? /dev/net/tun is missing)",
                 _ => "",
