@@ -488,3 +488,40 @@ fn ip_forwarding_on_the_bridged_nic_is_warned_about_at_start() {
         proc.log()
     );
 }
+
+#[test]
+fn ipv6_neighbour_discovery_and_ping_cross_the_bridge() {
+    let Some(lab) = Lab::new("bridge_ipv6") else {
+        return;
+    };
+    let t = BridgedLan::new(&lab);
+    let v1 = t.virtual_host(&lab, "v1", 101);
+    let v1_mac = v1.ns.link_mac("tap0").unwrap();
+    let cap = t.lan.ns().capture(Switch::BRIDGE).unwrap();
+    t.l1.ns.add_addr("eth0", "fd00:50::11/64").unwrap();
+    v1.ns.add_addr("tap0", "fd00:50::101/64").unwrap();
+    assert_ping(&lab, &t.l1.ns, "fd00:50::101");
+    assert_ping(&lab, &v1.ns, "fd00:50::11");
+    let frames = cap.stop().unwrap();
+    assert!(
+        frames.iter().any(|f| f.ethertype() == Some(0x86dd)),
+        "the capture saw no IPv6"
+    );
+    // Not as Ethernet address, nor anywhere in a payload (NDP options).
+    let leaks: Vec<_> = frames
+        .iter()
+        .filter(|f| f.contains_mac_bytes(v1_mac))
+        .collect();
+    assert!(leaks.is_empty(), "V1's MAC reached the LAN: {leaks:?}");
+    // NDP was translated: L1 sees the virtual host at the bridge NIC's MAC.
+    let n =
+        t.l1.ns
+            .neigh("fd00:50::101")
+            .expect("L1 has no IPv6 neighbour entry for V1");
+    assert_eq!(n.mac, Some(t.b.host.mac), "{n:?}");
+    let n = v1
+        .ns
+        .neigh("fd00:50::11")
+        .expect("V1 has no IPv6 neighbour entry for L1");
+    assert_eq!(n.mac, Some(t.l1.mac), "{n:?}");
+}
