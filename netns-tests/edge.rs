@@ -257,3 +257,96 @@ fn a_relay_on_a_wildcard_address_answers_from_the_address_it_was_reached_at() {
     );
     assert!(relay.is_running());
 }
+
+/// `/etc/netns/NAME/hosts` for one namespace (what `ip netns exec` mounts
+/// over `/etc/hosts`), removed on drop.
+struct NetnsHosts(std::path::PathBuf);
+
+impl NetnsHosts {
+    fn new(ns: &crate::harness::Ns) -> NetnsHosts {
+        let dir = std::path::Path::new("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        NetnsHosts(dir)
+    }
+
+    /// Rewrites the file in place, so a running process sees the change.
+    fn set(&self, line: &str) {
+        std::fs::write(self.0.join("hosts"), format!("{line}\n")).unwrap();
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn edges_follow_a_relay_whose_name_moves_to_a_new_address() {
+    let Some(lab) = Lab::new("relay_moves") else {
+        return;
+    };
+    let net = Overlay::new(&lab);
+    let mut edges = Vec::new();
+    for (short, n) in [("a", 1), ("b", 2)] {
+        let (ns, _) = net.host(&lab, short);
+        let hosts = NetnsHosts::new(&ns);
+        hosts.set(&format!("{RELAY_IP} relay.test"));
+        let ip = format!("10.10.0.{n}");
+        let proc = ns
+            .spawn(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns.name(),
+                    lanbridge_bin(),
+                    "edge",
+                    "-v",
+                    "--relay",
+                    &format!("relay.test:{RELAY_PORT}"),
+                    "--key-file",
+                    net.key.to_str().unwrap(),
+                    "--tap",
+                    "tap0",
+                    "--address",
+                    &format!("{ip}/24"),
+                ],
+            )
+            .unwrap();
+        edges.push((ns, hosts, proc, ip));
+    }
+    let (a, b) = (&edges[0], &edges[1]);
+    assert!(ping_within(&a.0, &b.3, SETTLE), "{}", lab.logs());
+
+    // The relay moves to another address, and its name follows.
+    net.relay.signal(Signal::SIGKILL).unwrap();
+    net.relay
+        .wait_timeout(Duration::from_secs(5))
+        .expect("relay did not die");
+    net.relay_ns
+        .ip(&["addr", "add", "172.16.0.3/24", "dev", "eth0"]);
+    let _moved = net
+        .relay_ns
+        .spawn(
+            lanbridge_bin(),
+            &[
+                "relay",
+                "-v",
+                "--listen",
+                &format!("172.16.0.3:{RELAY_PORT}"),
+                "--key-file",
+                net.key.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    for (_, hosts, _, _) in &edges {
+        hosts.set("172.16.0.3 relay.test");
+    }
+    assert!(
+        ping_within(&a.0, &b.3, Duration::from_secs(45)),
+        "the edges did not follow the relay's name:\n{}",
+        lab.logs()
+    );
+    assert!(a.2.log().contains("the relay moved"), "{}", a.2.log());
+}

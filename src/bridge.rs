@@ -234,7 +234,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             _ = sleep => {
                 let now = Instant::now();
                 next_poll = match &mut overlay {
-                    Overlay::Relay(uplink) => uplink.poll(now),
+                    Overlay::Relay(uplink) => uplink.poll(now).await,
                     Overlay::Tap(_) => now + Duration::from_secs(1),
                 };
                 nat.expire(now);

@@ -76,7 +76,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 }
             }
             _ = sleep => {
-                next_poll = uplink.poll(Instant::now());
+                next_poll = uplink.poll(Instant::now()).await;
             }
             conn = ops.accept() => {
                 ops.serve(conn, || snapshot(&uplink, tap.name(), mac));

@@ -1,7 +1,11 @@
 //! The driver side of a relay connection, shared by `edge` and `bridge`: a
 //! UDP socket, the [`Client`] state machine, and the logging around it.
 
-use std::{io, net::SocketAddr, time::Instant};
+use std::{
+    io,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use tokio::net::UdpSocket;
@@ -33,11 +37,22 @@ pub async fn resolve_relay(relay: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("relay address {relay} resolves to nothing"))
 }
 
+/// How long the relay may be silent before its name is looked up again, and
+/// how often at most.
+const LOOKUP_AGAIN_AFTER: Duration = Duration::from_secs(10);
+/// A lookup that takes longer is abandoned (the event loop waits for it).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connection to the relay.
 pub struct Uplink {
     client: Client,
     socket: UdpSocket,
     relay: SocketAddr,
+    /// The relay as the user gave it (a name is looked up again when the
+    /// relay stops answering: it may have moved).
+    name: String,
+    unregistered_since: Option<Instant>,
+    last_lookup: Instant,
     failed_sends: u64,
     was_registered: bool,
     drops: DropReport,
@@ -51,6 +66,7 @@ impl Uplink {
         relay: &str,
         tuning: &TuningArgs,
     ) -> anyhow::Result<Uplink> {
+        let name = relay.to_string();
         let relay = resolve_relay(relay).await?;
         let local: SocketAddr = if relay.is_ipv4() {
             "0.0.0.0:0".parse()?
@@ -67,6 +83,9 @@ impl Uplink {
             client,
             socket,
             relay,
+            name,
+            unregistered_since: None,
+            last_lookup: Instant::now(),
             failed_sends: 0,
             was_registered: false,
             drops: DropReport::new("datagrams from the relay", Instant::now()),
@@ -131,8 +150,20 @@ impl Uplink {
         }
     }
 
-    /// Runs the client's timers; returns when to call again.
-    pub fn poll(&mut self, now: Instant) -> Instant {
+    /// Runs the client's timers; returns when to call again. While the
+    /// relay doesn't answer, its name is looked up again now and then.
+    pub async fn poll(&mut self, now: Instant) -> Instant {
+        if self.client.is_registered() {
+            self.unregistered_since = None;
+        } else {
+            let since = *self.unregistered_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= LOOKUP_AGAIN_AFTER
+                && now.saturating_duration_since(self.last_lookup) >= LOOKUP_AGAIN_AFTER
+            {
+                self.last_lookup = now;
+                self.lookup_again().await;
+            }
+        }
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         let next = self.client.poll(now, &mut |d| {
             if socket.try_send_to(d, relay).is_err() {
@@ -141,6 +172,34 @@ impl Uplink {
         });
         self.drops.maybe_log(now, &self.client.stats().drops);
         next
+    }
+
+    /// Looks the relay's name up again; follows it if it moved (within the
+    /// address family of our socket). An IP literal never moves.
+    async fn lookup_again(&mut self) {
+        if self.name.parse::<SocketAddr>().is_ok() {
+            return;
+        }
+        let lookup = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(&self.name));
+        let addrs: Vec<SocketAddr> = match lookup.await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => {
+                debug!("cannot look up {} again: {}", self.name, plain(&e));
+                return;
+            }
+            Err(_) => {
+                debug!("looking up {} again timed out", self.name);
+                return;
+            }
+        };
+        if addrs.contains(&self.relay) {
+            return;
+        }
+        if let Some(addr) = addrs.iter().find(|a| a.is_ipv4() == self.relay.is_ipv4()) {
+            info!(relay = %self.name, from = %self.relay, to = %addr, "the relay moved; following it");
+            self.relay = *addr;
+            self.client.set_relay(*addr);
+        }
     }
 
     /// Counts a frame the driver could not deliver locally.

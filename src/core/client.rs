@@ -126,6 +126,14 @@ impl Client {
         self.relay
     }
 
+    /// Talks to the relay at a new address from now on (its name resolved
+    /// elsewhere); registration starts over.
+    pub fn set_relay(&mut self, relay: SocketAddr) {
+        self.relay = relay;
+        self.registered = false;
+        self.last_sent = None;
+    }
+
     /// True once the relay acknowledged our registration, until it is lost.
     pub fn is_registered(&self) -> bool {
         self.registered
