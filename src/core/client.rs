@@ -317,3 +317,48 @@ enum Opened {
     KeepaliveAck,
     NotRegistered,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::wire::NetworkKey;
+
+    #[test]
+    fn a_burst_of_not_registered_answers_costs_one_registration() {
+        let key = NetworkKey::from_bytes([9; 32]);
+        let relay_addr: SocketAddr = "192.0.2.1:7171".parse().unwrap();
+        let t0 = Instant::now();
+        let mut client = Client::new(
+            ClientConfig::default(),
+            Cipher::new(&key),
+            SessionId([3; 16]),
+            relay_addr,
+        );
+        let cipher = Cipher::new(&key);
+        let mut relay = Sealer::new(SessionId([4; 16]));
+        let mut sent = 0;
+        client.poll(t0, &mut |_| sent += 1);
+        assert_eq!(sent, 1, "first Register");
+        let mut d = Vec::new();
+        let ack = Message::RegisterAck {
+            caps: 0,
+            keepalive_secs: 5,
+        };
+        relay.seal(&cipher, &ack, &mut d).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            client.handle_datagram(t1, relay_addr, &d, &mut |_| sent += 1),
+            ClientEvent::Registered
+        );
+        // The relay restarted: every frame in flight gets NotRegistered.
+        for i in 0..5 {
+            relay
+                .seal(&cipher, &Message::NotRegistered, &mut d)
+                .unwrap();
+            let now = t1 + Duration::from_millis(10 * i);
+            client.handle_datagram(now, relay_addr, &d, &mut |_| sent += 1);
+        }
+        assert_eq!(sent, 2, "one Register for the whole burst");
+        assert!(!client.is_registered());
+    }
+}

@@ -418,3 +418,55 @@ enum Decision {
     Forward,
     Reply,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::wire::{NetworkKey, DEFAULT_MAX_DATAGRAM};
+
+    fn frame() -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        f.resize(60, 0);
+        f
+    }
+
+    fn sealed_frames(cipher: &Cipher, sealer: &mut Sealer, n: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            sealer
+                .seal_frame(cipher, &frame(), DEFAULT_MAX_DATAGRAM, &mut |d| {
+                    out.push(d.to_vec())
+                })
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn an_unknown_session_is_told_to_register_once_a_second() {
+        let key = NetworkKey::from_bytes([7; 32]);
+        let t0 = Instant::now();
+        let mut relay = Relay::new(
+            RelayConfig::default(),
+            vec![Cipher::new(&key)],
+            SessionId([1; 16]),
+        );
+        let cipher = Cipher::new(&key);
+        let mut peer = Sealer::new(SessionId([2; 16]));
+        let from: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let burst = sealed_frames(&cipher, &mut peer, 4);
+        let answers: Vec<bool> = burst
+            .iter()
+            .map(|d| matches!(relay.handle_datagram(t0, from, d), RelayAction::Reply(_)))
+            .collect();
+        assert_eq!(answers, [true, false, false, false]);
+        assert_eq!(relay.stats().drops.get(DropReason::NotRegistered), 3);
+        let later = sealed_frames(&cipher, &mut peer, 1);
+        let t1 = t0 + NOT_REGISTERED_EVERY;
+        assert!(matches!(
+            relay.handle_datagram(t1, from, &later[0]),
+            RelayAction::Reply(_)
+        ));
+    }
+}
