@@ -204,7 +204,7 @@ impl Uplink {
 
     /// Counts a frame the driver could not deliver locally.
     pub fn count_drop(&mut self, reason: DropReason) {
-        self.client.count_drop(reason);
+        self.client.count_drops(reason, 1);
     }
 
     /// Call after every event: logs registration changes and counts failed
@@ -221,9 +221,8 @@ impl Uplink {
         }
         if self.failed_sends > 0 {
             debug!(count = self.failed_sends, "UDP sends failed");
-            for _ in 0..std::mem::take(&mut self.failed_sends) {
-                self.client.count_drop(DropReason::SendFailed);
-            }
+            let failed = std::mem::take(&mut self.failed_sends);
+            self.client.count_drops(DropReason::SendFailed, failed);
         }
     }
 }

@@ -144,9 +144,9 @@ impl Client {
         &self.stats
     }
 
-    /// Counts a drop that happened in the driver (e.g. a failed send).
-    pub fn count_drop(&mut self, reason: DropReason) {
-        self.stats.drops.add(reason);
+    /// Counts drops that happened in the driver (e.g. failed sends).
+    pub fn count_drops(&mut self, reason: DropReason, n: u64) {
+        self.stats.drops.add_n(reason, n);
     }
 
     /// Seals a local frame; `emit` is called with each datagram for the relay.
@@ -273,9 +273,10 @@ impl Client {
     /// Runs timers: registration retries, keepalives, relay loss, reassembly
     /// and replay-state expiry. Returns when to call again.
     pub fn poll(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) -> Instant {
-        for _ in 0..self.reassembler.expire(now) {
-            self.stats.drops.add(DropReason::ReassemblyTimeout);
-        }
+        let timed_out = self.reassembler.expire(now) as u64;
+        self.stats
+            .drops
+            .add_n(DropReason::ReassemblyTimeout, timed_out);
         self.replay.expire(now, self.keepalive * 60);
         if self.registered {
             let silent_for = self

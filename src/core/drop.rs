@@ -146,7 +146,12 @@ pub struct DropCounters([u64; DropReason::ALL.len()]);
 impl DropCounters {
     /// Counts one drop.
     pub fn add(&mut self, reason: DropReason) {
-        self.0[reason as usize] += 1;
+        self.add_n(reason, 1);
+    }
+
+    /// Counts `n` drops for one reason.
+    pub fn add_n(&mut self, reason: DropReason, n: u64) {
+        self.0[reason as usize] += n;
     }
 
     /// The count for one reason.
