@@ -254,10 +254,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             uplink.after_event();
         }
         if let (true, Overlay::Tap(t)) = (local.1, &overlay) {
-            anyhow::bail!(
-                "TAP {} is gone (deleted, or its network namespace was removed)",
-                t.name()
-            );
+            return Err(t.gone_error().into());
         }
     }
     Ok(())

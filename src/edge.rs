@@ -69,7 +69,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                     match tap.try_send(frame) {
                         Ok(_) => {}
                         Err(e) if tap::is_gone(&e) => {
-                            anyhow::bail!("TAP {} is gone (deleted, or its network namespace was removed)", tap.name());
+                            return Err(tap.gone_error().into());
                         }
                         Err(_) => uplink.count_drop(DropReason::SendFailed),
                     }

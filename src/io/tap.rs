@@ -84,6 +84,17 @@ pub fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EBADFD) | Some(libc::ENODEV))
 }
 
+impl Tap {
+    /// The error that ends a driver whose TAP is gone (see [`is_gone`]).
+    pub fn gone_error(&self) -> IoError {
+        IoError::new(
+            "lost TAP",
+            &self.name,
+            io::Error::other("it was deleted, or its network namespace was removed"),
+        )
+    }
+}
+
 /// Sets `O_NONBLOCK` on a file descriptor.
 pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
