@@ -11,7 +11,7 @@ use std::{
     os::fd::{AsRawFd, RawFd},
 };
 
-use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::socket::{setsockopt, sockopt, SockaddrLike, SockaddrStorage};
 use tokio::{io::Interest, net::UdpSocket};
 use tracing::debug;
 
@@ -113,7 +113,16 @@ fn recv_with_dst(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Op
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let from = sockaddr_to_std(&name)
+    // SAFETY: the kernel filled `name` with `msg_namelen` bytes.
+    let name = unsafe {
+        SockaddrStorage::from_raw(
+            (&name as *const libc::sockaddr_storage).cast(),
+            Some(msg.msg_namelen),
+        )
+    };
+    let from = name
+        .as_ref()
+        .and_then(to_std)
         .ok_or_else(|| io::Error::other("datagram from an unknown address family"))?;
     let mut local = None;
     // SAFETY: the CMSG_* macros walk the buffer the kernel filled, within
@@ -147,15 +156,15 @@ fn send_from(fd: RawFd, buf: &[u8], to: SocketAddr, local: IpAddr) -> io::Result
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let (mut name, namelen) = std_to_sockaddr(to);
+    let name = SockaddrStorage::from(to);
     let mut control = [0u64; 16];
     // SAFETY: all-zero is a valid msghdr; pointers below are valid for their
     // lengths; the CMSG_* macros write within the control buffer, which is
     // large enough for one pktinfo message of either family.
     unsafe {
         let mut msg: libc::msghdr = mem::zeroed();
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = namelen;
+        msg.msg_name = name.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = name.len();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -196,66 +205,13 @@ fn send_from(fd: RawFd, buf: &[u8], to: SocketAddr, local: IpAddr) -> io::Result
     Ok(())
 }
 
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match libc::c_int::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says it is a sockaddr_in.
-            let a: libc::sockaddr_in =
-                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::from((
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says it is a sockaddr_in6.
-            let a: libc::sockaddr_in6 =
-                unsafe { std::ptr::read_unaligned((s as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
+/// A socket address from the kernel, as std's type (IPv4 or IPv6 only).
+fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
     }
-}
-
-fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage; the writes below stay
-    // within it (sockaddr_in and sockaddr_in6 are smaller).
-    unsafe {
-        let mut s: libc::sockaddr_storage = mem::zeroed();
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*a.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                std::ptr::write_unaligned((&mut s as *mut libc::sockaddr_storage).cast(), sin);
-                mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: a.scope_id(),
-                };
-                std::ptr::write_unaligned((&mut s as *mut libc::sockaddr_storage).cast(), sin6);
-                mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (s, len as libc::socklen_t)
-    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 #[cfg(test)]
@@ -266,8 +222,7 @@ mod tests {
     fn socket_addresses_round_trip() {
         for addr in ["192.0.2.7:7171", "[2001:db8::5]:9", "[fe80::1%3]:4000"] {
             let addr: SocketAddr = addr.parse().unwrap();
-            let (s, _) = std_to_sockaddr(addr);
-            assert_eq!(sockaddr_to_std(&s), Some(addr));
+            assert_eq!(to_std(&SockaddrStorage::from(addr)), Some(addr));
         }
     }
 
