@@ -160,9 +160,19 @@ fn without_privileges_the_error_says_what_is_needed() {
         eprintln!("skipped without_privileges_the_error_says_what_is_needed: needs root to drop to nobody");
         return;
     }
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let key = temp_file("nobody.key", &"cd".repeat(32));
     let k = key.to_str().unwrap();
+    // The checkout may sit in a directory only root can enter (CI clones
+    // into `mktemp -d`, mode 0700): give nobody a copy of the binary it can
+    // reach, beside the key file.
+    let bin = key.with_file_name("lanbridge");
+    std::fs::copy(lanbridge_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = key.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     for (args, needles) in [
         (
             vec![
@@ -195,7 +205,7 @@ fn without_privileges_the_error_says_what_is_needed() {
             ],
         ),
     ] {
-        let out = Command::new(lanbridge_bin())
+        let out = Command::new(&bin)
             .args(&args)
             .uid(65534)
             .gid(65534)
