@@ -1,0 +1,223 @@
+//! Micro-benchmark of the sans-IO core: frames per second through the wire
+//! codec (seal, relay, open + reassemble) and the bridge's NAT engine, no
+//! sockets, no namespaces.
+//!
+//! `cargo bench --bench core` (or `cargo bench --bench core -- seal` to run
+//! the cases whose name contains "seal"). Every case runs a fixed number of
+//! frames, so a run is bounded; numbers are throughput of one core.
+
+use std::{
+    hint::black_box,
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use etherparse::PacketBuilder;
+use lanbridge::core::{
+    mac::MacAddr,
+    nat::{LanMeta, Nat, NatConfig, PacketType, Verdict},
+    relay::{Relay, RelayAction, RelayConfig},
+    wire::{self, Cipher, Message, NetworkKey, Reassembler, Sealer, SessionId},
+};
+
+const VIRTUAL: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
+const LAN: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
+const NIC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
+
+/// A TCP/IPv4 frame of `len` bytes from `src` to `dst`.
+fn tcp_frame(src: (MacAddr, Ipv4Addr), dst: (MacAddr, Ipv4Addr), len: usize) -> Vec<u8> {
+    let payload = vec![0x5au8; len - 14 - 20 - 20];
+    let mut v = Vec::with_capacity(len);
+    PacketBuilder::ethernet2(src.0 .0, dst.0 .0)
+        .ipv4(src.1.octets(), dst.1.octets(), 64)
+        .tcp(40000, 5201, 1, 65535)
+        .write(&mut v, &payload)
+        .expect("frame builds");
+    v
+}
+
+struct Case {
+    name: String,
+    frames: u64,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+impl Case {
+    fn print(&self) {
+        let secs = self.elapsed.as_secs_f64();
+        println!(
+            "{:<44} {:>12.0} frames/s {:>8.2} Gbit/s {:>9.0} ns/frame",
+            self.name,
+            self.frames as f64 / secs,
+            self.bytes as f64 * 8.0 / secs / 1e9,
+            secs * 1e9 / self.frames as f64,
+        );
+    }
+}
+
+/// Runs `f` once per frame, `frames` times, and returns the timing.
+fn run(name: String, frames: u64, frame_len: usize, mut f: impl FnMut()) -> Case {
+    // Warm up caches and buffers.
+    for _ in 0..frames.div_ceil(10) {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..frames {
+        f();
+    }
+    Case {
+        name,
+        frames,
+        bytes: frames * frame_len as u64,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Datagrams of one sealed frame.
+fn seal(cipher: &Cipher, sealer: &mut Sealer, frame: &[u8], max: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    sealer
+        .seal_frame(cipher, frame, max, &mut |d| out.push(d.to_vec()))
+        .expect("frame seals");
+    out
+}
+
+fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> {
+    let key = NetworkKey::from_bytes([7; 32]);
+    let cipher = Cipher::new(&key);
+    let frame = tcp_frame(
+        (VIRTUAL, Ipv4Addr::new(10, 0, 0, 10)),
+        (LAN, Ipv4Addr::new(10, 0, 0, 11)),
+        frame_len,
+    );
+    let tag = format!("{frame_len} B frame, {max_datagram} B datagrams");
+    let mut cases = Vec::new();
+
+    let mut sealer = Sealer::new(SessionId([1; 16]));
+    let mut sink = 0usize;
+    cases.push(run(format!("seal      {tag}"), frames, frame_len, || {
+        sealer
+            .seal_frame(&cipher, &frame, max_datagram, &mut |d| sink += d.len())
+            .expect("frame seals");
+    }));
+    black_box(sink);
+
+    // The relay: a registered sender and receiver, then the sender's frames.
+    let mut relay = Relay::new(
+        RelayConfig::default(),
+        vec![cipher.clone()],
+        SessionId([9; 16]),
+    );
+    let t0 = Instant::now();
+    let mut senders = Vec::new();
+    for (i, port) in [(1u8, 4001u16), (2, 4002)] {
+        let mut s = Sealer::new(SessionId([i; 16]));
+        let mut reg = Vec::new();
+        s.seal(&cipher, &Message::Register { caps: 0 }, &mut reg)
+            .expect("register seals");
+        let from = SocketAddr::from(([127, 0, 0, 1], port));
+        let _ = relay.handle_datagram(t0, from, &reg);
+        senders.push((s, from));
+    }
+    // Teach the switch where both MACs live.
+    for ((s, from), mac) in senders.iter_mut().zip([VIRTUAL, LAN]) {
+        let mut f = frame.clone();
+        f[6..12].copy_from_slice(&mac.0);
+        for d in seal(&cipher, s, &f, max_datagram) {
+            let _ = relay.handle_datagram(t0, *from, &d);
+        }
+    }
+    let (sender, from) = &mut senders[0];
+    let batch: Vec<Vec<Vec<u8>>> = (0..frames + frames.div_ceil(10))
+        .map(|_| seal(&cipher, sender, &frame, max_datagram))
+        .collect();
+    let mut next = batch.iter();
+    let mut forwarded = 0u64;
+    cases.push(run(format!("relay     {tag}"), frames, frame_len, || {
+        for d in next.next().expect("enough frames") {
+            if let RelayAction::Forward(to) = relay.handle_datagram(t0, *from, d) {
+                forwarded += to.len() as u64;
+            }
+        }
+    }));
+    assert!(forwarded > 0, "the relay forwarded nothing");
+
+    // The receiver: authenticate, decrypt and reassemble.
+    let mut reassembler = Reassembler::default();
+    let mut scratch = Vec::new();
+    let mut next = batch.iter();
+    let mut delivered = 0usize;
+    cases.push(run(format!("open      {tag}"), frames, frame_len, || {
+        for d in next.next().expect("enough frames") {
+            let (header, msg) = wire::open(&cipher, d, &mut scratch).expect("opens");
+            let Message::Frame(fragment) = msg else {
+                unreachable!("only frames were sealed")
+            };
+            if let Some(f) = reassembler
+                .push(t0, header.session, &fragment)
+                .expect("reassembles")
+            {
+                delivered += f.len();
+            }
+        }
+    }));
+    assert!(delivered > 0, "nothing was reassembled");
+    cases
+}
+
+fn nat_cases(frames: u64) -> Vec<Case> {
+    let now = Instant::now();
+    let mut nat = Nat::new(NatConfig::new(NIC));
+    nat.set_host_addrs(&[Ipv4Addr::new(10, 0, 0, 2)], &[]);
+    let virt = (VIRTUAL, Ipv4Addr::new(10, 0, 0, 10));
+    let lan = (LAN, Ipv4Addr::new(10, 0, 0, 11));
+    // Teach the engine both hosts: the LAN one from the LAN (dropped, the
+    // virtual host is not known yet), the virtual one from the overlay.
+    let meta = LanMeta {
+        pkt_type: PacketType::Host,
+        csum_partial: false,
+        vlan: None,
+    };
+    let mut f = tcp_frame(lan, (NIC, virt.1), 64);
+    let _ = nat.handle_lan(now, meta, &mut f);
+    let mut f = tcp_frame(virt, lan, 64);
+    assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+    let mut f = tcp_frame(lan, (NIC, virt.1), 64);
+    assert_eq!(nat.handle_lan(now, meta, &mut f), Verdict::Forward);
+
+    let mut cases = Vec::new();
+    let to_lan = tcp_frame(virt, lan, 1514);
+    let mut buf = to_lan.clone();
+    cases.push(run("nat overlay→LAN 1514 B TCP".into(), frames, 1514, || {
+        buf.copy_from_slice(&to_lan);
+        let v = nat.handle_overlay(now, false, black_box(&mut buf));
+        debug_assert_eq!(v, Verdict::Forward);
+    }));
+    let to_overlay = tcp_frame(lan, (NIC, virt.1), 1514);
+    let mut buf = to_overlay.clone();
+    cases.push(run("nat LAN→overlay 1514 B TCP".into(), frames, 1514, || {
+        buf.copy_from_slice(&to_overlay);
+        let v = nat.handle_lan(now, meta, black_box(&mut buf));
+        debug_assert_eq!(v, Verdict::Forward);
+    }));
+    cases
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else is a name filter.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f));
+    println!("lanbridge core micro-benchmark (one core, no I/O)");
+    let mut cases = Vec::new();
+    cases.extend(codec_cases(1514, wire::DEFAULT_MAX_DATAGRAM, 200_000));
+    cases.extend(codec_cases(65_000, wire::DEFAULT_MAX_DATAGRAM, 5_000));
+    cases.extend(codec_cases(65_000, 8_192, 5_000));
+    cases.extend(nat_cases(1_000_000));
+    for case in cases.iter().filter(|c| wanted(&c.name)) {
+        case.print();
+    }
+}
