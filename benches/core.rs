@@ -17,7 +17,7 @@ use lanbridge::core::{
     mac::MacAddr,
     nat::{LanMeta, Nat, NatConfig, PacketType, Verdict},
     relay::{Relay, RelayAction, RelayConfig},
-    wire::{self, Cipher, Message, NetworkKey, Reassembler, Sealer, SessionId},
+    wire::{self, Cipher, KeyCache, Message, NetworkKey, Reassembler, Sealer, SessionId},
 };
 
 const VIRTUAL: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
@@ -145,12 +145,14 @@ fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> 
 
     // The receiver: authenticate, decrypt and reassemble.
     let mut reassembler = Reassembler::default();
+    let mut keys = KeyCache::default();
     let mut scratch = Vec::new();
     let mut next = batch.iter();
     let mut delivered = 0usize;
     cases.push(run(format!("open      {tag}"), frames, frame_len, || {
         for d in next.next().expect("enough frames") {
-            let (header, msg) = wire::open(&cipher, d, &mut scratch).expect("opens");
+            let (header, msg) =
+                wire::open_cached(&cipher, &mut keys, d, &mut scratch).expect("opens");
             let Message::Frame(fragment) = msg else {
                 unreachable!("only frames were sealed")
             };
@@ -189,18 +191,28 @@ fn nat_cases(frames: u64) -> Vec<Case> {
     let mut cases = Vec::new();
     let to_lan = tcp_frame(virt, lan, 1514);
     let mut buf = to_lan.clone();
-    cases.push(run("nat overlay→LAN 1514 B TCP".into(), frames, 1514, || {
-        buf.copy_from_slice(&to_lan);
-        let v = nat.handle_overlay(now, false, black_box(&mut buf));
-        debug_assert_eq!(v, Verdict::Forward);
-    }));
+    cases.push(run(
+        "nat overlay→LAN 1514 B TCP".into(),
+        frames,
+        1514,
+        || {
+            buf.copy_from_slice(&to_lan);
+            let v = nat.handle_overlay(now, false, black_box(&mut buf));
+            debug_assert_eq!(v, Verdict::Forward);
+        },
+    ));
     let to_overlay = tcp_frame(lan, (NIC, virt.1), 1514);
     let mut buf = to_overlay.clone();
-    cases.push(run("nat LAN→overlay 1514 B TCP".into(), frames, 1514, || {
-        buf.copy_from_slice(&to_overlay);
-        let v = nat.handle_lan(now, meta, black_box(&mut buf));
-        debug_assert_eq!(v, Verdict::Forward);
-    }));
+    cases.push(run(
+        "nat LAN→overlay 1514 B TCP".into(),
+        frames,
+        1514,
+        || {
+            buf.copy_from_slice(&to_overlay);
+            let v = nat.handle_lan(now, meta, black_box(&mut buf));
+            debug_assert_eq!(v, Verdict::Forward);
+        },
+    ));
     cases
 }
 

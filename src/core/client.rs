@@ -15,7 +15,7 @@ use std::{
 
 use crate::core::{
     drop::{DropCounters, DropReason},
-    wire::{self, Cipher, Kind, Message, Reassembler, ReplayGuard, Sealer, SessionId},
+    wire::{self, Cipher, KeyCache, Kind, Message, Reassembler, ReplayGuard, Sealer, SessionId},
 };
 
 /// After a `NotRegistered`, the client registers at once unless it sent a
@@ -90,6 +90,7 @@ pub struct Client {
     last_sent: Option<Instant>,
     last_heard: Option<Instant>,
     replay: ReplayGuard,
+    keys: KeyCache,
     reassembler: Reassembler,
     scratch: Vec<u8>,
     out: Vec<u8>,
@@ -114,6 +115,7 @@ impl Client {
             registered: false,
             last_sent: None,
             last_heard: None,
+            keys: KeyCache::default(),
             reassembler: Reassembler::default(),
             scratch: Vec::with_capacity(2048),
             out: Vec::with_capacity(128),
@@ -255,7 +257,8 @@ impl Client {
             return Err(DropReason::Replayed);
         }
         let (header, message) =
-            wire::open(&self.cipher, datagram, &mut self.scratch).map_err(|e| e.drop_reason())?;
+            wire::open_cached(&self.cipher, &mut self.keys, datagram, &mut self.scratch)
+                .map_err(|e| e.drop_reason())?;
         let opened = match message {
             Message::Frame(_) => Opened::Frame(header.session),
             Message::RegisterAck { keepalive_secs, .. } => Opened::RegisterAck { keepalive_secs },

@@ -27,7 +27,7 @@ use std::{
 use crate::core::{
     drop::{DropCounters, DropReason},
     switch::{Route, Switch, SwitchConfig},
-    wire::{self, Cipher, Message, NetworkId, ReplayGuard, Sealer, SessionId},
+    wire::{self, Cipher, KeyCache, Message, NetworkId, ReplayGuard, Sealer, SessionId},
 };
 
 /// Timers and limits of a relay.
@@ -156,6 +156,7 @@ pub struct Relay {
     config: RelayConfig,
     networks: HashMap<NetworkId, Network>,
     sealer: Sealer,
+    keys: KeyCache,
     scratch: Vec<u8>,
     reply: Vec<u8>,
     targets: Vec<SocketAddr>,
@@ -183,6 +184,7 @@ impl Relay {
             config,
             networks,
             sealer: Sealer::new(session),
+            keys: KeyCache::default(),
             scratch: Vec::with_capacity(2048),
             reply: Vec::with_capacity(128),
             targets: Vec::new(),
@@ -231,7 +233,8 @@ impl Relay {
             return Err(DropReason::Replayed);
         }
         let (header, message) =
-            wire::open(&net.cipher, datagram, &mut self.scratch).map_err(|e| e.drop_reason())?;
+            wire::open_cached(&net.cipher, &mut self.keys, datagram, &mut self.scratch)
+                .map_err(|e| e.drop_reason())?;
         let session = header.session;
         if !net.replay.update(now, session, header.counter) {
             return Err(DropReason::Replayed);
