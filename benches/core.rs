@@ -160,7 +160,7 @@ fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> 
                 .push(t0, header.session, &fragment)
                 .expect("reassembles")
             {
-                delivered += f.len();
+                delivered += f.frame.len();
             }
         }
     }));

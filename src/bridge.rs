@@ -171,7 +171,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 let frame: &[u8] = match (&mut overlay, r) {
                     (Overlay::Relay(uplink), Ok((n, from))) => {
                         match uplink.handle_datagram(now, from, &ovl_buf[..n]) {
-                            Some(frame) => frame,
+                            Some(r) => r.frame,
                             None => {
                                 uplink.after_event();
                                 continue;

@@ -65,8 +65,8 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                if let Some(frame) = uplink.handle_datagram(Instant::now(), from, &udp_buf[..n]) {
-                    match tap.try_send(frame) {
+                if let Some(r) = uplink.handle_datagram(Instant::now(), from, &udp_buf[..n]) {
+                    match tap.try_send(r.frame) {
                         Ok(_) => {}
                         Err(e) if tap::is_gone(&e) => {
                             return Err(tap.gone_error().into());

@@ -16,7 +16,7 @@ use crate::{
     core::{
         client::{Client, ClientConfig, ClientEvent},
         drop::DropReason,
-        wire::{Cipher, NetworkKey, SessionId},
+        wire::{Cipher, NetworkKey, Reassembled, SessionId},
     },
     io::{plain, udp},
     report::DropReport,
@@ -134,14 +134,14 @@ impl Uplink {
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
-    ) -> Option<&[u8]> {
+    ) -> Option<Reassembled<'_>> {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         match self.client.handle_datagram(now, from, datagram, &mut |d| {
             if socket.try_send_to(d, relay).is_err() {
                 *failed += 1;
             }
         }) {
-            ClientEvent::Frame(frame) => Some(frame),
+            ClientEvent::Frame(r) => Some(r),
             ClientEvent::Registered | ClientEvent::Nothing => None,
             ClientEvent::Drop(reason) => {
                 trace!(%from, %reason, "dropped datagram");

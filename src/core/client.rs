@@ -15,7 +15,10 @@ use std::{
 
 use crate::core::{
     drop::{DropCounters, DropReason},
-    wire::{self, Cipher, KeyCache, Kind, Message, Reassembler, ReplayGuard, Sealer, SessionId},
+    wire::{
+        self, Cipher, KeyCache, Kind, Message, Reassembled, Reassembler, ReplayGuard, Sealer,
+        SessionId, CAP_OFFLOAD, VNET_LEN,
+    },
 };
 
 /// After a `NotRegistered`, the client registers at once unless it sent a
@@ -35,6 +38,10 @@ pub struct ClientConfig {
     pub max_datagram: usize,
     /// Sender sessions whose replay windows are remembered.
     pub max_senders: usize,
+    /// The local device takes super-frames with offload metadata (a TAP
+    /// with a vnet header, an AF_PACKET socket): advertise
+    /// [`CAP_OFFLOAD`] when registering.
+    pub offload: bool,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +52,7 @@ impl Default for ClientConfig {
             dead_after: 3,
             max_datagram: wire::DEFAULT_MAX_DATAGRAM,
             max_senders: 4096,
+            offload: false,
         }
     }
 }
@@ -52,8 +60,9 @@ impl Default for ClientConfig {
 /// What a received datagram produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientEvent<'a> {
-    /// A whole frame to deliver locally.
-    Frame(&'a [u8]),
+    /// A whole frame to deliver locally, with its offload metadata if it
+    /// came as a super-frame.
+    Frame(Reassembled<'a>),
     /// The relay accepted our registration (logged by the driver).
     Registered,
     /// A control message that needs nothing more.
@@ -86,6 +95,8 @@ pub struct Client {
     sealer: Sealer,
     relay: SocketAddr,
     registered: bool,
+    /// Capabilities in the relay's last RegisterAck.
+    relay_caps: u32,
     keepalive: Duration,
     last_sent: Option<Instant>,
     last_heard: Option<Instant>,
@@ -113,6 +124,7 @@ impl Client {
             sealer: Sealer::new(session),
             relay,
             registered: false,
+            relay_caps: 0,
             last_sent: None,
             last_heard: None,
             keys: KeyCache::default(),
@@ -141,6 +153,21 @@ impl Client {
         self.registered
     }
 
+    /// True when frames with offload metadata may be sent as they are
+    /// ([`Client::handle_offload_frame`]): we can take them, and the relay
+    /// said every peer of the network can.
+    pub fn offload_ok(&self) -> bool {
+        self.config.offload && self.registered && self.relay_caps & CAP_OFFLOAD != 0
+    }
+
+    fn caps(&self) -> u32 {
+        if self.config.offload {
+            CAP_OFFLOAD
+        } else {
+            0
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> &ClientStats {
         &self.stats
@@ -158,13 +185,45 @@ impl Client {
         frame: &[u8],
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<(), DropReason> {
+        self.seal(None, frame, emit)
+    }
+
+    /// Seals a local frame with its offload metadata (a raw
+    /// `virtio_net_hdr`) as OffloadFrame datagrams. Only while
+    /// [`Client::offload_ok`]; otherwise the caller finishes the frame
+    /// (checksum, segmentation) and uses [`Client::handle_frame`].
+    // HOT PATH
+    pub fn handle_offload_frame(
+        &mut self,
+        vnet: [u8; VNET_LEN],
+        frame: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DropReason> {
+        self.seal(Some(vnet), frame, emit)
+    }
+
+    fn seal(
+        &mut self,
+        vnet: Option<[u8; VNET_LEN]>,
+        frame: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DropReason> {
         let stats = &mut self.stats;
-        match self
-            .sealer
-            .seal_frame(&self.cipher, frame, self.config.max_datagram, &mut |d| {
-                stats.datagrams_out += 1;
-                emit(d)
-            }) {
+        let max = self.config.max_datagram;
+        let mut counted = |d: &[u8]| {
+            stats.datagrams_out += 1;
+            emit(d)
+        };
+        let sealed = match vnet {
+            Some(vnet) => {
+                self.sealer
+                    .seal_offload_frame(&self.cipher, vnet, frame, max, &mut counted)
+            }
+            None => self
+                .sealer
+                .seal_frame(&self.cipher, frame, max, &mut counted),
+        };
+        match sealed {
             Ok(_) => {
                 self.stats.frames_out += 1;
                 Ok(())
@@ -196,11 +255,10 @@ impl Client {
         };
         self.last_heard = Some(now);
         match message {
-            Opened::Frame(session) => {
+            Opened::Frame(session, kind) => {
                 // Borrows only `scratch` and `reassembler`, so the frame can be
                 // returned without copying.
-                let Ok(Message::Frame(fragment)) = Message::parse(Kind::Frame, &self.scratch)
-                else {
+                let Ok(Message::Frame(fragment)) = Message::parse(kind, &self.scratch) else {
                     self.stats.drops.add(DropReason::Malformed);
                     return ClientEvent::Drop(DropReason::Malformed);
                 };
@@ -217,8 +275,12 @@ impl Client {
                     }
                 }
             }
-            Opened::RegisterAck { keepalive_secs } => {
+            Opened::RegisterAck {
+                keepalive_secs,
+                caps,
+            } => {
                 self.keepalive = Duration::from_secs(u64::from(keepalive_secs.max(1)));
+                self.relay_caps = caps;
                 if self.registered {
                     return ClientEvent::Nothing;
                 }
@@ -235,7 +297,8 @@ impl Client {
                     .last_sent
                     .is_some_and(|t| now.saturating_duration_since(t) < REGISTER_AGAIN_AFTER);
                 if was_registered || !recent {
-                    self.send_control(now, Message::Register { caps: 0 }, emit);
+                    let caps = self.caps();
+                    self.send_control(now, Message::Register { caps }, emit);
                 }
                 ClientEvent::Nothing
             }
@@ -260,8 +323,21 @@ impl Client {
             wire::open_cached(&self.cipher, &mut self.keys, datagram, &mut self.scratch)
                 .map_err(|e| e.drop_reason())?;
         let opened = match message {
-            Message::Frame(_) => Opened::Frame(header.session),
-            Message::RegisterAck { keepalive_secs, .. } => Opened::RegisterAck { keepalive_secs },
+            Message::Frame(f) => {
+                let kind = if f.vnet().is_some() {
+                    Kind::OffloadFrame
+                } else {
+                    Kind::Frame
+                };
+                Opened::Frame(header.session, kind)
+            }
+            Message::RegisterAck {
+                keepalive_secs,
+                caps,
+            } => Opened::RegisterAck {
+                keepalive_secs,
+                caps,
+            },
             Message::KeepaliveAck => Opened::KeepaliveAck,
             Message::NotRegistered => Opened::NotRegistered,
             // Only peers send these; a relay never forwards them.
@@ -292,7 +368,10 @@ impl Client {
         let (message, interval) = if self.registered {
             (Message::Keepalive, self.keepalive)
         } else {
-            (Message::Register { caps: 0 }, self.config.register_retry)
+            (
+                Message::Register { caps: self.caps() },
+                self.config.register_retry,
+            )
         };
         let due = self.last_sent.map_or(now, |t| t + interval);
         if now >= due {
@@ -316,8 +395,8 @@ impl Client {
 
 /// What an authenticated datagram carried, without borrowing it.
 enum Opened {
-    Frame(SessionId),
-    RegisterAck { keepalive_secs: u16 },
+    Frame(SessionId, Kind),
+    RegisterAck { keepalive_secs: u16, caps: u32 },
     KeepaliveAck,
     NotRegistered,
 }

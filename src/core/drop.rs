@@ -65,11 +65,15 @@ pub enum DropReason {
     LinkLocal,
     /// A LAN frame of a VLAN: the bridge carries the untagged LAN only.
     Vlan,
+    /// An offload frame (super-frame) for a peer that did not advertise it
+    /// can take one; its sender switches to plain frames at its next
+    /// keepalive.
+    NoOffload,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 27] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -97,6 +101,7 @@ impl DropReason {
         DropReason::PeerCap,
         DropReason::LinkLocal,
         DropReason::Vlan,
+        DropReason::NoOffload,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -129,6 +134,7 @@ impl DropReason {
             DropReason::PeerCap => "peer_cap",
             DropReason::LinkLocal => "link_local",
             DropReason::Vlan => "vlan",
+            DropReason::NoOffload => "no_offload",
         }
     }
 }

@@ -342,8 +342,8 @@ impl Net {
                 })
             });
         match event {
-            ClientEvent::Frame(frame) => {
-                let frame = frame.to_vec();
+            ClientEvent::Frame(r) => {
+                let frame = r.frame.to_vec();
                 cx.log(format!("{from}→{to} {label}"));
                 let port = if node.behind[0] == BRIDGE {
                     "nat"

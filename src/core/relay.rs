@@ -27,7 +27,9 @@ use std::{
 use crate::core::{
     drop::{DropCounters, DropReason},
     switch::{Route, Switch, SwitchConfig},
-    wire::{self, Cipher, KeyCache, Message, NetworkId, ReplayGuard, Sealer, SessionId},
+    wire::{
+        self, Cipher, KeyCache, Message, NetworkId, ReplayGuard, Sealer, SessionId, CAP_OFFLOAD,
+    },
 };
 
 /// Timers and limits of a relay.
@@ -119,6 +121,8 @@ pub struct PeerInfo {
 #[derive(Debug)]
 struct Peer {
     addr: SocketAddr,
+    /// Capabilities from its last Register.
+    caps: u32,
     last_seen: Instant,
     rx: u64,
 }
@@ -240,8 +244,10 @@ impl Relay {
             return Err(DropReason::Replayed);
         }
 
-        if let Message::Register { .. } = message {
-            if !net.peers.contains_key(&session) {
+        if let Message::Register { caps } = message {
+            if let Some(peer) = net.peers.get_mut(&session) {
+                peer.caps = caps;
+            } else {
                 if net.peers.len() >= self.config.max_peers {
                     return Err(DropReason::PeerCap);
                 }
@@ -255,6 +261,7 @@ impl Relay {
                     session,
                     Peer {
                         addr: from,
+                        caps,
                         last_seen: now,
                         rx: 0,
                     },
@@ -285,20 +292,18 @@ impl Relay {
         peer.addr = from;
         peer.last_seen = now;
         peer.rx += 1;
+        let peer_caps = peer.caps;
 
         match message {
             Message::Register { .. } => {
-                let keepalive_secs =
-                    self.config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
-                Self::seal_reply(
-                    &mut self.sealer,
-                    &net.cipher,
-                    Message::RegisterAck {
-                        caps: 0,
-                        keepalive_secs,
-                    },
-                    &mut self.reply,
-                )?;
+                Self::ack(&self.config, &mut self.sealer, net, &mut self.reply)?;
+                Ok(Decision::Reply)
+            }
+            // A peer that can take offload frames gets a RegisterAck for its
+            // keepalives too, so it learns when the network's capabilities
+            // change (a peer without them joined or left).
+            Message::Keepalive if peer_caps & CAP_OFFLOAD != 0 => {
+                Self::ack(&self.config, &mut self.sealer, net, &mut self.reply)?;
                 Ok(Decision::Reply)
             }
             Message::Keepalive => {
@@ -312,18 +317,26 @@ impl Relay {
             }
             Message::Frame(fragment) => {
                 self.targets.clear();
+                // Offload frames only go to peers that can take them (until
+                // the sender learns, at its next keepalive, that not all can).
+                let needs = if fragment.vnet().is_some() {
+                    CAP_OFFLOAD
+                } else {
+                    0
+                };
                 match net
                     .switch
                     .handle(now, session, fragment.src(), fragment.dst())
                 {
                     Route::Unicast(port) => match net.peers.get(&port) {
-                        Some(p) => self.targets.push(p.addr),
+                        Some(p) if p.caps & needs == needs => self.targets.push(p.addr),
+                        Some(_) => return Err(DropReason::NoOffload),
                         None => return Err(DropReason::NoDestination),
                     },
                     Route::Flood => self.targets.extend(
                         net.peers
                             .iter()
-                            .filter(|(s, _)| **s != session)
+                            .filter(|(s, p)| **s != session && p.caps & needs == needs)
                             .map(|(_, p)| p.addr),
                     ),
                     Route::Drop(reason) => return Err(reason),
@@ -338,6 +351,27 @@ impl Relay {
                 Err(DropReason::UnknownKind)
             }
         }
+    }
+
+    /// A RegisterAck with the keepalive interval and the capabilities every
+    /// peer of the network shares.
+    fn ack(
+        config: &RelayConfig,
+        sealer: &mut Sealer,
+        net: &Network,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
+        let keepalive_secs = config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
+        let caps = if net.peers.values().all(|p| p.caps & CAP_OFFLOAD != 0) {
+            CAP_OFFLOAD
+        } else {
+            0
+        };
+        let ack = Message::RegisterAck {
+            caps,
+            keepalive_secs,
+        };
+        Self::seal_reply(sealer, &net.cipher, ack, out)
     }
 
     fn seal_reply(
@@ -469,5 +503,133 @@ mod tests {
             relay.handle_datagram(t1, from, &later[0]),
             RelayAction::Reply(_)
         ));
+    }
+
+    /// What the relay answers `msg` from `from` with: the caps of a
+    /// RegisterAck, or None for any other answer.
+    fn ack_caps(
+        relay: &mut Relay,
+        cipher: &Cipher,
+        sealer: &mut Sealer,
+        from: SocketAddr,
+        msg: Message<'_>,
+        t: Instant,
+    ) -> Option<u32> {
+        let mut d = Vec::new();
+        sealer.seal(cipher, &msg, &mut d).unwrap();
+        let RelayAction::Reply(bytes) = relay.handle_datagram(t, from, &d) else {
+            panic!("no reply to {msg:?}");
+        };
+        let mut scratch = Vec::new();
+        match wire::open(cipher, bytes, &mut scratch).unwrap().1 {
+            Message::RegisterAck { caps, .. } => Some(caps),
+            _ => None,
+        }
+    }
+
+    /// Offload frames are negotiated per network: the ack says whether every
+    /// peer can take them, capable peers hear about a change at their next
+    /// keepalive, and the relay never hands one to a peer that can't.
+    #[test]
+    fn offload_is_negotiated_and_never_reaches_a_peer_without_it() {
+        let key = NetworkKey::from_bytes([7; 32]);
+        let cipher = Cipher::new(&key);
+        let t0 = Instant::now();
+        let mut relay = Relay::new(
+            RelayConfig::default(),
+            vec![cipher.clone()],
+            SessionId([1; 16]),
+        );
+        let addr = |i: u8| SocketAddr::from(([198, 51, 100, i], 5000));
+        let (mut a, mut b, mut old) = (
+            Sealer::new(SessionId([2; 16])),
+            Sealer::new(SessionId([3; 16])),
+            Sealer::new(SessionId([4; 16])),
+        );
+        let register = |caps| Message::Register { caps };
+        let r = &mut relay;
+        assert_eq!(
+            ack_caps(r, &cipher, &mut a, addr(1), register(CAP_OFFLOAD), t0),
+            Some(CAP_OFFLOAD)
+        );
+        assert_eq!(
+            ack_caps(r, &cipher, &mut b, addr(2), register(CAP_OFFLOAD), t0),
+            Some(CAP_OFFLOAD)
+        );
+        // A peer without the capability joins: it gets plain acks, and the
+        // capable ones learn at their next keepalive that not all can.
+        assert_eq!(
+            ack_caps(r, &cipher, &mut old, addr(3), register(0), t0),
+            Some(0)
+        );
+        assert_eq!(
+            ack_caps(r, &cipher, &mut old, addr(3), Message::Keepalive, t0),
+            None
+        );
+        assert_eq!(
+            ack_caps(r, &cipher, &mut a, addr(1), Message::Keepalive, t0),
+            Some(0)
+        );
+
+        // B's MAC is learned; A sends B and then everyone an offload frame.
+        let mut learn = frame();
+        learn[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
+        for d in sealed_frames_of(&cipher, &mut b, &learn, None) {
+            let _ = r.handle_datagram(t0, addr(2), &d);
+        }
+        let mut to_b = frame();
+        to_b[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
+        let vnet = Some([1, 1, 0, 0, 0xa8, 5, 34, 0, 16, 0]);
+        for d in sealed_frames_of(&cipher, &mut a, &to_b, vnet) {
+            assert_eq!(
+                r.handle_datagram(t0, addr(1), &d),
+                RelayAction::Forward(&[addr(2)])
+            );
+        }
+        for d in sealed_frames_of(&cipher, &mut a, &frame(), vnet) {
+            assert_eq!(
+                r.handle_datagram(t0, addr(1), &d),
+                RelayAction::Forward(&[addr(2)])
+            );
+        }
+        // The old peer's MAC is learned; a unicast offload frame to it drops.
+        let mut learn = frame();
+        learn[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
+        for d in sealed_frames_of(&cipher, &mut old, &learn, None) {
+            let _ = r.handle_datagram(t0, addr(3), &d);
+        }
+        let mut to_old = frame();
+        to_old[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
+        for d in sealed_frames_of(&cipher, &mut a, &to_old, vnet) {
+            assert_eq!(
+                r.handle_datagram(t0, addr(1), &d),
+                RelayAction::Drop(DropReason::NoOffload)
+            );
+        }
+        // A plain frame reaches everyone.
+        let mut forwarded = Vec::new();
+        for d in sealed_frames_of(&cipher, &mut a, &frame(), None) {
+            if let RelayAction::Forward(to) = r.handle_datagram(t0, addr(1), &d) {
+                forwarded = to.to_vec();
+            }
+        }
+        forwarded.sort();
+        assert_eq!(forwarded, [addr(2), addr(3)]);
+    }
+
+    fn sealed_frames_of(
+        cipher: &Cipher,
+        sealer: &mut Sealer,
+        frame: &[u8],
+        vnet: Option<[u8; wire::VNET_LEN]>,
+    ) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut emit = |d: &[u8]| out.push(d.to_vec());
+        match vnet {
+            Some(v) => sealer.seal_offload_frame(cipher, v, frame, DEFAULT_MAX_DATAGRAM, &mut emit),
+            None => sealer.seal_frame(cipher, frame, DEFAULT_MAX_DATAGRAM, &mut emit),
+        }
+        .unwrap();
+        out
     }
 }

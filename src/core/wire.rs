@@ -47,6 +47,14 @@ pub const TAG_LEN: usize = 16;
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of a Frame payload before its chunk: frame id, index, count, dst, src.
 pub const FRAG_HEADER_LEN: usize = 4 + 1 + 1 + 6 + 6;
+/// Length of the offload metadata (a `struct virtio_net_hdr`, see
+/// `core::offload::VnetHdr`) an OffloadFrame fragment carries.
+pub const VNET_LEN: usize = 10;
+/// Capability bit in Register and RegisterAck: the sender can take
+/// OffloadFrame messages (super-frames with their vnet header). In a
+/// RegisterAck it means every peer of the network can, so senders may use
+/// them.
+pub const CAP_OFFLOAD: u32 = 1;
 /// Length of an Ethernet header's two MAC addresses, repeated in every fragment.
 pub const MACS_LEN: usize = 12;
 /// Shortest frame that can be sealed: dst, src and EtherType.
@@ -401,6 +409,10 @@ pub enum Kind {
     NotRegistered = 5,
     /// Either way: one fragment of an Ethernet frame.
     Frame = 6,
+    /// Either way, between peers that negotiated [`CAP_OFFLOAD`]: one
+    /// fragment of a frame with offload metadata (a GSO super-frame of up
+    /// to 64 KiB, or a partial checksum).
+    OffloadFrame = 7,
 }
 
 impl Kind {
@@ -413,6 +425,7 @@ impl Kind {
             4 => Kind::KeepaliveAck,
             5 => Kind::NotRegistered,
             6 => Kind::Frame,
+            7 => Kind::OffloadFrame,
             _ => return None,
         })
     }
@@ -473,6 +486,8 @@ pub struct Fragment<'a> {
     frame_id: u32,
     index: u8,
     count: u8,
+    /// The offload metadata, in an OffloadFrame.
+    vnet: Option<[u8; VNET_LEN]>,
     /// `dst || src || chunk`, contiguous in the plaintext.
     macs_and_chunk: &'a [u8],
 }
@@ -480,7 +495,17 @@ pub struct Fragment<'a> {
 impl<'a> Fragment<'a> {
     /// Parses a Frame payload.
     pub fn parse(payload: &'a [u8]) -> Result<Fragment<'a>, WireError> {
-        if payload.len() < FRAG_HEADER_LEN {
+        Self::parse_kind(Kind::Frame, payload)
+    }
+
+    /// Parses a Frame or OffloadFrame payload.
+    fn parse_kind(kind: Kind, payload: &'a [u8]) -> Result<Fragment<'a>, WireError> {
+        let vnet_len = if kind == Kind::OffloadFrame {
+            VNET_LEN
+        } else {
+            0
+        };
+        if payload.len() < FRAG_HEADER_LEN + vnet_len {
             return Err(WireError::Malformed(
                 "frame payload shorter than its header",
             ));
@@ -493,11 +518,17 @@ impl<'a> Fragment<'a> {
         if index >= count {
             return Err(WireError::Malformed("fragment index not below count"));
         }
+        let vnet = (vnet_len > 0).then(|| {
+            let mut v = [0u8; VNET_LEN];
+            v.copy_from_slice(&payload[6..6 + VNET_LEN]);
+            v
+        });
         Ok(Fragment {
             frame_id,
             index,
             count,
-            macs_and_chunk: &payload[6..],
+            vnet,
+            macs_and_chunk: &payload[6 + vnet_len..],
         })
     }
 
@@ -529,6 +560,11 @@ impl<'a> Fragment<'a> {
     /// This fragment's part of the frame bytes after the two MACs.
     pub fn chunk(&self) -> &'a [u8] {
         &self.macs_and_chunk[MACS_LEN..]
+    }
+
+    /// The offload metadata (raw `virtio_net_hdr`) of an OffloadFrame.
+    pub fn vnet(&self) -> Option<[u8; VNET_LEN]> {
+        self.vnet
     }
 
     /// The whole Ethernet frame, if this is its only fragment.
@@ -571,6 +607,7 @@ impl Message<'_> {
             Message::Keepalive => Kind::Keepalive,
             Message::KeepaliveAck => Kind::KeepaliveAck,
             Message::NotRegistered => Kind::NotRegistered,
+            Message::Frame(f) if f.vnet.is_some() => Kind::OffloadFrame,
             Message::Frame(_) => Kind::Frame,
         }
     }
@@ -611,7 +648,9 @@ impl Message<'_> {
                 exact(0, "not-registered payload is not empty")?;
                 Message::NotRegistered
             }
-            Kind::Frame => Message::Frame(Fragment::parse(payload)?),
+            Kind::Frame | Kind::OffloadFrame => {
+                Message::Frame(Fragment::parse_kind(kind, payload)?)
+            }
         })
     }
 
@@ -630,6 +669,9 @@ impl Message<'_> {
             Message::Frame(f) => {
                 out.extend_from_slice(&f.frame_id.to_be_bytes());
                 out.extend_from_slice(&[f.index, f.count]);
+                if let Some(vnet) = &f.vnet {
+                    out.extend_from_slice(vnet);
+                }
                 out.extend_from_slice(f.macs_and_chunk);
             }
         }
@@ -713,16 +755,43 @@ impl Sealer {
         max_datagram: usize,
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, WireError> {
+        self.seal_fragments(cipher, None, frame, max_datagram, emit)
+    }
+
+    /// [`Sealer::seal_frame`] for a frame with offload metadata (a raw
+    /// `virtio_net_hdr`): OffloadFrame datagrams, only for a network whose
+    /// relay acknowledged [`CAP_OFFLOAD`].
+    // HOT PATH: one call per super-frame.
+    pub fn seal_offload_frame(
+        &mut self,
+        cipher: &Cipher,
+        vnet: [u8; VNET_LEN],
+        frame: &[u8],
+        max_datagram: usize,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, WireError> {
+        self.seal_fragments(cipher, Some(vnet), frame, max_datagram, emit)
+    }
+
+    fn seal_fragments(
+        &mut self,
+        cipher: &Cipher,
+        vnet: Option<[u8; VNET_LEN]>,
+        frame: &[u8],
+        max_datagram: usize,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, WireError> {
+        let vnet_len = vnet.map_or(0, |v| v.len());
         if frame.len() < MIN_FRAME {
             return Err(WireError::FrameTooShort);
         }
         if frame.len() > MAX_FRAME {
             return Err(WireError::TooBig);
         }
-        if max_datagram < MIN_MAX_DATAGRAM {
+        if max_datagram < MIN_MAX_DATAGRAM + vnet_len {
             return Err(WireError::DatagramLimitTooSmall(max_datagram));
         }
-        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN;
+        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN - vnet_len;
         let (macs, body) = frame.split_at(MACS_LEN);
         let count = body.len().div_ceil(room).max(1);
         if count > MAX_FRAGMENTS {
@@ -739,9 +808,17 @@ impl Sealer {
         let mut chunks = body.chunks(chunk_len);
         for index in 0..count {
             let chunk = chunks.next().unwrap_or_default();
-            self.start(cipher, Kind::Frame, &mut out)?;
+            let kind = if vnet.is_some() {
+                Kind::OffloadFrame
+            } else {
+                Kind::Frame
+            };
+            self.start(cipher, kind, &mut out)?;
             out.extend_from_slice(&frame_id.to_be_bytes());
             out.extend_from_slice(&[index as u8, count as u8]);
+            if let Some(vnet) = &vnet {
+                out.extend_from_slice(vnet);
+            }
             out.extend_from_slice(macs);
             out.extend_from_slice(chunk);
             self.finish(cipher, &mut out)?;
@@ -1015,6 +1092,16 @@ impl ReplayGuard {
     }
 }
 
+/// A whole frame out of [`Reassembler::push`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reassembled<'a> {
+    /// Its offload metadata (raw `virtio_net_hdr`), if it came as
+    /// OffloadFrame.
+    pub vnet: Option<[u8; VNET_LEN]>,
+    /// The Ethernet frame.
+    pub frame: &'a [u8],
+}
+
 /// One frame being reassembled.
 #[derive(Debug)]
 struct Pending {
@@ -1023,10 +1110,12 @@ struct Pending {
     count: u8,
     received: u8,
     macs: [u8; MACS_LEN],
+    vnet: Option<[u8; VNET_LEN]>,
     started: Instant,
     /// Bit `i` set once fragment `i` arrived.
     seen: [u64; 4],
-    /// Chunks in arrival order.
+    /// The two MACs, then the chunks in arrival order: the whole frame
+    /// already when they arrived in order (the usual case).
     data: Vec<u8>,
     /// Per fragment index: (start, len) in `data`.
     spans: Vec<(usize, usize)>,
@@ -1040,6 +1129,7 @@ impl Pending {
             count: 0,
             received: 0,
             macs: [0; MACS_LEN],
+            vnet: None,
             started: now,
             seen: [0; 4],
             data: Vec::new(),
@@ -1111,9 +1201,12 @@ impl Reassembler {
         now: Instant,
         session: SessionId,
         frag: &Fragment<'s>,
-    ) -> Result<Option<&'s [u8]>, WireError> {
-        if let Some(whole) = frag.as_whole_frame() {
-            return Ok(Some(whole));
+    ) -> Result<Option<Reassembled<'s>>, WireError> {
+        if let Some(frame) = frag.as_whole_frame() {
+            return Ok(Some(Reassembled {
+                vnet: frag.vnet,
+                frame,
+            }));
         }
         let found = self
             .pending
@@ -1136,9 +1229,11 @@ impl Reassembler {
                 p.count = frag.count;
                 p.received = 0;
                 p.macs.copy_from_slice(&frag.macs_and_chunk[..MACS_LEN]);
+                p.vnet = frag.vnet;
                 p.started = now;
                 p.seen = [0; 4];
                 p.data.clear();
+                p.data.extend_from_slice(&p.macs);
                 p.spans.clear();
                 p.spans.resize(frag.count as usize, (0, 0));
                 self.pending.push(p);
@@ -1146,7 +1241,10 @@ impl Reassembler {
             }
         };
         let p = &mut self.pending[at];
-        if p.count != frag.count || p.macs[..] != frag.macs_and_chunk[..MACS_LEN] {
+        if p.count != frag.count
+            || p.macs[..] != frag.macs_and_chunk[..MACS_LEN]
+            || p.vnet != frag.vnet
+        {
             self.recycle(at);
             return Err(WireError::Malformed(
                 "fragment disagrees with earlier fragments",
@@ -1161,7 +1259,7 @@ impl Reassembler {
             };
         }
         let chunk = frag.chunk();
-        if MACS_LEN + p.data.len() + chunk.len() > MAX_FRAME {
+        if p.data.len() + chunk.len() > MAX_FRAME {
             self.recycle(at);
             return Err(WireError::TooBig);
         }
@@ -1176,14 +1274,29 @@ impl Reassembler {
                 Ok(None)
             };
         }
-        let done = self.pending.swap_remove(at);
-        self.out.clear();
-        self.out.extend_from_slice(&done.macs);
-        for &(start, len) in &done.spans {
-            self.out.extend_from_slice(&done.data[start..start + len]);
+        let mut done = self.pending.swap_remove(at);
+        let mut next = MACS_LEN;
+        let in_order = done.spans.iter().all(|&(start, len)| {
+            let ok = start == next;
+            next += len;
+            ok
+        });
+        if in_order {
+            // `data` is the frame: hand it over, keep `out`'s buffer for reuse.
+            std::mem::swap(&mut self.out, &mut done.data);
+        } else {
+            self.out.clear();
+            self.out.extend_from_slice(&done.macs);
+            for &(start, len) in &done.spans {
+                self.out.extend_from_slice(&done.data[start..start + len]);
+            }
         }
+        let vnet = done.vnet;
         self.free.push(done);
-        Ok(Some(&self.out))
+        Ok(Some(Reassembled {
+            vnet,
+            frame: &self.out,
+        }))
     }
 
     /// Drops frames that have been pending for `max_age` or longer; returns
@@ -1333,7 +1446,7 @@ mod tests {
                 panic!("not a frame: {msg:?}")
             };
             if let Some(frame) = r.push(now, header.session, &frag).unwrap() {
-                frames.push(frame.to_vec());
+                frames.push(frame.frame.to_vec());
             }
         }
         frames
@@ -1460,8 +1573,8 @@ mod tests {
         bad[1] = 0;
         assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(0)));
         let mut bad = datagram.clone();
-        bad[1] = 7;
-        assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(7)));
+        bad[1] = 8;
+        assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(8)));
         let mut bad = datagram.clone();
         bad[3] = 1;
         assert_eq!(peek_header(&bad), Err(WireError::BadFlags));
@@ -1813,7 +1926,7 @@ mod tests {
                 unreachable!()
             };
             r.push(t0 + Duration::from_secs(at), h.session, &f)
-                .map(|o| o.map(<[u8]>::to_vec))
+                .map(|o| o.map(|x| x.frame.to_vec()))
         };
         assert_eq!(push(&mut r, 0, &firsts[0][0]), Ok(None));
         assert_eq!(push(&mut r, 1, &firsts[1][0]), Ok(None));
@@ -2089,5 +2202,80 @@ mod tests {
         ciphertext cb100c5f
         tag        1709d89898bf5b02342758e3d50058f3
         ");
+    }
+
+    /// A 64 KiB super-frame with offload metadata crosses whole: the vnet
+    /// header survives, fragments in any order give back the same bytes, and
+    /// a fragment whose metadata disagrees spoils the frame.
+    #[test]
+    fn offload_frames_carry_their_metadata() {
+        let c = cipher();
+        let mut sealer = Sealer::new(SessionId([5; 16]));
+        let frame = test_frame(65_000);
+        let vnet = [1, 1, 0, 0, 0xa8, 5, 34, 0, 16, 0];
+        let mut datagrams = Vec::new();
+        sealer
+            .seal_offload_frame(&c, vnet, &frame, 1400, &mut |d| datagrams.push(d.to_vec()))
+            .unwrap();
+        assert_eq!(
+            datagrams.len(),
+            65_000usize.div_ceil(1400 - OVERHEAD - FRAG_HEADER_LEN - VNET_LEN)
+        );
+        assert!(datagrams
+            .iter()
+            .all(|d| d.len() <= 1400 && d[1] == Kind::OffloadFrame as u8));
+        // Every datagram but the last has the same size (UDP GSO needs it).
+        let first = datagrams[0].len();
+        assert!(datagrams[..datagrams.len() - 1]
+            .iter()
+            .all(|d| d.len() == first));
+        let now = Instant::now();
+        let mut scratch = Vec::new();
+        for order in [false, true] {
+            let mut r = Reassembler::default();
+            let mut ds = datagrams.clone();
+            if order {
+                ds.reverse();
+                ds.swap(3, 9);
+            }
+            let mut got = None;
+            for d in &ds {
+                let (h, msg) = open(&c, d, &mut scratch).unwrap();
+                let Message::Frame(f) = msg else {
+                    unreachable!()
+                };
+                assert_eq!(f.vnet(), Some(vnet));
+                if let Some(done) = r.push(now, h.session, &f).unwrap() {
+                    got = Some((done.vnet, done.frame.to_vec()));
+                }
+            }
+            assert_eq!(got, Some((Some(vnet), frame.clone())), "reversed: {order}");
+        }
+        // A plain fragment of the same frame id disagrees with an offload one.
+        let mut plain = Vec::new();
+        let mut sealer2 = Sealer::new(SessionId([5; 16]));
+        sealer2.counter = sealer.counter;
+        sealer2.next_frame_id = sealer.next_frame_id;
+        sealer2
+            .seal_frame(&c, &frame, 1400, &mut |d| plain.push(d.to_vec()))
+            .unwrap();
+        let mut offload = Vec::new();
+        sealer
+            .seal_offload_frame(&c, vnet, &frame, 1400, &mut |d| offload.push(d.to_vec()))
+            .unwrap();
+        let mut r = Reassembler::default();
+        let (h, msg) = open(&c, &offload[0], &mut scratch).unwrap();
+        let Message::Frame(f) = msg else {
+            unreachable!()
+        };
+        assert_eq!(r.push(now, h.session, &f).unwrap(), None);
+        let (h, msg) = open(&c, &plain[1], &mut scratch).unwrap();
+        let Message::Frame(f) = msg else {
+            unreachable!()
+        };
+        assert!(matches!(
+            r.push(now, h.session, &f),
+            Err(WireError::Malformed(_))
+        ));
     }
 }
