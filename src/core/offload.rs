@@ -143,13 +143,34 @@ impl VnetHdr {
         csum_offset: 0,
     };
 
-    /// Reads the header from the first [`VnetHdr::LEN`] bytes of `buf`.
+    /// Reads the header from the first [`VnetHdr::LEN`] bytes of `buf`, in
+    /// the host's byte order (as the kernel gives it).
     pub fn parse(buf: &[u8]) -> Result<Self, OffloadError> {
+        Self::decode(buf, u16::from_ne_bytes)
+    }
+
+    /// The header as bytes in the host's byte order (as the kernel takes it).
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        self.encode(u16::to_ne_bytes)
+    }
+
+    /// Reads the header as an OffloadFrame carries it (little-endian,
+    /// docs/protocol.md).
+    pub fn from_wire(buf: &[u8]) -> Result<Self, OffloadError> {
+        Self::decode(buf, u16::from_le_bytes)
+    }
+
+    /// The header as an OffloadFrame carries it (little-endian).
+    pub fn to_wire(&self) -> [u8; Self::LEN] {
+        self.encode(u16::to_le_bytes)
+    }
+
+    fn decode(buf: &[u8], u16_from: fn([u8; 2]) -> u16) -> Result<Self, OffloadError> {
         let b: &[u8; Self::LEN] = buf
             .get(..Self::LEN)
             .and_then(|b| b.try_into().ok())
             .ok_or(OffloadError::Truncated)?;
-        let u16_at = |at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+        let u16_at = |at: usize| u16_from([b[at], b[at + 1]]);
         Ok(VnetHdr {
             flags: b[0],
             gso_type: b[1],
@@ -160,15 +181,14 @@ impl VnetHdr {
         })
     }
 
-    /// The header as bytes.
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+    fn encode(&self, u16_to: fn(u16) -> [u8; 2]) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0] = self.flags;
         b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b[2..4].copy_from_slice(&u16_to(self.hdr_len));
+        b[4..6].copy_from_slice(&u16_to(self.gso_size));
+        b[6..8].copy_from_slice(&u16_to(self.csum_start));
+        b[8..10].copy_from_slice(&u16_to(self.csum_offset));
         b
     }
 
