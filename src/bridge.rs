@@ -89,7 +89,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             Overlay::Relay(Box::new(uplink))
         }
         (None, Some(name)) => {
-            let tap = Tap::open(name)?;
+            let tap = Tap::open(name, false)?;
             let tap_index = netlink.index(tap.name()).await?;
             netlink
                 .configure(tap_index, tap.name(), None, Some(mtu))
@@ -352,7 +352,7 @@ async fn overlay_recv(
     match overlay {
         Overlay::Relay(uplink) => uplink.recv(buf).await,
         Overlay::Tap(tap) => {
-            let n = tap.recv(buf).await?;
+            let (_hdr, n) = tap.recv(buf).await?;
             Ok((n, ([0, 0, 0, 0], 0).into()))
         }
     }

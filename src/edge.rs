@@ -28,7 +28,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
         return Ok(());
     };
 
-    let tap = Tap::open(&args.tap)?;
+    let tap = Tap::open(&args.tap, false)?;
     let netlink = Netlink::connect()?;
     let index = netlink.index(tap.name()).await?;
     netlink
@@ -54,7 +54,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 break;
             }
             r = tap.recv(&mut tap_buf) => {
-                let n = r.with_context(|| format!("cannot read from TAP {}", tap.name()))?;
+                let (_hdr, n) = r.with_context(|| format!("cannot read from TAP {}", tap.name()))?;
                 uplink.send_frame(&tap_buf[..n]);
             }
             r = uplink.recv(&mut udp_buf) => {
