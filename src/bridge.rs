@@ -52,16 +52,35 @@ enum Overlay {
 struct LocalDrops(DropCounters, bool);
 
 impl Overlay {
-    /// Sends a frame into the overlay.
+    /// Sends a frame, with the offload metadata it was captured with, into
+    /// the overlay; what can't take it whole gets it finished (checksum,
+    /// segments of at most `mtu`).
     // HOT PATH
-    fn send(&mut self, frame: &[u8], drops: &mut LocalDrops) {
+    fn send(
+        &mut self,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        mtu: usize,
+        seg_buf: &mut Vec<u8>,
+        drops: &mut LocalDrops,
+    ) {
         match self {
-            Overlay::Relay(uplink) => uplink.send_frame(frame),
-            Overlay::Tap(tap) => match tap.try_send(frame) {
-                Ok(_) => {}
-                Err(e) if tap::is_gone(&e) => drops.1 = true,
-                Err(_) => drops.0.add(DropReason::SendFailed),
-            },
+            Overlay::Relay(uplink) => uplink.send_frame(hdr, frame, mtu),
+            Overlay::Tap(tap) => {
+                let whole_ok = tap.offload();
+                let result =
+                    offload::deliver(hdr, frame, whole_ok, mtu, seg_buf, &mut |h, f| match tap
+                        .try_send_offload(h, f)
+                    {
+                        Ok(_) => {}
+                        Err(e) if tap::is_gone(&e) => drops.1 = true,
+                        Err(_) => drops.0.add(DropReason::SendFailed),
+                    });
+                if let Err(e) = result {
+                    debug!("cannot pass on a {}-byte frame: {e}", frame.len());
+                    drops.0.add(e.drop_reason());
+                }
+            }
         }
     }
 }
@@ -89,7 +108,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             Overlay::Relay(Box::new(uplink))
         }
         (None, Some(name)) => {
-            let tap = Tap::open(name, false)?;
+            let tap = Tap::open(name, !args.tuning.no_offload)?;
             let tap_index = netlink.index(tap.name()).await?;
             netlink
                 .configure(tap_index, tap.name(), None, Some(mtu))
@@ -156,36 +175,34 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 if nat.handle_lan(now, meta, frame) != Verdict::Forward {
                     continue;
                 }
-                // Completes a partial checksum and cuts a GSO super-frame into
-                // MTU-sized segments; a plain frame passes through.
-                let result = offload::segment(&hdr, frame, mtu as usize, &mut seg_buf, &mut |seg| {
-                    overlay.send(seg, &mut local)
-                });
-                if let Err(e) = result {
-                    debug!("cannot pass on a {}-byte frame: {e}", frame.len());
-                    local.0.add(e.drop_reason());
-                }
+                overlay.send(&hdr, frame, mtu as usize, &mut seg_buf, &mut local);
             }
             r = overlay_recv(&overlay, &mut ovl_buf) => {
                 let now = Instant::now();
-                let frame: &[u8] = match (&mut overlay, r) {
-                    (Overlay::Relay(uplink), Ok((n, from))) => {
+                let (hdr, frame): (VnetHdr, &[u8]) = match (&mut overlay, r) {
+                    (Overlay::Relay(uplink), Ok((n, from, _))) => {
                         match uplink.handle_datagram(now, from, &ovl_buf[..n]) {
-                            Some(r) => r.frame,
+                            Some(r) => match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
+                                Ok(hdr) => (hdr.unwrap_or(VnetHdr::NONE), r.frame),
+                                Err(e) => {
+                                    local.0.add(e.drop_reason());
+                                    continue;
+                                }
+                            },
                             None => {
                                 uplink.after_event();
                                 continue;
                             }
                         }
                     }
-                    (Overlay::Tap(_), Ok((n, _))) => &ovl_buf[..n],
+                    (Overlay::Tap(_), Ok((n, _, hdr))) => (hdr, &ovl_buf[..n]),
                     (_, Err(e)) => {
                         debug!("overlay recv: {}", plain(&e));
                         continue;
                     }
                 };
                 // HOT PATH
-                if frame.len() > max_frame {
+                if frame.len() > max_frame && hdr.gso_type == 0 {
                     if !warned_too_big {
                         warned_too_big = true;
                         warn!(
@@ -199,13 +216,21 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                     local.0.add(DropReason::TooBig);
                     continue;
                 }
-                let len = VnetHdr::LEN + frame.len();
-                out_buf[..VnetHdr::LEN].fill(0);
-                out_buf[VnetHdr::LEN..len].copy_from_slice(frame);
-                match nat.handle_overlay(now, false, &mut out_buf[VnetHdr::LEN..len]) {
+                let Some(out) = out_buf.get_mut(..frame.len()) else {
+                    local.0.add(DropReason::TooBig);
+                    continue;
+                };
+                out.copy_from_slice(frame);
+                match nat.handle_overlay(now, hdr.needs_csum(), out) {
                     Verdict::Forward => {
-                        if lan.try_send(&out_buf[..len]).is_err() {
-                            local.0.add(DropReason::SendFailed);
+                        // A super-frame goes out whole; the kernel segments it.
+                        let result = offload::deliver(&hdr, out, true, mtu as usize, &mut seg_buf, &mut |h, f| {
+                            if lan.try_send_offload(h, f).is_err() {
+                                local.0.add(DropReason::SendFailed);
+                            }
+                        });
+                        if let Err(e) = result {
+                            local.0.add(e.drop_reason());
                         }
                     }
                     Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
@@ -348,12 +373,15 @@ impl RateLimit {
 async fn overlay_recv(
     overlay: &Overlay,
     buf: &mut [u8],
-) -> std::io::Result<(usize, std::net::SocketAddr)> {
+) -> std::io::Result<(usize, std::net::SocketAddr, VnetHdr)> {
     match overlay {
-        Overlay::Relay(uplink) => uplink.recv(buf).await,
+        Overlay::Relay(uplink) => {
+            let (n, from) = uplink.recv(buf).await?;
+            Ok((n, from, VnetHdr::NONE))
+        }
         Overlay::Tap(tap) => {
-            let (_hdr, n) = tap.recv(buf).await?;
-            Ok((n, ([0, 0, 0, 0], 0).into()))
+            let (hdr, n) = tap.recv(buf).await?;
+            Ok((n, ([0, 0, 0, 0], 0).into(), hdr))
         }
     }
 }

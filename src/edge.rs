@@ -1,6 +1,6 @@
 //! The edge driver: a TAP device on one side, the relay on the other.
 
-use std::time::Instant;
+use std::{io, time::Instant};
 
 use anyhow::Context;
 use tracing::{debug, info};
@@ -8,7 +8,11 @@ use tracing::{debug, info};
 use crate::{
     cli::{read_key_file, EdgeArgs},
     control::Ops,
-    core::{drop::DropReason, mac::MacAddr},
+    core::{
+        drop::DropReason,
+        mac::MacAddr,
+        offload::{self, VnetHdr},
+    },
     io::{
         netlink::Netlink,
         plain,
@@ -28,7 +32,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
         return Ok(());
     };
 
-    let tap = Tap::open(&args.tap, false)?;
+    let tap = Tap::open(&args.tap, !args.tuning.no_offload)?;
     let netlink = Netlink::connect()?;
     let index = netlink.index(tap.name()).await?;
     netlink
@@ -45,6 +49,8 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
 
     let mut tap_buf = vec![0u8; 65536 + 64];
     let mut udp_buf = vec![0u8; 65536];
+    let mut seg_buf = Vec::with_capacity(2048);
+    let mtu = args.mtu as usize;
     let mut next_poll = Instant::now();
     loop {
         let sleep = tokio::time::sleep_until(next_poll.into());
@@ -54,8 +60,19 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 break;
             }
             r = tap.recv(&mut tap_buf) => {
-                let (_hdr, n) = r.with_context(|| format!("cannot read from TAP {}", tap.name()))?;
-                uplink.send_frame(&tap_buf[..n]);
+                let (hdr, n) = match r {
+                    Ok(v) => v,
+                    // A vnet header the kernel should never write.
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        uplink.count_drop(DropReason::Malformed);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot read from TAP {}", tap.name()));
+                    }
+                };
+                // HOT PATH
+                uplink.send_frame(&hdr, &tap_buf[..n], mtu);
             }
             r = uplink.recv(&mut udp_buf) => {
                 let (n, from) = match r {
@@ -65,13 +82,30 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 };
+                // HOT PATH
                 if let Some(r) = uplink.handle_datagram(Instant::now(), from, &udp_buf[..n]) {
-                    match tap.try_send(r.frame) {
-                        Ok(_) => {}
-                        Err(e) if tap::is_gone(&e) => {
-                            return Err(tap.gone_error().into());
+                    let (mut gone, mut dropped) = (false, None);
+                    match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
+                        Ok(hdr) => {
+                            let hdr = hdr.unwrap_or(VnetHdr::NONE);
+                            let sent = offload::deliver(&hdr, r.frame, tap.offload(), mtu, &mut seg_buf, &mut |h, f| {
+                                match tap.try_send_offload(h, f) {
+                                    Ok(_) => {}
+                                    Err(e) if tap::is_gone(&e) => gone = true,
+                                    Err(_) => dropped = Some(DropReason::SendFailed),
+                                }
+                            });
+                            if let Err(e) = sent {
+                                dropped = Some(e.drop_reason());
+                            }
                         }
-                        Err(_) => uplink.count_drop(DropReason::SendFailed),
+                        Err(e) => dropped = Some(e.drop_reason()),
+                    }
+                    if gone {
+                        return Err(tap.gone_error().into());
+                    }
+                    if let Some(reason) = dropped {
+                        uplink.count_drop(reason);
                     }
                 }
             }

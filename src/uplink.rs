@@ -16,6 +16,7 @@ use crate::{
     core::{
         client::{Client, ClientConfig, ClientEvent},
         drop::DropReason,
+        offload::{self, VnetHdr},
         wire::{Cipher, NetworkKey, Reassembled, SessionId},
     },
     io::{plain, udp},
@@ -54,6 +55,8 @@ pub struct Uplink {
     unregistered_since: Option<Instant>,
     last_lookup: Instant,
     failed_sends: u64,
+    /// Scratch for segmenting super-frames the network can't carry whole.
+    seg_buf: Vec<u8>,
     was_registered: bool,
     drops: DropReport,
 }
@@ -76,6 +79,7 @@ impl Uplink {
         let socket = udp::bind(local).await?;
         let config = ClientConfig {
             max_datagram: usize::from(tuning.max_datagram),
+            offload: !tuning.no_offload,
             ..ClientConfig::default()
         };
         let client = Client::new(config, Cipher::new(key), SessionId::random(), relay);
@@ -87,6 +91,7 @@ impl Uplink {
             unregistered_since: None,
             last_lookup: Instant::now(),
             failed_sends: 0,
+            seg_buf: Vec::with_capacity(2048),
             was_registered: false,
             drops: DropReport::new("datagrams from the relay", Instant::now()),
         })
@@ -116,15 +121,33 @@ impl Uplink {
         self.socket.recv_from(buf).await
     }
 
-    /// Seals a local frame and sends it to the relay.
+    /// Seals a local frame, with the offload metadata its device gave
+    /// (`VnetHdr::NONE` for a plain frame), and sends it to the relay. A
+    /// super-frame or a partial checksum goes as it is when the network
+    /// negotiated offload frames; otherwise it is finished here (checksum,
+    /// segments of at most `mtu`) and sent as plain frames.
     // HOT PATH
-    pub fn send_frame(&mut self, frame: &[u8]) {
+    pub fn send_frame(&mut self, hdr: &VnetHdr, frame: &[u8], mtu: usize) {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
-        let _ = self.client.handle_frame(frame, &mut |d| {
+        let mut send = |d: &[u8]| {
             if socket.try_send_to(d, relay).is_err() {
                 *failed += 1;
             }
-        });
+        };
+        let client = &mut self.client;
+        if *hdr == VnetHdr::NONE {
+            let _ = client.handle_frame(frame, &mut send);
+        } else if client.offload_ok() && hdr.needs_csum() {
+            let _ = client.handle_offload_frame(hdr.to_wire(), frame, &mut send);
+        } else {
+            let result = offload::segment(hdr, frame, mtu, &mut self.seg_buf, &mut |seg| {
+                let _ = client.handle_frame(seg, &mut send);
+            });
+            if let Err(e) = result {
+                debug!("cannot pass on a {}-byte frame: {e}", frame.len());
+                client.count_drops(e.drop_reason(), 1);
+            }
+        }
     }
 
     /// Handles one received datagram; returns the frame it completed, if any.

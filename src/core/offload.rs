@@ -356,6 +356,44 @@ pub fn segment(
     Ok(layout.emit_segments(frame, kind, chunk, out, emit))
 }
 
+/// True when the kernel may be handed `frame` whole with `hdr` for a link
+/// of this `mtu`: not a super-frame, or one whose segments (headers plus
+/// `gso_size` bytes) fit the MTU. The kernel segments a super-frame by
+/// `gso_size` without looking at the MTU, so one from a host with a larger
+/// MTU must be cut by [`segment`] instead.
+pub fn segments_fit(hdr: &VnetHdr, frame: &[u8], mtu: usize) -> bool {
+    let kind = match hdr.gso() {
+        Ok(GsoType::None) => return true,
+        Ok(GsoType::TcpV4) => L4::Tcp(Family::V4),
+        Ok(GsoType::TcpV6) => L4::Tcp(Family::V6),
+        Ok(GsoType::UdpL4) => L4::Udp,
+        Ok(GsoType::Udp) | Err(_) => return false,
+    };
+    Layout::parse(frame, kind)
+        .is_ok_and(|l| l.l4 + l.l4_hdr_len - l.l3 + usize::from(hdr.gso_size) <= mtu)
+}
+
+/// Hands a frame with its offload metadata to a device: whole, with `hdr`,
+/// when the device takes vnet headers (`whole_ok`) and the segments fit its
+/// `mtu` ([`segments_fit`]); otherwise finished here ([`segment`]) and
+/// emitted piece by piece with [`VnetHdr::NONE`]. Returns how many frames
+/// were emitted.
+// HOT PATH
+pub fn deliver(
+    hdr: &VnetHdr,
+    frame: &[u8],
+    whole_ok: bool,
+    mtu: usize,
+    out: &mut Vec<u8>,
+    emit: &mut dyn FnMut(&VnetHdr, &[u8]),
+) -> Result<usize, OffloadError> {
+    if *hdr == VnetHdr::NONE || (whole_ok && segments_fit(hdr, frame, mtu)) {
+        emit(hdr, frame);
+        return Ok(1);
+    }
+    segment(hdr, frame, mtu, out, &mut |seg| emit(&VnetHdr::NONE, seg))
+}
+
 /// [`segment`] for a frame without a GSO type.
 fn pass_through(
     hdr: &VnetHdr,

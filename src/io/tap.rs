@@ -184,7 +184,7 @@ fn open_vnet(name: &str) -> Result<(Dev, String), IoError> {
         .read(true)
         .write(true)
         .open("/dev/net/tun")
-        .map_err(|e| open_error("cannot open /dev/net/tun for TAP", name, e))?;
+        .map_err(|e| open_error("cannot create TAP", name, e))?;
     let fd = file.as_raw_fd();
 
     // SAFETY: all-zero is a valid ifreq.
