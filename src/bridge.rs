@@ -30,6 +30,7 @@ use crate::{
         packet_socket::{Captured, PacketSocket},
         plain,
         tap::{self, Tap},
+        udp::Received,
     },
     report::DropReport,
     signals::Shutdown,
@@ -168,67 +169,69 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             }
             r = overlay_recv(&overlay, &mut ovl_buf) => {
                 let now = Instant::now();
-                let frame: &[u8] = match (&mut overlay, r) {
-                    (Overlay::Relay(uplink), Ok((n, from))) => {
-                        match uplink.handle_datagram(now, from, &ovl_buf[..n]) {
-                            Some(frame) => frame,
-                            None => {
-                                uplink.after_event();
-                                continue;
-                            }
-                        }
-                    }
-                    (Overlay::Tap(_), Ok((n, _))) => &ovl_buf[..n],
-                    (_, Err(e)) => {
+                let received = match r {
+                    Ok(v) => v,
+                    Err(e) => {
                         debug!("overlay recv: {}", plain(&e));
                         continue;
                     }
                 };
-                // HOT PATH
-                if frame.len() > max_frame {
-                    if !warned_too_big {
-                        warned_too_big = true;
-                        warn!(
-                            "dropped a {}-byte frame from the overlay: larger than {}'s MTU \
-                             of {mtu}; give the virtual hosts the LAN's MTU (repeats are \
-                             counted as 'too_big')",
-                            frame.len(),
-                            args.iface
-                        );
-                    }
-                    local.0.add(DropReason::TooBig);
-                    continue;
-                }
-                let len = VnetHdr::LEN + frame.len();
-                out_buf[..VnetHdr::LEN].fill(0);
-                out_buf[VnetHdr::LEN..len].copy_from_slice(frame);
-                match nat.handle_overlay(now, false, &mut out_buf[VnetHdr::LEN..len]) {
-                    Verdict::Forward => {
-                        if lan.try_send(&out_buf[..len]).is_err() {
-                            local.0.add(DropReason::SendFailed);
-                        }
-                    }
-                    Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
-                        warn!(
-                            "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
-                             cannot deliver into its own host's stack, so this host and the \
-                             virtual hosts can't talk through {} (give this host an edge if it \
-                             needs to reach them)",
-                            args.iface
-                        );
-                    }
-                    Verdict::Drop(DropReason::Spoofed) => {
-                        if let Some((ip, mac)) = nat.take_spoofed() {
-                            if spoof_log.first_in_a_while(ip, now) {
-                                warn!(
-                                    %ip, virtual_mac = %mac,
-                                    "refused: a virtual host claims an address of this host or \
-                                     of a live LAN host (repeats are counted as 'spoofed')"
-                                );
+                for datagram in received.datagrams(&ovl_buf) {
+                    let frame: &[u8] = match &mut overlay {
+                        Overlay::Relay(uplink) => {
+                            match uplink.handle_datagram(now, received.from, datagram) {
+                                Some(frame) => frame,
+                                None => continue,
                             }
                         }
+                        Overlay::Tap(_) => datagram,
+                    };
+                    // HOT PATH
+                    if frame.len() > max_frame {
+                        if !warned_too_big {
+                            warned_too_big = true;
+                            warn!(
+                                "dropped a {}-byte frame from the overlay: larger than {}'s MTU \
+                                 of {mtu}; give the virtual hosts the LAN's MTU (repeats are \
+                                 counted as 'too_big')",
+                                frame.len(),
+                                args.iface
+                            );
+                        }
+                        local.0.add(DropReason::TooBig);
+                        continue;
                     }
-                    Verdict::Drop(_) => {}
+                    let len = VnetHdr::LEN + frame.len();
+                    out_buf[..VnetHdr::LEN].fill(0);
+                    out_buf[VnetHdr::LEN..len].copy_from_slice(frame);
+                    match nat.handle_overlay(now, false, &mut out_buf[VnetHdr::LEN..len]) {
+                        Verdict::Forward => {
+                            if lan.try_send(&out_buf[..len]).is_err() {
+                                local.0.add(DropReason::SendFailed);
+                            }
+                        }
+                        Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
+                            warn!(
+                                "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
+                                 cannot deliver into its own host's stack, so this host and the \
+                                 virtual hosts can't talk through {} (give this host an edge if it \
+                                 needs to reach them)",
+                                args.iface
+                            );
+                        }
+                        Verdict::Drop(DropReason::Spoofed) => {
+                            if let Some((ip, mac)) = nat.take_spoofed() {
+                                if spoof_log.first_in_a_while(ip, now) {
+                                    warn!(
+                                        %ip, virtual_mac = %mac,
+                                        "refused: a virtual host claims an address of this host or \
+                                         of a live LAN host (repeats are counted as 'spoofed')"
+                                    );
+                                }
+                            }
+                        }
+                        Verdict::Drop(_) => {}
+                    }
                 }
             }
             _ = sleep => {
@@ -345,15 +348,17 @@ impl RateLimit {
 }
 
 /// Waits for the next datagram (relay) or frame (TAP).
-async fn overlay_recv(
-    overlay: &Overlay,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, std::net::SocketAddr)> {
+async fn overlay_recv(overlay: &Overlay, buf: &mut [u8]) -> std::io::Result<Received> {
     match overlay {
         Overlay::Relay(uplink) => uplink.recv(buf).await,
         Overlay::Tap(tap) => {
             let n = tap.recv(buf).await?;
-            Ok((n, ([0, 0, 0, 0], 0).into()))
+            Ok(Received {
+                len: n,
+                segment: n,
+                from: ([0, 0, 0, 0], 0).into(),
+                local: None,
+            })
         }
     }
 }

@@ -58,20 +58,22 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 uplink.send_frame(&tap_buf[..n]);
             }
             r = uplink.recv(&mut udp_buf) => {
-                let (n, from) = match r {
+                let received = match r {
                     Ok(v) => v,
                     Err(e) => {
                         debug!("recv: {}", plain(&e));
                         continue;
                     }
                 };
-                if let Some(frame) = uplink.handle_datagram(Instant::now(), from, &udp_buf[..n]) {
-                    match tap.try_send(frame) {
-                        Ok(_) => {}
-                        Err(e) if tap::is_gone(&e) => {
-                            return Err(tap.gone_error().into());
+                for datagram in received.datagrams(&udp_buf) {
+                    if let Some(frame) = uplink.handle_datagram(Instant::now(), received.from, datagram) {
+                        match tap.try_send(frame) {
+                            Ok(_) => {}
+                            Err(e) if tap::is_gone(&e) => {
+                                return Err(tap.gone_error().into());
+                            }
+                            Err(_) => uplink.count_drop(DropReason::SendFailed),
                         }
-                        Err(_) => uplink.count_drop(DropReason::SendFailed),
                     }
                 }
             }

@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio::net::UdpSocket;
 use tracing::{debug, info, trace, warn};
 
 use crate::{
@@ -18,7 +17,10 @@ use crate::{
         drop::DropReason,
         wire::{Cipher, NetworkKey, SessionId},
     },
-    io::{plain, udp},
+    io::{
+        plain,
+        udp::{Received, Socket},
+    },
     report::DropReport,
     status::UplinkStatus,
 };
@@ -46,7 +48,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection to the relay.
 pub struct Uplink {
     client: Client,
-    socket: UdpSocket,
+    socket: Socket,
     relay: SocketAddr,
     /// The relay as the user gave it (a name is looked up again when the
     /// relay stops answering: it may have moved).
@@ -73,7 +75,7 @@ impl Uplink {
         } else {
             "[::]:0".parse()?
         };
-        let socket = udp::bind(local).await?;
+        let socket = Socket::bind(local, false).await?;
         let config = ClientConfig {
             max_datagram: usize::from(tuning.max_datagram),
             ..ClientConfig::default()
@@ -111,9 +113,10 @@ impl Uplink {
         )
     }
 
-    /// Waits for a datagram.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.socket.recv_from(buf).await
+    /// Waits for a datagram or a GRO batch of them (see
+    /// [`Received::datagrams`]); `buf` should hold 64 KiB.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.socket.recv(buf).await
     }
 
     /// Seals a local frame and sends it to the relay.
@@ -121,7 +124,7 @@ impl Uplink {
     pub fn send_frame(&mut self, frame: &[u8]) {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         let _ = self.client.handle_frame(frame, &mut |d| {
-            if socket.try_send_to(d, relay).is_err() {
+            if socket.try_send(d, relay, None).is_err() {
                 *failed += 1;
             }
         });
@@ -137,7 +140,7 @@ impl Uplink {
     ) -> Option<&[u8]> {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         match self.client.handle_datagram(now, from, datagram, &mut |d| {
-            if socket.try_send_to(d, relay).is_err() {
+            if socket.try_send(d, relay, None).is_err() {
                 *failed += 1;
             }
         }) {
@@ -166,7 +169,7 @@ impl Uplink {
         }
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         let next = self.client.poll(now, &mut |d| {
-            if socket.try_send_to(d, relay).is_err() {
+            if socket.try_send(d, relay, None).is_err() {
                 *failed += 1;
             }
         });
