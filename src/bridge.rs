@@ -30,6 +30,7 @@ use crate::{
         packet_socket::{Captured, PacketSocket},
         plain,
         tap::{self, Tap},
+        udp::Received,
     },
     report::DropReport,
     signals::Shutdown,
@@ -179,81 +180,83 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             }
             r = overlay_recv(&overlay, &mut ovl_buf) => {
                 let now = Instant::now();
-                let (hdr, frame): (VnetHdr, &[u8]) = match (&mut overlay, r) {
-                    (Overlay::Relay(uplink), Ok((n, from, _))) => {
-                        match uplink.handle_datagram(now, from, &ovl_buf[..n]) {
-                            Some(r) => match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
-                                Ok(hdr) => (hdr.unwrap_or(VnetHdr::NONE), r.frame),
-                                Err(e) => {
-                                    local.0.add(e.drop_reason());
-                                    continue;
-                                }
-                            },
-                            None => {
-                                uplink.after_event();
-                                continue;
-                            }
-                        }
-                    }
-                    (Overlay::Tap(_), Ok((n, _, hdr))) => (hdr, &ovl_buf[..n]),
-                    (_, Err(e)) => {
+                let (received, tap_hdr) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
                         debug!("overlay recv: {}", plain(&e));
                         continue;
                     }
                 };
-                // HOT PATH
-                if frame.len() > max_frame && hdr.gso_type == 0 {
-                    if !warned_too_big {
-                        warned_too_big = true;
-                        warn!(
-                            "dropped a {}-byte frame from the overlay: larger than {}'s MTU \
-                             of {mtu}; give the virtual hosts the LAN's MTU (repeats are \
-                             counted as 'too_big')",
-                            frame.len(),
-                            args.iface
-                        );
-                    }
-                    local.0.add(DropReason::TooBig);
-                    continue;
-                }
-                let Some(out) = out_buf.get_mut(..frame.len()) else {
-                    local.0.add(DropReason::TooBig);
-                    continue;
-                };
-                out.copy_from_slice(frame);
-                match nat.handle_overlay(now, hdr.needs_csum(), out) {
-                    Verdict::Forward => {
-                        // A super-frame goes out whole; the kernel segments it.
-                        let result = offload::deliver(&hdr, out, true, mtu as usize, &mut seg_buf, &mut |h, f| {
-                            if lan.try_send_offload(h, f).is_err() {
-                                local.0.add(DropReason::SendFailed);
-                            }
-                        });
-                        if let Err(e) = result {
-                            local.0.add(e.drop_reason());
-                        }
-                    }
-                    Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
-                        warn!(
-                            "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
-                             cannot deliver into its own host's stack, so this host and the \
-                             virtual hosts can't talk through {} (give this host an edge if it \
-                             needs to reach them)",
-                            args.iface
-                        );
-                    }
-                    Verdict::Drop(DropReason::Spoofed) => {
-                        if let Some((ip, mac)) = nat.take_spoofed() {
-                            if spoof_log.first_in_a_while(ip, now) {
-                                warn!(
-                                    %ip, virtual_mac = %mac,
-                                    "refused: a virtual host claims an address of this host or \
-                                     of a live LAN host (repeats are counted as 'spoofed')"
-                                );
+                for datagram in received.datagrams(&ovl_buf) {
+                    let (hdr, frame): (VnetHdr, &[u8]) = match &mut overlay {
+                        Overlay::Relay(uplink) => {
+                            match uplink.handle_datagram(now, received.from, datagram) {
+                                Some(r) => match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
+                                    Ok(hdr) => (hdr.unwrap_or(VnetHdr::NONE), r.frame),
+                                    Err(e) => {
+                                        local.0.add(e.drop_reason());
+                                        continue;
+                                    }
+                                },
+                                None => continue,
                             }
                         }
+                        Overlay::Tap(_) => (tap_hdr, datagram),
+                    };
+                    // HOT PATH
+                    if frame.len() > max_frame && hdr.gso_type == 0 {
+                        if !warned_too_big {
+                            warned_too_big = true;
+                            warn!(
+                                "dropped a {}-byte frame from the overlay: larger than {}'s MTU \
+                                 of {mtu}; give the virtual hosts the LAN's MTU (repeats are \
+                                 counted as 'too_big')",
+                                frame.len(),
+                                args.iface
+                            );
+                        }
+                        local.0.add(DropReason::TooBig);
+                        continue;
                     }
-                    Verdict::Drop(_) => {}
+                    let Some(out) = out_buf.get_mut(..frame.len()) else {
+                        local.0.add(DropReason::TooBig);
+                        continue;
+                    };
+                    out.copy_from_slice(frame);
+                    match nat.handle_overlay(now, hdr.needs_csum(), out) {
+                        Verdict::Forward => {
+                            // A super-frame goes out whole; the kernel segments it.
+                            let result = offload::deliver(&hdr, out, true, mtu as usize, &mut seg_buf, &mut |h, f| {
+                                if lan.try_send_offload(h, f).is_err() {
+                                    local.0.add(DropReason::SendFailed);
+                                }
+                            });
+                            if let Err(e) = result {
+                                local.0.add(e.drop_reason());
+                            }
+                        }
+                        Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
+                            warn!(
+                                "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
+                                 cannot deliver into its own host's stack, so this host and the \
+                                 virtual hosts can't talk through {} (give this host an edge if it \
+                                 needs to reach them)",
+                                args.iface
+                            );
+                        }
+                        Verdict::Drop(DropReason::Spoofed) => {
+                            if let Some((ip, mac)) = nat.take_spoofed() {
+                                if spoof_log.first_in_a_while(ip, now) {
+                                    warn!(
+                                        %ip, virtual_mac = %mac,
+                                        "refused: a virtual host claims an address of this host or \
+                                         of a live LAN host (repeats are counted as 'spoofed')"
+                                    );
+                                }
+                            }
+                        }
+                        Verdict::Drop(_) => {}
+                    }
                 }
             }
             _ = sleep => {
@@ -369,19 +372,19 @@ impl RateLimit {
     }
 }
 
-/// Waits for the next datagram (relay) or frame (TAP).
-async fn overlay_recv(
-    overlay: &Overlay,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, std::net::SocketAddr, VnetHdr)> {
+/// Waits for the next datagrams (relay) or frame (TAP, with its vnet header).
+async fn overlay_recv(overlay: &Overlay, buf: &mut [u8]) -> std::io::Result<(Received, VnetHdr)> {
     match overlay {
-        Overlay::Relay(uplink) => {
-            let (n, from) = uplink.recv(buf).await?;
-            Ok((n, from, VnetHdr::NONE))
-        }
+        Overlay::Relay(uplink) => Ok((uplink.recv(buf).await?, VnetHdr::NONE)),
         Overlay::Tap(tap) => {
             let (hdr, n) = tap.recv(buf).await?;
-            Ok((n, ([0, 0, 0, 0], 0).into(), hdr))
+            let one = Received {
+                len: n,
+                segment: n,
+                from: ([0, 0, 0, 0], 0).into(),
+                local: None,
+            };
+            Ok((one, hdr))
         }
     }
 }

@@ -75,37 +75,39 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 uplink.send_frame(&hdr, &tap_buf[..n], mtu);
             }
             r = uplink.recv(&mut udp_buf) => {
-                let (n, from) = match r {
+                let received = match r {
                     Ok(v) => v,
                     Err(e) => {
                         debug!("recv: {}", plain(&e));
                         continue;
                     }
                 };
-                // HOT PATH
-                if let Some(r) = uplink.handle_datagram(Instant::now(), from, &udp_buf[..n]) {
-                    let (mut gone, mut dropped) = (false, None);
-                    match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
-                        Ok(hdr) => {
-                            let hdr = hdr.unwrap_or(VnetHdr::NONE);
-                            let sent = offload::deliver(&hdr, r.frame, tap.offload(), mtu, &mut seg_buf, &mut |h, f| {
-                                match tap.try_send_offload(h, f) {
-                                    Ok(_) => {}
-                                    Err(e) if tap::is_gone(&e) => gone = true,
-                                    Err(_) => dropped = Some(DropReason::SendFailed),
+                for datagram in received.datagrams(&udp_buf) {
+                    // HOT PATH
+                    if let Some(r) = uplink.handle_datagram(Instant::now(), received.from, datagram) {
+                        let (mut gone, mut dropped) = (false, None);
+                        match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
+                            Ok(hdr) => {
+                                let hdr = hdr.unwrap_or(VnetHdr::NONE);
+                                let sent = offload::deliver(&hdr, r.frame, tap.offload(), mtu, &mut seg_buf, &mut |h, f| {
+                                    match tap.try_send_offload(h, f) {
+                                        Ok(_) => {}
+                                        Err(e) if tap::is_gone(&e) => gone = true,
+                                        Err(_) => dropped = Some(DropReason::SendFailed),
+                                    }
+                                });
+                                if let Err(e) = sent {
+                                    dropped = Some(e.drop_reason());
                                 }
-                            });
-                            if let Err(e) = sent {
-                                dropped = Some(e.drop_reason());
                             }
+                            Err(e) => dropped = Some(e.drop_reason()),
                         }
-                        Err(e) => dropped = Some(e.drop_reason()),
-                    }
-                    if gone {
-                        return Err(tap.gone_error().into());
-                    }
-                    if let Some(reason) = dropped {
-                        uplink.count_drop(reason);
+                        if gone {
+                            return Err(tap.gone_error().into());
+                        }
+                        if let Some(reason) = dropped {
+                            uplink.count_drop(reason);
+                        }
                     }
                 }
             }

@@ -20,7 +20,7 @@ use crate::{
         switch::SwitchConfig,
         wire::{Cipher, NetworkId, SessionId},
     },
-    io::{plain, udp::RelaySocket},
+    io::{plain, udp::Socket},
     report::DropReport,
     signals::Shutdown,
     status::{self, NetworkStatus, PeerStatus, RelayStatus, Role, Status},
@@ -47,7 +47,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         },
         ..RelayConfig::default()
     };
-    let socket = RelaySocket::bind(args.listen).await?;
+    let socket = Socket::bind(args.listen, args.listen.ip().is_unspecified()).await?;
     let mut shutdown = Shutdown::new()?;
     let ops = Ops::start(Role::Relay, &args.ops).await?;
     let network_ids: Vec<NetworkId> = ciphers.iter().map(Cipher::network_id).collect();
@@ -72,7 +72,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 break;
             }
             r = socket.recv(&mut buf) => {
-                let (n, from, local) = match r {
+                let received = match r {
                     Ok(v) => v,
                     Err(e) => {
                         // ICMP errors from earlier sends surface here; keep going.
@@ -80,28 +80,30 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                let datagram = &buf[..n];
+                let (from, local) = (received.from, received.local);
                 // HOT PATH
-                match relay.handle_datagram(Instant::now(), from, datagram) {
-                    RelayAction::Forward(targets) => {
-                        if let Some(local) = local {
-                            local_of.insert(from, local);
+                for datagram in received.datagrams(&buf) {
+                    match relay.handle_datagram(Instant::now(), from, datagram) {
+                        RelayAction::Forward(targets) => {
+                            if let Some(local) = local {
+                                local_of.insert(from, local);
+                            }
+                            for to in targets {
+                                if socket.try_send(datagram, *to, local_of.get(to).copied()).is_err() {
+                                    send_errors += 1;
+                                }
+                            }
                         }
-                        for to in targets {
-                            if socket.try_send(datagram, *to, local_of.get(to).copied()).is_err() {
+                        RelayAction::Reply(bytes) => {
+                            if let Some(local) = local {
+                                local_of.insert(from, local);
+                            }
+                            if socket.try_send(bytes, from, local).is_err() {
                                 send_errors += 1;
                             }
                         }
+                        RelayAction::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                     }
-                    RelayAction::Reply(bytes) => {
-                        if let Some(local) = local {
-                            local_of.insert(from, local);
-                        }
-                        if socket.try_send(bytes, from, local).is_err() {
-                            send_errors += 1;
-                        }
-                    }
-                    RelayAction::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                 }
             }
             conn = ops.accept() => {

@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio::net::UdpSocket;
 use tracing::{debug, info, trace, warn};
 
 use crate::{
@@ -19,7 +18,10 @@ use crate::{
         offload::{self, VnetHdr},
         wire::{Cipher, NetworkKey, Reassembled, SessionId},
     },
-    io::{plain, udp},
+    io::{
+        plain,
+        udp::{Received, Socket},
+    },
     report::DropReport,
     status::UplinkStatus,
 };
@@ -47,7 +49,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection to the relay.
 pub struct Uplink {
     client: Client,
-    socket: UdpSocket,
+    socket: Socket,
     relay: SocketAddr,
     /// The relay as the user gave it (a name is looked up again when the
     /// relay stops answering: it may have moved).
@@ -57,6 +59,8 @@ pub struct Uplink {
     failed_sends: u64,
     /// Scratch for segmenting super-frames the network can't carry whole.
     seg_buf: Vec<u8>,
+    /// The datagrams of one frame, sent together.
+    batch: Batch,
     was_registered: bool,
     drops: DropReport,
 }
@@ -76,7 +80,7 @@ impl Uplink {
         } else {
             "[::]:0".parse()?
         };
-        let socket = udp::bind(local).await?;
+        let socket = Socket::bind(local, false).await?;
         let config = ClientConfig {
             max_datagram: usize::from(tuning.max_datagram),
             offload: !tuning.no_offload,
@@ -92,6 +96,7 @@ impl Uplink {
             last_lookup: Instant::now(),
             failed_sends: 0,
             seg_buf: Vec::with_capacity(2048),
+            batch: Batch::default(),
             was_registered: false,
             drops: DropReport::new("datagrams from the relay", Instant::now()),
         })
@@ -116,9 +121,10 @@ impl Uplink {
         )
     }
 
-    /// Waits for a datagram.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.socket.recv_from(buf).await
+    /// Waits for a datagram or a GRO batch of them (see
+    /// [`Received::datagrams`]); `buf` should hold 64 KiB.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.socket.recv(buf).await
     }
 
     /// Seals a local frame, with the offload metadata its device gave
@@ -129,11 +135,8 @@ impl Uplink {
     // HOT PATH
     pub fn send_frame(&mut self, hdr: &VnetHdr, frame: &[u8], mtu: usize) {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
-        let mut send = |d: &[u8]| {
-            if socket.try_send_to(d, relay).is_err() {
-                *failed += 1;
-            }
-        };
+        let batch = &mut self.batch;
+        let mut send = |d: &[u8]| batch.push(d, socket, relay, failed);
         let client = &mut self.client;
         if *hdr == VnetHdr::NONE {
             let _ = client.handle_frame(frame, &mut send);
@@ -148,6 +151,8 @@ impl Uplink {
                 client.count_drops(e.drop_reason(), 1);
             }
         }
+        self.batch
+            .flush(&self.socket, self.relay, &mut self.failed_sends);
     }
 
     /// Handles one received datagram; returns the frame it completed, if any.
@@ -160,7 +165,7 @@ impl Uplink {
     ) -> Option<Reassembled<'_>> {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         match self.client.handle_datagram(now, from, datagram, &mut |d| {
-            if socket.try_send_to(d, relay).is_err() {
+            if socket.try_send(d, relay, None).is_err() {
                 *failed += 1;
             }
         }) {
@@ -189,7 +194,7 @@ impl Uplink {
         }
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         let next = self.client.poll(now, &mut |d| {
-            if socket.try_send_to(d, relay).is_err() {
+            if socket.try_send(d, relay, None).is_err() {
                 *failed += 1;
             }
         });
@@ -246,6 +251,40 @@ impl Uplink {
             debug!(count = self.failed_sends, "UDP sends failed");
             let failed = std::mem::take(&mut self.failed_sends);
             self.client.count_drops(DropReason::SendFailed, failed);
+        }
+    }
+}
+
+/// Datagrams for the relay, back to back, to leave in one UDP GSO send: all
+/// of one size but the last, which may be shorter (what the kernel's
+/// `UDP_SEGMENT` takes). A frame's fragments always are; the datagrams of
+/// several frames often are too.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    segment: usize,
+    /// A shorter datagram ended the batch: the next one starts another.
+    closed: bool,
+}
+
+impl Batch {
+    // HOT PATH
+    fn push(&mut self, datagram: &[u8], socket: &Socket, to: SocketAddr, failed: &mut u64) {
+        if !self.buf.is_empty() && (self.closed || datagram.len() > self.segment) {
+            self.flush(socket, to, failed);
+        }
+        if self.buf.is_empty() {
+            self.segment = datagram.len();
+        }
+        self.closed = datagram.len() < self.segment;
+        self.buf.extend_from_slice(datagram);
+    }
+
+    fn flush(&mut self, socket: &Socket, to: SocketAddr, failed: &mut u64) {
+        if !self.buf.is_empty() {
+            *failed += socket.try_send_segments(&self.buf, self.segment, to, None) as u64;
+            self.buf.clear();
+            self.closed = false;
         }
     }
 }
