@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use lanbridge::{
     core::{
@@ -177,6 +177,27 @@ async fn scenario() -> Result<(Seen, usize)> {
     let synack = peer_frame(mac, port, PEER_ISN, isn.wrapping_add(1), true, &[])?;
     tap.try_send(&synack).context("write SYN-ACK")?;
 
+    // A buffer too small for a data frame: the kernel cuts the frame without
+    // a word, and recv reports it as InvalidData (TCP sends it again).
+    let mut small = [0u8; 1000];
+    loop {
+        match recv(&tap, &mut small, Duration::from_secs(5)).await {
+            Ok(Some((_, n))) => {
+                let data = tcp_to_peer(&small[..n]).is_some_and(|t| t.3 > 0);
+                ensure!(!data, "a {n}-byte data frame fit a 1000-byte buffer");
+            }
+            Ok(None) => bail!("no data frame from the socket"),
+            Err(e) => {
+                let io = e
+                    .downcast_ref::<std::io::Error>()
+                    .context("not an io error")?;
+                ensure!(io.kind() == std::io::ErrorKind::InvalidData, "{e:#}");
+                eprintln!("small buffer: {io}");
+                break;
+            }
+        }
+    }
+
     // The data, until UP bytes came or the flight stops.
     let mut seen = Seen::default();
     while seen.payload < UP {
@@ -287,4 +308,75 @@ fn plain_tap_refuses_super_frames() {
             })
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// UDP with `UDP_SEGMENT` from a socket in the namespace: with USO on the
+/// TAP (Linux 6.2 and later) the kernel hands over one UDP_L4 super-frame;
+/// without, the datagrams one by one. Either way every byte arrives.
+async fn udp_gso() -> Result<Vec<(usize, VnetHdr)>> {
+    let tap = Tap::open(TAP, true)?;
+    ip(&["link", "set", TAP, "up"])?;
+    ip(&["addr", "add", &format!("{LOCAL}/24"), "dev", TAP])?;
+    let peer_mac = PEER_MAC.map(|b| format!("{b:02x}")).join(":");
+    ip(&[
+        "neigh",
+        "add",
+        &PEER.to_string(),
+        "lladdr",
+        &peer_mac,
+        "dev",
+        TAP,
+        "nud",
+        "permanent",
+    ])?;
+    let sock = std::net::UdpSocket::bind((LOCAL, 0))?;
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::UdpGsoSegment, &1000)?;
+    sock.send_to(&[0x33; 10_000], (PEER, PEER_PORT))?;
+
+    let mut buf = vec![0u8; 65536 + 64];
+    let mut frames = Vec::new();
+    let mut payload = 0;
+    while payload < 10_000 {
+        let (hdr, n) = recv(&tap, &mut buf, Duration::from_secs(5))
+            .await?
+            .context("the datagrams did not all come out of the TAP")?;
+        let Ok(p) = SlicedPacket::from_ethernet(&buf[..n]) else {
+            continue;
+        };
+        let Some(TransportSlice::Udp(udp)) = &p.transport else {
+            continue;
+        };
+        if udp.destination_port() != PEER_PORT {
+            continue;
+        }
+        // A UDP_L4 super-frame's UDP length covers only the first segment.
+        payload += n - 14 - 20 - 8;
+        frames.push((n, hdr));
+    }
+    ensure!(payload == 10_000, "{payload} UDP payload bytes, not 10000");
+    Ok(frames)
+}
+
+#[test]
+fn vnet_tap_hands_over_udp_gso() {
+    let Some(lab) = Lab::new("vnet_tap_udp") else {
+        return;
+    };
+    let ns = lab.ns("t");
+    let frames = ns
+        .enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(udp_gso())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("kernel -> TAP UDP frames: {frames:?}");
+    for (n, hdr) in &frames {
+        if *n > 1514 {
+            assert_eq!(hdr.gso(), Ok(GsoType::UdpL4), "{hdr:?}");
+            assert_eq!(hdr.gso_size, 1000, "{hdr:?}");
+            assert!(hdr.needs_csum(), "{hdr:?}");
+        }
+    }
 }
