@@ -2,6 +2,8 @@
 //! kernel: the test plays the far end of a TCP connection that a socket in
 //! the namespace opens through the TAP, reads the TSO super-frames the kernel
 //! sends, and writes a TSO super-frame back that the socket must receive.
+//! Also: USO out of a vnet TAP, a plain TAP refusing super-frames, and
+//! `PacketSocket::try_send_offload` putting a super-frame on a veth.
 
 use std::{
     io::{Read, Write},
