@@ -12,3 +12,4 @@ mod lan;
 mod overlay;
 mod selftest;
 mod status;
+mod tap_vnet;

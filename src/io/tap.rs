@@ -17,10 +17,12 @@
 //! The header travels in its own iovec (`readv`/`writev`), so a frame lands
 //! at the start of the caller's buffer and is sent from it with no copy.
 //!
-//! Kernel behaviours worth knowing (see `drivers/net/tun.c`, `tun_put_user`):
-//! a read buffer too small for the frame truncates it without an error, and
-//! the read still returns the frame's full length; [`Tap::recv`] reports that
-//! as `InvalidData` in vnet mode. Callers pass 65536 + 64 bytes.
+//! A read buffer too small for the frame truncates it without an error: the
+//! read returns the bytes that fit, nothing tells the frame was longer (seen
+//! on Linux 6.18). So in vnet mode [`Tap::recv`] takes a frame that fills the
+//! whole buffer for a truncated one and reports `InvalidData`; callers pass
+//! 65536 + 64 bytes, more than any frame (IPv4 and IPv6 lengths stop at
+//! 64 KiB).
 //!
 //! The device lives as long as this value. Its file descriptor keeps working
 //! if someone moves the interface into another network namespace.
@@ -129,11 +131,13 @@ impl Tap {
 
     /// Reads one frame into `buf[..n]` and returns its vnet header (always
     /// [`VnetHdr::NONE`] in plain mode) and `n`. `buf` must hold the largest
-    /// frame: MTU + 14 in plain mode, 65536 + 64 in vnet mode.
+    /// frame: MTU + 14 in plain mode; in vnet mode more than the largest
+    /// super-frame (65536 + 64 bytes), since a frame that fills `buf` counts
+    /// as truncated.
     ///
     /// In vnet mode, a header that is short or has an unknown GSO type, or a
-    /// frame longer than `buf`, is an error of kind `InvalidData`: a drop,
-    /// not a reason to stop reading.
+    /// frame that fills all of `buf`, is an error of kind `InvalidData`: a
+    /// drop, not a reason to stop reading.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(VnetHdr, usize)> {
         loop {
             let mut guard = self.fd.readable().await?;
@@ -237,9 +241,11 @@ fn recv_once(dev: &Dev, buf: &mut [u8]) -> io::Result<(VnetHdr, usize)> {
             "TAP read of {n} bytes is shorter than a vnet header"
         )));
     };
-    if len > buf_len {
+    // The kernel truncates silently and returns what fit (see the module
+    // docs): a full buffer may hold the head of a longer frame.
+    if len >= buf_len {
         return Err(bad(format!(
-            "TAP frame of {len} bytes truncated to a {buf_len}-byte buffer"
+            "TAP frame filled the whole {buf_len}-byte buffer, so may be truncated"
         )));
     }
     let hdr = VnetHdr::parse(&hdr).map_err(|e| bad(format!("bad vnet header from TAP: {e}")))?;
