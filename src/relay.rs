@@ -20,7 +20,10 @@ use crate::{
         switch::SwitchConfig,
         wire::{Cipher, NetworkId, SessionId},
     },
-    io::{plain, udp::Socket},
+    io::{
+        plain,
+        udp::{SendBatch, Socket},
+    },
     report::DropReport,
     signals::Shutdown,
     status::{self, NetworkStatus, PeerStatus, RelayStatus, Role, Status},
@@ -60,6 +63,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 65536];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut send_errors = 0u64;
+    let mut batch = SendBatch::default();
     let mut drops = DropReport::new("datagrams", Instant::now());
     // On a wildcard socket: the local address each peer sends to, so the
     // relay answers and forwards from it. Only authenticated senders get an
@@ -81,13 +85,26 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                     }
                 };
                 let (from, local) = (received.from, received.local);
+                let now = Instant::now();
+                let mut learned = false;
                 // HOT PATH
                 for datagram in received.datagrams(&buf) {
-                    match relay.handle_datagram(Instant::now(), from, datagram) {
+                    let action = relay.handle_datagram(now, from, datagram);
+                    if !learned && matches!(action, RelayAction::Forward(_) | RelayAction::Reply(_)) {
+                        // Authenticated: answer and forward from where it came.
+                        if let Some(local) = local {
+                            local_of.insert(from, local);
+                        }
+                        learned = true;
+                    }
+                    match action {
+                        // A run of forwards to one peer leaves in one GSO send.
+                        RelayAction::Forward(&[to]) => {
+                            let from_ip = local_of.get(&to).copied();
+                            send_errors += batch.push(&socket, datagram, to, from_ip) as u64;
+                        }
                         RelayAction::Forward(targets) => {
-                            if let Some(local) = local {
-                                local_of.insert(from, local);
-                            }
+                            send_errors += batch.flush(&socket) as u64;
                             for to in targets {
                                 if socket.try_send(datagram, *to, local_of.get(to).copied()).is_err() {
                                     send_errors += 1;
@@ -95,9 +112,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                             }
                         }
                         RelayAction::Reply(bytes) => {
-                            if let Some(local) = local {
-                                local_of.insert(from, local);
-                            }
+                            send_errors += batch.flush(&socket) as u64;
                             if socket.try_send(bytes, from, local).is_err() {
                                 send_errors += 1;
                             }
@@ -105,6 +120,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                         RelayAction::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                     }
                 }
+                send_errors += batch.flush(&socket) as u64;
             }
             conn = ops.accept() => {
                 ops.serve(conn, || snapshot(&relay, &network_ids, &args.listen.to_string()));

@@ -20,7 +20,7 @@ use crate::{
     },
     io::{
         plain,
-        udp::{Received, Socket},
+        udp::{Received, SendBatch, Socket},
     },
     report::DropReport,
     status::UplinkStatus,
@@ -60,7 +60,7 @@ pub struct Uplink {
     /// Scratch for segmenting super-frames the network can't carry whole.
     seg_buf: Vec<u8>,
     /// The datagrams of one frame, sent together.
-    batch: Batch,
+    batch: SendBatch,
     was_registered: bool,
     drops: DropReport,
 }
@@ -96,7 +96,7 @@ impl Uplink {
             last_lookup: Instant::now(),
             failed_sends: 0,
             seg_buf: Vec::with_capacity(2048),
-            batch: Batch::default(),
+            batch: SendBatch::default(),
             was_registered: false,
             drops: DropReport::new("datagrams from the relay", Instant::now()),
         })
@@ -136,7 +136,7 @@ impl Uplink {
     pub fn send_frame(&mut self, hdr: &VnetHdr, frame: &[u8], mtu: usize) {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         let batch = &mut self.batch;
-        let mut send = |d: &[u8]| batch.push(d, socket, relay, failed);
+        let mut send = |d: &[u8]| *failed += batch.push(socket, d, relay, None) as u64;
         let client = &mut self.client;
         if *hdr == VnetHdr::NONE {
             let _ = client.handle_frame(frame, &mut send);
@@ -151,8 +151,7 @@ impl Uplink {
                 client.count_drops(e.drop_reason(), 1);
             }
         }
-        self.batch
-            .flush(&self.socket, self.relay, &mut self.failed_sends);
+        self.failed_sends += self.batch.flush(&self.socket) as u64;
     }
 
     /// Handles one received datagram; returns the frame it completed, if any.
@@ -251,40 +250,6 @@ impl Uplink {
             debug!(count = self.failed_sends, "UDP sends failed");
             let failed = std::mem::take(&mut self.failed_sends);
             self.client.count_drops(DropReason::SendFailed, failed);
-        }
-    }
-}
-
-/// Datagrams for the relay, back to back, to leave in one UDP GSO send: all
-/// of one size but the last, which may be shorter (what the kernel's
-/// `UDP_SEGMENT` takes). A frame's fragments always are; the datagrams of
-/// several frames often are too.
-#[derive(Default)]
-struct Batch {
-    buf: Vec<u8>,
-    segment: usize,
-    /// A shorter datagram ended the batch: the next one starts another.
-    closed: bool,
-}
-
-impl Batch {
-    // HOT PATH
-    fn push(&mut self, datagram: &[u8], socket: &Socket, to: SocketAddr, failed: &mut u64) {
-        if !self.buf.is_empty() && (self.closed || datagram.len() > self.segment) {
-            self.flush(socket, to, failed);
-        }
-        if self.buf.is_empty() {
-            self.segment = datagram.len();
-        }
-        self.closed = datagram.len() < self.segment;
-        self.buf.extend_from_slice(datagram);
-    }
-
-    fn flush(&mut self, socket: &Socket, to: SocketAddr, failed: &mut u64) {
-        if !self.buf.is_empty() {
-            *failed += socket.try_send_segments(&self.buf, self.segment, to, None) as u64;
-            self.buf.clear();
-            self.closed = false;
         }
     }
 }

@@ -748,3 +748,61 @@ mod tests {
         }
     }
 }
+
+/// Datagrams for one destination, back to back, to leave in one UDP GSO
+/// send ([`Socket::try_send_segments`]): all of one size but the last, which
+/// may be shorter. A frame's fragments always are; the datagrams of several
+/// frames, or a relay's run of forwards to one peer, often are too.
+/// [`SendBatch::push`] sends what is held first when the next datagram
+/// can't join it.
+#[derive(Debug, Default)]
+pub struct SendBatch {
+    buf: Vec<u8>,
+    segment: usize,
+    /// A shorter datagram ended the run: the next one starts another.
+    closed: bool,
+    to: Option<(SocketAddr, Option<IpAddr>)>,
+}
+
+impl SendBatch {
+    /// Adds a datagram for `to` (sent from `local`, see [`Socket::try_send`]);
+    /// returns how many datagrams failed to send in the flush this caused.
+    // HOT PATH
+    pub fn push(
+        &mut self,
+        socket: &Socket,
+        datagram: &[u8],
+        to: SocketAddr,
+        local: Option<IpAddr>,
+    ) -> usize {
+        let mut failed = 0;
+        if !self.buf.is_empty()
+            && (self.closed
+                || datagram.len() > self.segment
+                || self.to != Some((to, local))
+                || self.buf.len() + datagram.len() > MAX_GSO_BYTES)
+        {
+            failed = self.flush(socket);
+        }
+        if self.buf.is_empty() {
+            self.segment = datagram.len();
+            self.to = Some((to, local));
+        }
+        self.closed = datagram.len() < self.segment;
+        self.buf.extend_from_slice(datagram);
+        failed
+    }
+
+    /// Sends what is held; returns how many datagrams failed to send.
+    pub fn flush(&mut self, socket: &Socket) -> usize {
+        let failed = match self.to {
+            Some((to, local)) if !self.buf.is_empty() => {
+                socket.try_send_segments(&self.buf, self.segment, to, local)
+            }
+            _ => 0,
+        };
+        self.buf.clear();
+        self.closed = false;
+        failed
+    }
+}
