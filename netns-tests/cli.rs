@@ -205,12 +205,26 @@ fn without_privileges_the_error_says_what_is_needed() {
             ],
         ),
     ] {
-        let out = Command::new(&bin)
-            .args(&args)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
+        // The copy was just written: a child another test forks meanwhile
+        // can hold its write fd for a moment (ETXTBSY), so retry briefly.
+        let run = || {
+            Command::new(&bin)
+                .args(&args)
+                .uid(65534)
+                .gid(65534)
+                .output()
+        };
+        let mut out = run();
+        for _ in 0..50 {
+            match &out {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    out = run();
+                }
+                _ => break,
+            }
+        }
+        let out = out.unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         for needle in needles {

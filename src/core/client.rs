@@ -246,6 +246,9 @@ impl Client {
         emit: &mut dyn FnMut(&[u8]),
     ) -> ClientEvent<'_> {
         self.stats.datagrams_in += 1;
+        if datagram.get(1) == Some(&(Kind::OffloadFrame as u8)) {
+            return self.handle_offload(now, from, datagram);
+        }
         let message = match self.authenticate(now, from, datagram) {
             Ok(m) => m,
             Err(reason) => {
@@ -302,6 +305,72 @@ impl Client {
                 }
                 ClientEvent::Nothing
             }
+        }
+    }
+
+    /// An OffloadFrame datagram: reassembled still sealed, opened whole.
+    // HOT PATH
+    fn handle_offload(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> ClientEvent<'_> {
+        let reason = match self.push_offload(now, from, datagram) {
+            Ok(None) => return ClientEvent::Nothing,
+            Ok(Some((session, vnet, first))) => {
+                let frame = self.reassembler.last_mut();
+                match self
+                    .keys
+                    .open_offload_frame(&self.cipher, session, first, &vnet, frame)
+                {
+                    Ok(len) => {
+                        self.stats.frames_in += 1;
+                        return ClientEvent::Frame(Reassembled {
+                            vnet: Some(vnet),
+                            sealed: None,
+                            frame: &frame[..len],
+                        });
+                    }
+                    Err(e) => e.drop_reason(),
+                }
+            }
+            Err(reason) => reason,
+        };
+        self.stats.drops.add(reason);
+        ClientEvent::Drop(reason)
+    }
+
+    /// Checks an OffloadFrame datagram (sender, replay window, relay tag)
+    /// and reassembles it; returns what opens a completed frame.
+    fn push_offload(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Option<(SessionId, [u8; VNET_LEN], u64)>, DropReason> {
+        if from != self.relay {
+            return Err(DropReason::UnknownSender);
+        }
+        let header = wire::peek_header(datagram).map_err(|e| e.drop_reason())?;
+        if !self.replay.check(header.session, header.counter) {
+            return Err(DropReason::Replayed);
+        }
+        let (header, fragment) =
+            wire::open_route(&self.cipher, datagram).map_err(|e| e.drop_reason())?;
+        if !self.replay.update(now, header.session, header.counter) {
+            return Err(DropReason::Replayed);
+        }
+        self.last_heard = Some(now);
+        match self.reassembler.push(now, header.session, &fragment) {
+            Ok(Some(Reassembled {
+                vnet: Some(vnet),
+                sealed: Some(first),
+                ..
+            })) => Ok(Some((header.session, vnet, first))),
+            Ok(Some(_)) => Err(DropReason::Malformed),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.drop_reason()),
         }
     }
 

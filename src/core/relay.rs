@@ -28,7 +28,8 @@ use crate::core::{
     drop::{DropCounters, DropReason},
     switch::{Route, Switch, SwitchConfig},
     wire::{
-        self, Cipher, KeyCache, Message, NetworkId, ReplayGuard, Sealer, SessionId, CAP_OFFLOAD,
+        self, Cipher, KeyCache, Kind, Message, NetworkId, ReplayGuard, Sealer, SessionId,
+        CAP_OFFLOAD,
     },
 };
 
@@ -236,9 +237,14 @@ impl Relay {
         if !net.replay.check(header.session, header.counter) {
             return Err(DropReason::Replayed);
         }
-        let (header, message) =
+        // An offload frame is forwarded on its relay tag alone: its body is
+        // sealed end to end and never decrypted here.
+        let opened = if header.kind == Kind::OffloadFrame {
+            wire::open_route(&net.cipher, datagram).map(|(h, f)| (h, Message::Frame(f)))
+        } else {
             wire::open_cached(&net.cipher, &mut self.keys, datagram, &mut self.scratch)
-                .map_err(|e| e.drop_reason())?;
+        };
+        let (header, message) = opened.map_err(|e| e.drop_reason())?;
         let session = header.session;
         if !net.replay.update(now, session, header.counter) {
             return Err(DropReason::Replayed);

@@ -77,6 +77,14 @@ pub const REPLAY_WINDOW: u64 = 2048;
 
 const NETWORK_ID_CONTEXT: &str = "lanbridge v1 network id";
 const AEAD_KEY_CONTEXT: &str = "lanbridge v1 aead key";
+const RELAY_KEY_CONTEXT: &str = "lanbridge v1 relay key";
+/// Length of an OffloadFrame's relay tag (a truncated keyed BLAKE3).
+pub const RELAY_TAG_LEN: usize = 16;
+/// Length of an OffloadFrame's clear route: frame id, index, count, vnet
+/// header, dst, src.
+pub const ROUTE_LEN: usize = FRAG_HEADER_LEN + VNET_LEN;
+/// Bytes an OffloadFrame datagram adds around its chunk.
+pub const OFFLOAD_OVERHEAD: usize = HEADER_LEN + ROUTE_LEN + RELAY_TAG_LEN;
 
 /// Header field offsets, as in `docs/protocol.md`.
 mod field {
@@ -312,6 +320,8 @@ impl fmt::Debug for SessionId {
 #[derive(Clone)]
 pub struct Cipher {
     key: [u8; 32],
+    /// Keys the relay tags of OffloadFrame datagrams.
+    relay_key: [u8; 32],
     network_id: NetworkId,
 }
 
@@ -320,6 +330,7 @@ impl Cipher {
     pub fn new(key: &NetworkKey) -> Cipher {
         Cipher {
             key: blake3::derive_key(AEAD_KEY_CONTEXT, &key.0),
+            relay_key: blake3::derive_key(RELAY_KEY_CONTEXT, &key.0),
             network_id: key.network_id(),
         }
     }
@@ -327,6 +338,15 @@ impl Cipher {
     /// The id of the network whose key this is.
     pub fn network_id(&self) -> NetworkId {
         self.network_id
+    }
+
+    /// The relay tag of an OffloadFrame datagram: keyed BLAKE3 of its header
+    /// and route (the first [`HEADER_LEN`] + [`ROUTE_LEN`] bytes), truncated.
+    fn relay_tag(&self, header_and_route: &[u8]) -> [u8; RELAY_TAG_LEN] {
+        let hash = blake3::keyed_hash(&self.relay_key, header_and_route);
+        let mut tag = [0u8; RELAY_TAG_LEN];
+        tag.copy_from_slice(&hash.as_bytes()[..RELAY_TAG_LEN]);
+        tag
     }
 
     /// The ChaCha20-Poly1305 key of one sender session.
@@ -360,6 +380,48 @@ impl SessionKey {
         Nonce::assume_unique_for_key(nonce)
     }
 
+    /// Seals a whole OffloadFrame body in place under the counter of its
+    /// first datagram; appends the tag.
+    fn seal_frame_body(&self, counter: u64, aad: &[u8], body: &mut Vec<u8>) {
+        let nonce = Self::nonce(&counter.to_be_bytes());
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), body)
+            .expect("frame bodies are far below the AEAD's limit");
+        body.extend_from_slice(tag.as_ref());
+    }
+
+    /// Opens a whole OffloadFrame body (ciphertext then tag) in place;
+    /// returns the plaintext length.
+    fn open_frame_body(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        body: &mut [u8],
+    ) -> Result<usize, WireError> {
+        let len = body
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(WireError::Truncated)?;
+        let (ciphertext, tag) = body.split_at_mut(len);
+        self.open_with(&counter.to_be_bytes(), aad, ciphertext, tag)?;
+        Ok(len)
+    }
+
+    fn open_with(
+        &self,
+        counter: &[u8],
+        aad: &[u8],
+        payload: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), WireError> {
+        let tag = Tag::try_from(tag).map_err(|_| WireError::Truncated)?;
+        self.aead
+            .open_in_place_separate_tag(Self::nonce(counter), Aad::from(aad), tag, payload, 0..)
+            .map(|_| ())
+            .map_err(|_| WireError::Forged)
+    }
+
     /// Encrypts `payload` in place with the header as associated data;
     /// returns the tag.
     fn seal(&self, header: &[u8], payload: &mut [u8]) -> [u8; TAG_LEN] {
@@ -376,12 +438,7 @@ impl SessionKey {
 
     /// Authenticates and decrypts `payload` in place.
     fn open(&self, header: &[u8], payload: &mut [u8], tag: &[u8]) -> Result<(), WireError> {
-        let tag = Tag::try_from(tag).map_err(|_| WireError::Truncated)?;
-        let nonce = Self::nonce(&header[field::COUNTER]);
-        self.aead
-            .open_in_place_separate_tag(nonce, Aad::from(header), tag, payload, 0..)
-            .map(|_| ())
-            .map_err(|_| WireError::Forged)
+        self.open_with(&header[field::COUNTER], header, payload, tag)
     }
 }
 
@@ -488,6 +545,9 @@ pub struct Fragment<'a> {
     count: u8,
     /// The offload metadata, in an OffloadFrame.
     vnet: Option<[u8; VNET_LEN]>,
+    /// In an OffloadFrame: the counter of the frame's first datagram, under
+    /// which the whole frame body is sealed (the chunk is ciphertext).
+    sealed: Option<u64>,
     /// `dst || src || chunk`, contiguous in the plaintext.
     macs_and_chunk: &'a [u8],
 }
@@ -528,6 +588,7 @@ impl<'a> Fragment<'a> {
             index,
             count,
             vnet,
+            sealed: None,
             macs_and_chunk: &payload[6 + vnet_len..],
         })
     }
@@ -567,9 +628,9 @@ impl<'a> Fragment<'a> {
         self.vnet
     }
 
-    /// The whole Ethernet frame, if this is its only fragment.
+    /// The whole Ethernet frame, if this is its only fragment (and in clear).
     pub fn as_whole_frame(&self) -> Option<&'a [u8]> {
-        (self.count == 1).then_some(self.macs_and_chunk)
+        (self.count == 1 && self.sealed.is_none()).then_some(self.macs_and_chunk)
     }
 }
 
@@ -686,6 +747,8 @@ pub struct Sealer {
     next_frame_id: u32,
     /// Reused by [`Sealer::seal_frame`].
     scratch: Vec<u8>,
+    /// An OffloadFrame's body being sealed, reused.
+    body: Vec<u8>,
     /// The session key for the network sealed for last (a relay serving
     /// several networks derives it again when the network changes).
     key: Option<SessionKey>,
@@ -700,6 +763,7 @@ impl Sealer {
             counter: 0,
             next_frame_id: 0,
             scratch: Vec::new(),
+            body: Vec::new(),
             key: None,
         }
     }
@@ -755,7 +819,7 @@ impl Sealer {
         max_datagram: usize,
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, WireError> {
-        self.seal_fragments(cipher, None, frame, max_datagram, emit)
+        self.seal_fragments(cipher, frame, max_datagram, emit)
     }
 
     /// [`Sealer::seal_frame`] for a frame with offload metadata (a raw
@@ -770,55 +834,83 @@ impl Sealer {
         max_datagram: usize,
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, WireError> {
-        self.seal_fragments(cipher, Some(vnet), frame, max_datagram, emit)
+        check_frame(frame)?;
+        if max_datagram < OFFLOAD_OVERHEAD + 1 {
+            return Err(WireError::DatagramLimitTooSmall(max_datagram));
+        }
+        let room = max_datagram.min(MAX_DATAGRAM) - OFFLOAD_OVERHEAD;
+        let (macs, plain) = frame.split_at(MACS_LEN);
+        let (count, chunk_len) = self.plan(plain.len() + TAG_LEN, room)?;
+        // One AEAD for the whole frame, under the first datagram's counter
+        // (the datagrams carry no AEAD of their own, so it is used once).
+        let first = self.counter;
+        let key = self.key_for(cipher);
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        body.extend_from_slice(plain);
+        key.seal_frame_body(first, &offload_aad(&vnet, macs), &mut body);
+        self.key = Some(key);
+        let frame_id = self.take_frame_id();
+        let mut out = std::mem::take(&mut self.scratch);
+        for (index, chunk) in body.chunks(chunk_len).enumerate() {
+            self.start(cipher, Kind::OffloadFrame, &mut out)?;
+            out.extend_from_slice(&frame_id.to_be_bytes());
+            out.extend_from_slice(&[index as u8, count as u8]);
+            out.extend_from_slice(&vnet);
+            out.extend_from_slice(macs);
+            let tag = cipher.relay_tag(&out);
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(&tag);
+            self.counter += 1;
+            emit(&out);
+        }
+        self.scratch = out;
+        self.body = body;
+        Ok(count)
+    }
+
+    /// How many fragments of what size carry `body_len` bytes in chunks of
+    /// at most `room`; reserves their counters' range (so a frame is never
+    /// cut short) but does not use it.
+    fn plan(&self, body_len: usize, room: usize) -> Result<(usize, usize), WireError> {
+        let count = body_len.div_ceil(room).max(1);
+        if count > MAX_FRAGMENTS {
+            return Err(WireError::TooBig);
+        }
+        if u64::MAX - self.counter < count as u64 {
+            return Err(WireError::CounterExhausted);
+        }
+        Ok((count, body_len.div_ceil(count).max(1)))
+    }
+
+    fn take_frame_id(&mut self) -> u32 {
+        let id = self.next_frame_id;
+        self.next_frame_id = self.next_frame_id.wrapping_add(1);
+        id
     }
 
     fn seal_fragments(
         &mut self,
         cipher: &Cipher,
-        vnet: Option<[u8; VNET_LEN]>,
         frame: &[u8],
         max_datagram: usize,
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, WireError> {
-        let vnet_len = vnet.map_or(0, |v| v.len());
-        if frame.len() < MIN_FRAME {
-            return Err(WireError::FrameTooShort);
-        }
-        if frame.len() > MAX_FRAME {
-            return Err(WireError::TooBig);
-        }
-        if max_datagram < MIN_MAX_DATAGRAM + vnet_len {
+        check_frame(frame)?;
+        if max_datagram < MIN_MAX_DATAGRAM {
             return Err(WireError::DatagramLimitTooSmall(max_datagram));
         }
-        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN - vnet_len;
+        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN;
         let (macs, body) = frame.split_at(MACS_LEN);
-        let count = body.len().div_ceil(room).max(1);
-        if count > MAX_FRAGMENTS {
-            return Err(WireError::TooBig);
-        }
-        // Reserve the whole counter range up front so a frame is never cut short.
-        if u64::MAX - self.counter < count as u64 {
-            return Err(WireError::CounterExhausted);
-        }
-        let chunk_len = body.len().div_ceil(count).max(1);
-        let frame_id = self.next_frame_id;
-        self.next_frame_id = self.next_frame_id.wrapping_add(1);
+        let (count, chunk_len) = self.plan(body.len(), room)?;
+        let frame_id = self.take_frame_id();
         let mut out = std::mem::take(&mut self.scratch);
         let mut chunks = body.chunks(chunk_len);
         for index in 0..count {
             let chunk = chunks.next().unwrap_or_default();
-            let kind = if vnet.is_some() {
-                Kind::OffloadFrame
-            } else {
-                Kind::Frame
-            };
-            self.start(cipher, kind, &mut out)?;
+            self.start(cipher, Kind::Frame, &mut out)?;
             out.extend_from_slice(&frame_id.to_be_bytes());
             out.extend_from_slice(&[index as u8, count as u8]);
-            if let Some(vnet) = &vnet {
-                out.extend_from_slice(vnet);
-            }
             out.extend_from_slice(macs);
             out.extend_from_slice(chunk);
             self.finish(cipher, &mut out)?;
@@ -826,6 +918,14 @@ impl Sealer {
         }
         self.scratch = out;
         Ok(count)
+    }
+
+    /// The session key for `cipher`'s network, from the cache if it is there.
+    fn key_for(&mut self, cipher: &Cipher) -> SessionKey {
+        match self.key.take() {
+            Some(k) if k.network_id == cipher.network_id && k.session == self.session => k,
+            _ => cipher.session_key(self.session),
+        }
     }
 
     /// Writes the header for the next counter into `out` (cleared first).
@@ -848,10 +948,7 @@ impl Sealer {
             out.clear();
             return Err(WireError::TooBig);
         }
-        let key = match self.key.take() {
-            Some(k) if k.network_id == cipher.network_id && k.session == self.session => k,
-            _ => cipher.session_key(self.session),
-        };
+        let key = self.key_for(cipher);
         let (header, payload) = out.split_at_mut(HEADER_LEN);
         let tag = key.seal(header, payload);
         self.key = Some(key);
@@ -859,6 +956,25 @@ impl Sealer {
         self.counter += 1;
         Ok(())
     }
+}
+
+/// Checks a frame's length before sealing.
+fn check_frame(frame: &[u8]) -> Result<(), WireError> {
+    if frame.len() < MIN_FRAME {
+        return Err(WireError::FrameTooShort);
+    }
+    if frame.len() > MAX_FRAME {
+        return Err(WireError::TooBig);
+    }
+    Ok(())
+}
+
+/// The associated data of an OffloadFrame's body: its vnet header and MACs.
+fn offload_aad(vnet: &[u8; VNET_LEN], macs: &[u8]) -> [u8; VNET_LEN + MACS_LEN] {
+    let mut aad = [0u8; VNET_LEN + MACS_LEN];
+    aad[..VNET_LEN].copy_from_slice(vnet);
+    aad[VNET_LEN..].copy_from_slice(macs);
+    aad
 }
 
 impl fmt::Debug for Sealer {
@@ -899,6 +1015,12 @@ pub fn open_cached<'s>(
     if header.network_id != cipher.network_id {
         return Err(WireError::WrongNetwork);
     }
+    if header.kind == Kind::OffloadFrame {
+        // Not sealed per datagram: see open_route.
+        return Err(WireError::Malformed(
+            "an offload frame is opened with open_route",
+        ));
+    }
     let (aad, rest) = datagram.split_at(HEADER_LEN);
     let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
     scratch.clear();
@@ -906,6 +1028,47 @@ pub fn open_cached<'s>(
     keys.get(cipher, header.session).open(aad, scratch, tag)?;
     let msg = Message::parse(header.kind, scratch)?;
     Ok((header, msg))
+}
+
+/// Checks an OffloadFrame datagram the way a relay can, without decrypting:
+/// its network id and relay tag; returns its header and its fragment, whose
+/// chunk is still ciphertext (the receiver opens the whole frame once it is
+/// reassembled, [`KeyCache::open_offload_frame`]). Does not check replay.
+// HOT PATH: every OffloadFrame datagram.
+pub fn open_route<'d>(
+    cipher: &Cipher,
+    datagram: &'d [u8],
+) -> Result<(Header, Fragment<'d>), WireError> {
+    let header = peek_header(datagram)?;
+    if header.kind != Kind::OffloadFrame {
+        return Err(WireError::Malformed("not an offload frame"));
+    }
+    if header.network_id != cipher.network_id {
+        return Err(WireError::WrongNetwork);
+    }
+    if datagram.len() < OFFLOAD_OVERHEAD {
+        return Err(WireError::Truncated);
+    }
+    let (signed, rest) = datagram.split_at(HEADER_LEN + ROUTE_LEN);
+    let tag = &rest[rest.len() - RELAY_TAG_LEN..];
+    let expected = cipher.relay_tag(signed);
+    // Constant time: no early exit on the first differing byte.
+    if expected
+        .iter()
+        .zip(tag)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        != 0
+    {
+        return Err(WireError::Forged);
+    }
+    let payload = &datagram[HEADER_LEN..datagram.len() - RELAY_TAG_LEN];
+    let mut fragment = Fragment::parse_kind(Kind::OffloadFrame, payload)?;
+    let first = header
+        .counter
+        .checked_sub(u64::from(fragment.index))
+        .ok_or(WireError::Malformed("counter below fragment index"))?;
+    fragment.sealed = Some(first);
+    Ok((header, fragment))
 }
 
 /// The session keys of the last few senders, so a burst of datagrams from
@@ -941,6 +1104,31 @@ impl KeyCache {
             }
         };
         &self.keys[at]
+    }
+}
+
+impl KeyCache {
+    /// Opens a reassembled OffloadFrame in place: `frame` is the two MACs
+    /// then the sealed body (ciphertext and tag) of `session`'s frame sealed
+    /// under counter `first`. Returns the frame's length in clear (the tag
+    /// left at the end is no longer part of it).
+    pub fn open_offload_frame(
+        &mut self,
+        cipher: &Cipher,
+        session: SessionId,
+        first: u64,
+        vnet: &[u8; VNET_LEN],
+        frame: &mut [u8],
+    ) -> Result<usize, WireError> {
+        if frame.len() < MACS_LEN {
+            return Err(WireError::Truncated);
+        }
+        let (macs, body) = frame.split_at_mut(MACS_LEN);
+        let aad = offload_aad(vnet, macs);
+        let len = self
+            .get(cipher, session)
+            .open_frame_body(first, &aad, body)?;
+        Ok(MACS_LEN + len)
     }
 }
 
@@ -1098,6 +1286,9 @@ pub struct Reassembled<'a> {
     /// Its offload metadata (raw `virtio_net_hdr`), if it came as
     /// OffloadFrame.
     pub vnet: Option<[u8; VNET_LEN]>,
+    /// Still sealed (an OffloadFrame, under this first counter): open it
+    /// with [`KeyCache::open_offload_frame`] on [`Reassembler::last_mut`].
+    pub sealed: Option<u64>,
     /// The Ethernet frame.
     pub frame: &'a [u8],
 }
@@ -1111,6 +1302,7 @@ struct Pending {
     received: u8,
     macs: [u8; MACS_LEN],
     vnet: Option<[u8; VNET_LEN]>,
+    sealed: Option<u64>,
     started: Instant,
     /// Bit `i` set once fragment `i` arrived.
     seen: [u64; 4],
@@ -1130,6 +1322,7 @@ impl Pending {
             received: 0,
             macs: [0; MACS_LEN],
             vnet: None,
+            sealed: None,
             started: now,
             seen: [0; 4],
             data: Vec::new(),
@@ -1205,6 +1398,7 @@ impl Reassembler {
         if let Some(frame) = frag.as_whole_frame() {
             return Ok(Some(Reassembled {
                 vnet: frag.vnet,
+                sealed: None,
                 frame,
             }));
         }
@@ -1230,6 +1424,7 @@ impl Reassembler {
                 p.received = 0;
                 p.macs.copy_from_slice(&frag.macs_and_chunk[..MACS_LEN]);
                 p.vnet = frag.vnet;
+                p.sealed = frag.sealed;
                 p.started = now;
                 p.seen = [0; 4];
                 p.data.clear();
@@ -1244,6 +1439,7 @@ impl Reassembler {
         if p.count != frag.count
             || p.macs[..] != frag.macs_and_chunk[..MACS_LEN]
             || p.vnet != frag.vnet
+            || p.sealed != frag.sealed
         {
             self.recycle(at);
             return Err(WireError::Malformed(
@@ -1259,7 +1455,8 @@ impl Reassembler {
             };
         }
         let chunk = frag.chunk();
-        if p.data.len() + chunk.len() > MAX_FRAME {
+        let tag_len = if p.sealed.is_some() { TAG_LEN } else { 0 };
+        if p.data.len() + chunk.len() > MAX_FRAME + tag_len {
             self.recycle(at);
             return Err(WireError::TooBig);
         }
@@ -1291,12 +1488,19 @@ impl Reassembler {
                 self.out.extend_from_slice(&done.data[start..start + len]);
             }
         }
-        let vnet = done.vnet;
+        let (vnet, sealed) = (done.vnet, done.sealed);
         self.free.push(done);
         Ok(Some(Reassembled {
             vnet,
+            sealed,
             frame: &self.out,
         }))
+    }
+
+    /// The frame the last [`Reassembler::push`] completed from several
+    /// fragments, to open a sealed one in place.
+    pub fn last_mut(&mut self) -> &mut [u8] {
+        &mut self.out
     }
 
     /// Drops frames that have been pending for `max_age` or longer; returns
@@ -1520,7 +1724,10 @@ mod tests {
                     let err = open(&c, &bad, &mut scratch).unwrap_err();
                     let ok = match pos {
                         0 => matches!(err, WireError::BadVersion(_)),
-                        1 => matches!(err, WireError::UnknownKind(_) | WireError::Forged),
+                        1 => matches!(
+                            err,
+                            WireError::UnknownKind(_) | WireError::Forged | WireError::Malformed(_)
+                        ),
                         2..4 => err == WireError::BadFlags,
                         4..12 => err == WireError::WrongNetwork,
                         _ => err == WireError::Forged,
@@ -2204,9 +2411,30 @@ mod tests {
         ");
     }
 
+    type Received = (Option<[u8; VNET_LEN]>, Vec<u8>);
+
+    /// Reassembles OffloadFrame datagrams as a client does: relay tag, then
+    /// reassembly, then one open of the whole frame.
+    fn receive_offload(c: &Cipher, datagrams: &[Vec<u8>]) -> Result<Option<Received>, WireError> {
+        let now = Instant::now();
+        let mut r = Reassembler::default();
+        let mut keys = KeyCache::default();
+        for d in datagrams {
+            let (h, f) = open_route(c, d)?;
+            if let Some(done) = r.push(now, h.session, &f)? {
+                let (vnet, first) = (done.vnet.unwrap(), done.sealed.unwrap());
+                let frame = r.last_mut();
+                let len = keys.open_offload_frame(c, h.session, first, &vnet, frame)?;
+                return Ok(Some((Some(vnet), frame[..len].to_vec())));
+            }
+        }
+        Ok(None)
+    }
+
     /// A 64 KiB super-frame with offload metadata crosses whole: the vnet
-    /// header survives, fragments in any order give back the same bytes, and
-    /// a fragment whose metadata disagrees spoils the frame.
+    /// header survives, fragments in any order give back the same bytes,
+    /// the relay tag guards every datagram's header and route, the one AEAD
+    /// the whole body, and the frame is never in clear on the way.
     #[test]
     fn offload_frames_carry_their_metadata() {
         let c = cipher();
@@ -2217,10 +2445,8 @@ mod tests {
         sealer
             .seal_offload_frame(&c, vnet, &frame, 1400, &mut |d| datagrams.push(d.to_vec()))
             .unwrap();
-        assert_eq!(
-            datagrams.len(),
-            65_000usize.div_ceil(1400 - OVERHEAD - FRAG_HEADER_LEN - VNET_LEN)
-        );
+        let room = 1400 - OFFLOAD_OVERHEAD;
+        assert_eq!(datagrams.len(), (65_000 - 12 + TAG_LEN).div_ceil(room));
         assert!(datagrams
             .iter()
             .all(|d| d.len() <= 1400 && d[1] == Kind::OffloadFrame as u8));
@@ -2229,53 +2455,69 @@ mod tests {
         assert!(datagrams[..datagrams.len() - 1]
             .iter()
             .all(|d| d.len() == first));
-        let now = Instant::now();
-        let mut scratch = Vec::new();
-        for order in [false, true] {
-            let mut r = Reassembler::default();
-            let mut ds = datagrams.clone();
-            if order {
-                ds.reverse();
-                ds.swap(3, 9);
-            }
-            let mut got = None;
-            for d in &ds {
-                let (h, msg) = open(&c, d, &mut scratch).unwrap();
-                let Message::Frame(f) = msg else {
-                    unreachable!()
-                };
-                assert_eq!(f.vnet(), Some(vnet));
-                if let Some(done) = r.push(now, h.session, &f).unwrap() {
-                    got = Some((done.vnet, done.frame.to_vec()));
-                }
-            }
-            assert_eq!(got, Some((Some(vnet), frame.clone())), "reversed: {order}");
+        // The payload is not in clear anywhere.
+        let needle = &frame[1000..1032];
+        assert!(!datagrams.iter().any(|d| d.windows(32).any(|w| w == needle)));
+
+        assert_eq!(
+            receive_offload(&c, &datagrams),
+            Ok(Some((Some(vnet), frame.clone())))
+        );
+        let mut shuffled = datagrams.clone();
+        shuffled.reverse();
+        shuffled.swap(3, 9);
+        assert_eq!(
+            receive_offload(&c, &shuffled),
+            Ok(Some((Some(vnet), frame.clone())))
+        );
+        // A bit flipped in any header or route byte fails the relay tag (or
+        // an earlier header check); in the body, the frame's AEAD.
+        for pos in [12, 30, 36, 40, 45, 50, 52, 63] {
+            let mut bad = datagrams.clone();
+            bad[2][pos] ^= 0x10;
+            assert!(receive_offload(&c, &bad).is_err(), "byte {pos}");
         }
-        // A plain fragment of the same frame id disagrees with an offload one.
+        for pos in [64, 700, first - 17, first - 1] {
+            let mut bad = datagrams.clone();
+            bad[2][pos] ^= 0x10;
+            assert!(
+                matches!(receive_offload(&c, &bad), Err(WireError::Forged)),
+                "byte {pos}"
+            );
+        }
+        // Another network's key fails the relay tag.
+        let other = Cipher::new(&NetworkKey::from_bytes([0x99; 32]));
+        let mut forged = Vec::new();
+        Sealer::new(SessionId([6; 16]))
+            .seal_offload_frame(&other, vnet, &frame, 1400, &mut |d| forged.push(d.to_vec()))
+            .unwrap();
+        for d in &mut forged {
+            d[4..12].copy_from_slice(&c.network_id().0);
+        }
+        assert_eq!(receive_offload(&c, &forged), Err(WireError::Forged));
+        // A plain Frame datagram is not an offload frame, and vice versa.
         let mut plain = Vec::new();
-        let mut sealer2 = Sealer::new(SessionId([5; 16]));
-        sealer2.counter = sealer.counter;
-        sealer2.next_frame_id = sealer.next_frame_id;
-        sealer2
-            .seal_frame(&c, &frame, 1400, &mut |d| plain.push(d.to_vec()))
-            .unwrap();
-        let mut offload = Vec::new();
         sealer
-            .seal_offload_frame(&c, vnet, &frame, 1400, &mut |d| offload.push(d.to_vec()))
+            .seal_frame(&c, &frame[..100], 1400, &mut |d| plain.push(d.to_vec()))
             .unwrap();
-        let mut r = Reassembler::default();
-        let (h, msg) = open(&c, &offload[0], &mut scratch).unwrap();
-        let Message::Frame(f) = msg else {
-            unreachable!()
-        };
-        assert_eq!(r.push(now, h.session, &f).unwrap(), None);
-        let (h, msg) = open(&c, &plain[1], &mut scratch).unwrap();
-        let Message::Frame(f) = msg else {
-            unreachable!()
-        };
         assert!(matches!(
-            r.push(now, h.session, &f),
+            open_route(&c, &plain[0]),
             Err(WireError::Malformed(_))
         ));
+        let mut scratch = Vec::new();
+        assert!(matches!(
+            open(&c, &datagrams[0], &mut scratch),
+            Err(WireError::Malformed(_))
+        ));
+        // A small offload frame is one datagram, still sealed.
+        let mut one = Vec::new();
+        sealer
+            .seal_offload_frame(&c, vnet, &frame[..200], 1400, &mut |d| one.push(d.to_vec()))
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            receive_offload(&c, &one),
+            Ok(Some((Some(vnet), frame[..200].to_vec())))
+        );
     }
 }
