@@ -326,6 +326,21 @@ fn uplink(t: &mut Text, u: &UplinkStatus) {
         u.frames_out,
     );
     t.family(
+        "lanbridge_offload_frames_total",
+        "counter",
+        "Of lanbridge_frames_total, super-frames carried whole with their offload metadata.",
+    );
+    t.sample(
+        "lanbridge_offload_frames_total",
+        &[("direction", "in")],
+        u.offload_frames_in,
+    );
+    t.sample(
+        "lanbridge_offload_frames_total",
+        &[("direction", "out")],
+        u.offload_frames_out,
+    );
+    t.family(
         "lanbridge_datagrams_total",
         "counter",
         "Datagrams exchanged with the relay, by direction.",

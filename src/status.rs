@@ -129,6 +129,9 @@ pub struct UplinkStatus {
     pub relay: String,
     /// Whether the relay has acknowledged our registration lately.
     pub registered: bool,
+    /// Whether super-frames go whole (every peer of the network takes them).
+    #[serde(default)]
+    pub offload: bool,
     /// Times we (re-)registered.
     pub registrations: u64,
     /// Frames received from the relay and delivered.
@@ -139,14 +142,28 @@ pub struct UplinkStatus {
     pub datagrams_in: u64,
     /// Datagrams sent.
     pub datagrams_out: u64,
+    /// Of `frames_in`, super-frames received whole.
+    #[serde(default)]
+    pub offload_frames_in: u64,
+    /// Of `frames_out`, super-frames sent whole.
+    #[serde(default)]
+    pub offload_frames_out: u64,
 }
 
 impl UplinkStatus {
     /// From a client's counters.
-    pub fn new(relay: String, registered: bool, stats: &ClientStats) -> UplinkStatus {
+    pub fn new(
+        relay: String,
+        registered: bool,
+        offload: bool,
+        stats: &ClientStats,
+    ) -> UplinkStatus {
         UplinkStatus {
             relay,
             registered,
+            offload,
+            offload_frames_in: stats.offload_frames_in,
+            offload_frames_out: stats.offload_frames_out,
             registrations: stats.registrations,
             frames_in: stats.frames_in,
             frames_out: stats.frames_out,
@@ -318,9 +335,12 @@ fn uplink_pairs(u: &UplinkStatus) -> Vec<(&'static str, String)> {
     vec![
         ("relay", u.relay.clone()),
         ("registered", yes_no(u.registered)),
+        ("offload", yes_no(u.offload)),
         ("registrations", u.registrations.to_string()),
         ("frames in", u.frames_in.to_string()),
         ("frames out", u.frames_out.to_string()),
+        ("super-frames in", u.offload_frames_in.to_string()),
+        ("super-frames out", u.offload_frames_out.to_string()),
         ("datagrams in", u.datagrams_in.to_string()),
         ("datagrams out", u.datagrams_out.to_string()),
     ]
@@ -533,6 +553,9 @@ pub(crate) mod tests {
                 frames_out: 10,
                 datagrams_in: 12,
                 datagrams_out: 13,
+                offload: true,
+                offload_frames_in: 2,
+                offload_frames_out: 3,
             }),
             tap: None,
         });
@@ -556,6 +579,9 @@ pub(crate) mod tests {
                 frames_out: 3,
                 datagrams_in: 0,
                 datagrams_out: 4,
+                offload: false,
+                offload_frames_in: 0,
+                offload_frames_out: 0,
             },
         });
         s

@@ -117,6 +117,7 @@ impl Uplink {
         UplinkStatus::new(
             self.relay.to_string(),
             self.client.is_registered(),
+            self.client.offload_ok(),
             self.client.stats(),
         )
     }

@@ -78,6 +78,10 @@ pub struct ClientStats {
     pub frames_out: u64,
     /// Frames received and delivered.
     pub frames_in: u64,
+    /// Of `frames_out`: super-frames sent whole with their offload metadata.
+    pub offload_frames_out: u64,
+    /// Of `frames_in`: super-frames received whole with their offload metadata.
+    pub offload_frames_in: u64,
     /// Datagrams sent.
     pub datagrams_out: u64,
     /// Datagrams received.
@@ -226,6 +230,7 @@ impl Client {
         match sealed {
             Ok(_) => {
                 self.stats.frames_out += 1;
+                self.stats.offload_frames_out += u64::from(vnet.is_some());
                 Ok(())
             }
             Err(e) => {
@@ -326,6 +331,7 @@ impl Client {
                 {
                     Ok(len) => {
                         self.stats.frames_in += 1;
+                        self.stats.offload_frames_in += 1;
                         return ClientEvent::Frame(Reassembled {
                             vnet: Some(vnet),
                             sealed: None,
