@@ -14,10 +14,12 @@ use std::{
 
 use etherparse::PacketBuilder;
 use lanbridge::core::{
+    client::{Client, ClientConfig, ClientEvent},
     mac::MacAddr,
     nat::{LanMeta, Nat, NatConfig, PacketType, Verdict},
+    offload::{self, VnetHdr},
     relay::{Relay, RelayAction, RelayConfig},
-    wire::{self, Cipher, KeyCache, Message, NetworkKey, Reassembler, Sealer, SessionId},
+    wire::{self, Cipher, Message, NetworkKey, Sealer, SessionId},
 };
 
 const VIRTUAL: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
@@ -74,16 +76,42 @@ fn run(name: String, frames: u64, frame_len: usize, mut f: impl FnMut()) -> Case
     }
 }
 
+/// The offload metadata of a TCP/IPv4 super-frame (as `virtio_net_hdr`
+/// bytes on the wire), or None for a plain frame.
+type Vnet = Option<[u8; wire::VNET_LEN]>;
+
+/// Seals one frame, plain or as an OffloadFrame; calls `emit` per datagram.
+fn seal_one(
+    cipher: &Cipher,
+    sealer: &mut Sealer,
+    vnet: Vnet,
+    frame: &[u8],
+    max: usize,
+    emit: &mut dyn FnMut(&[u8]),
+) {
+    match vnet {
+        Some(v) => sealer.seal_offload_frame(cipher, v, frame, max, emit),
+        None => sealer.seal_frame(cipher, frame, max, emit),
+    }
+    .expect("frame seals");
+}
+
 /// Datagrams of one sealed frame.
-fn seal(cipher: &Cipher, sealer: &mut Sealer, frame: &[u8], max: usize) -> Vec<Vec<u8>> {
+fn seal(
+    cipher: &Cipher,
+    sealer: &mut Sealer,
+    vnet: Vnet,
+    frame: &[u8],
+    max: usize,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    sealer
-        .seal_frame(cipher, frame, max, &mut |d| out.push(d.to_vec()))
-        .expect("frame seals");
+    seal_one(cipher, sealer, vnet, frame, max, &mut |d| {
+        out.push(d.to_vec())
+    });
     out
 }
 
-fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> {
+fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64) -> Vec<Case> {
     let key = NetworkKey::from_bytes([7; 32]);
     let cipher = Cipher::new(&key);
     let frame = tcp_frame(
@@ -91,15 +119,28 @@ fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> 
         (LAN, Ipv4Addr::new(10, 0, 0, 11)),
         frame_len,
     );
-    let tag = format!("{frame_len} B frame, {max_datagram} B datagrams");
+    let (vnet, kind) = if offload {
+        let gso = VnetHdr {
+            flags: offload::F_NEEDS_CSUM,
+            gso_type: offload::GsoType::TcpV4 as u8,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        (Some(gso.to_wire()), "offload")
+    } else {
+        (None, "plain")
+    };
+    let tag = format!("{kind} {frame_len} B frame, {max_datagram} B datagrams");
     let mut cases = Vec::new();
 
     let mut sealer = Sealer::new(SessionId([1; 16]));
     let mut sink = 0usize;
-    cases.push(run(format!("seal      {tag}"), frames, frame_len, || {
-        sealer
-            .seal_frame(&cipher, &frame, max_datagram, &mut |d| sink += d.len())
-            .expect("frame seals");
+    cases.push(run(format!("seal   {tag}"), frames, frame_len, || {
+        seal_one(&cipher, &mut sealer, vnet, &frame, max_datagram, &mut |d| {
+            sink += d.len()
+        });
     }));
     black_box(sink);
 
@@ -114,7 +155,8 @@ fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> 
     for (i, port) in [(1u8, 4001u16), (2, 4002)] {
         let mut s = Sealer::new(SessionId([i; 16]));
         let mut reg = Vec::new();
-        s.seal(&cipher, &Message::Register { caps: 0 }, &mut reg)
+        let caps = if offload { wire::CAP_OFFLOAD } else { 0 };
+        s.seal(&cipher, &Message::Register { caps }, &mut reg)
             .expect("register seals");
         let from = SocketAddr::from(([127, 0, 0, 1], port));
         let _ = relay.handle_datagram(t0, from, &reg);
@@ -124,17 +166,17 @@ fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> 
     for ((s, from), mac) in senders.iter_mut().zip([VIRTUAL, LAN]) {
         let mut f = frame.clone();
         f[6..12].copy_from_slice(&mac.0);
-        for d in seal(&cipher, s, &f, max_datagram) {
+        for d in seal(&cipher, s, None, &f, max_datagram) {
             let _ = relay.handle_datagram(t0, *from, &d);
         }
     }
     let (sender, from) = &mut senders[0];
     let batch: Vec<Vec<Vec<u8>>> = (0..frames + frames.div_ceil(10))
-        .map(|_| seal(&cipher, sender, &frame, max_datagram))
+        .map(|_| seal(&cipher, sender, vnet, &frame, max_datagram))
         .collect();
     let mut next = batch.iter();
     let mut forwarded = 0u64;
-    cases.push(run(format!("relay     {tag}"), frames, frame_len, || {
+    cases.push(run(format!("relay  {tag}"), frames, frame_len, || {
         for d in next.next().expect("enough frames") {
             if let RelayAction::Forward(to) = relay.handle_datagram(t0, *from, d) {
                 forwarded += to.len() as u64;
@@ -143,24 +185,23 @@ fn codec_cases(frame_len: usize, max_datagram: usize, frames: u64) -> Vec<Case> 
     }));
     assert!(forwarded > 0, "the relay forwarded nothing");
 
-    // The receiver: authenticate, decrypt and reassemble.
-    let mut reassembler = Reassembler::default();
-    let mut keys = KeyCache::default();
-    let mut scratch = Vec::new();
+    // The receiver: the client state machine edges and bridges run
+    // (authenticate, reassemble, decrypt), fed what the relay forwarded.
+    let relay_addr = SocketAddr::from(([127, 0, 0, 1], 7171));
+    let config = ClientConfig {
+        max_datagram,
+        offload,
+        ..ClientConfig::default()
+    };
+    let mut client = Client::new(config, cipher.clone(), SessionId([2; 16]), relay_addr);
     let mut next = batch.iter();
     let mut delivered = 0usize;
-    cases.push(run(format!("open      {tag}"), frames, frame_len, || {
+    cases.push(run(format!("open   {tag}"), frames, frame_len, || {
         for d in next.next().expect("enough frames") {
-            let (header, msg) =
-                wire::open_cached(&cipher, &mut keys, d, &mut scratch).expect("opens");
-            let Message::Frame(fragment) = msg else {
-                unreachable!("only frames were sealed")
-            };
-            if let Some(f) = reassembler
-                .push(t0, header.session, &fragment)
-                .expect("reassembles")
-            {
-                delivered += f.frame.len();
+            match client.handle_datagram(t0, relay_addr, d, &mut |_| {}) {
+                ClientEvent::Frame(f) => delivered += f.frame.len(),
+                ClientEvent::Nothing => {}
+                other => panic!("the client did not take a frame: {other:?}"),
             }
         }
     }));
@@ -225,9 +266,20 @@ fn main() {
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f));
     println!("lanbridge core micro-benchmark (one core, no I/O)");
     let mut cases = Vec::new();
-    cases.extend(codec_cases(1514, wire::DEFAULT_MAX_DATAGRAM, 200_000));
-    cases.extend(codec_cases(65_000, wire::DEFAULT_MAX_DATAGRAM, 5_000));
-    cases.extend(codec_cases(65_000, 8_192, 5_000));
+    cases.extend(codec_cases(
+        1514,
+        wire::DEFAULT_MAX_DATAGRAM,
+        false,
+        200_000,
+    ));
+    cases.extend(codec_cases(
+        65_000,
+        wire::DEFAULT_MAX_DATAGRAM,
+        false,
+        5_000,
+    ));
+    cases.extend(codec_cases(65_000, wire::DEFAULT_MAX_DATAGRAM, true, 5_000));
+    cases.extend(codec_cases(65_000, 8_192, true, 5_000));
     cases.extend(nat_cases(1_000_000));
     for case in cases.iter().filter(|c| wanted(&c.name)) {
         case.print();
