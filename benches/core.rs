@@ -258,29 +258,32 @@ fn nat_cases(frames: u64) -> Vec<Case> {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything else is a name filter.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    // `cargo bench` passes `--bench`; `--scale N` runs 1/N of the frames (for
+    // a profiler); anything else is a name filter.
+    let mut args = std::env::args().skip(1);
+    let mut filter = Vec::new();
+    let mut scale = 1u64;
+    while let Some(a) = args.next() {
+        if a == "--scale" {
+            scale = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n > 0)
+                .expect("--scale takes a positive number");
+        } else if !a.starts_with("--") {
+            filter.push(a);
+        }
+    }
+    let n = |frames: u64| (frames / scale).max(10);
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f));
     println!("lanbridge core micro-benchmark (one core, no I/O)");
     let mut cases = Vec::new();
-    cases.extend(codec_cases(
-        1514,
-        wire::DEFAULT_MAX_DATAGRAM,
-        false,
-        200_000,
-    ));
-    cases.extend(codec_cases(
-        65_000,
-        wire::DEFAULT_MAX_DATAGRAM,
-        false,
-        5_000,
-    ));
-    cases.extend(codec_cases(65_000, wire::DEFAULT_MAX_DATAGRAM, true, 5_000));
-    cases.extend(codec_cases(65_000, 8_192, true, 5_000));
-    cases.extend(nat_cases(1_000_000));
+    let max = wire::DEFAULT_MAX_DATAGRAM;
+    cases.extend(codec_cases(1514, max, false, n(200_000)));
+    cases.extend(codec_cases(65_000, max, false, n(5_000)));
+    cases.extend(codec_cases(65_000, max, true, n(5_000)));
+    cases.extend(codec_cases(65_000, 8_192, true, n(5_000)));
+    cases.extend(nat_cases(n(1_000_000)));
     for case in cases.iter().filter(|c| wanted(&c.name)) {
         case.print();
     }
