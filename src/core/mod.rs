@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod drop;
+pub mod fasthash;
 pub mod frame;
 pub mod mac;
 pub mod nat;

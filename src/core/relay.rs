@@ -19,13 +19,13 @@
 //! [`RelayConfig::peer_timeout`], with their MACs.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use crate::core::{
     drop::{DropCounters, DropReason},
+    fasthash::FastMap,
     switch::{Route, Switch, SwitchConfig},
     wire::{
         self, Cipher, KeyCache, Kind, Message, NetworkId, ReplayGuard, Sealer, SessionId,
@@ -136,8 +136,8 @@ struct Network {
     replay: ReplayGuard,
     /// When each unknown session was last told `NotRegistered`: a busy peer
     /// after a relay restart gets one answer a second, not one per frame.
-    told: HashMap<SessionId, Instant>,
-    peers: HashMap<SessionId, Peer>,
+    told: FastMap<SessionId, Instant>,
+    peers: FastMap<SessionId, Peer>,
     switch: Switch<SessionId>,
 }
 
@@ -159,7 +159,7 @@ pub struct RelayStats {
 /// The relay: every network it serves.
 pub struct Relay {
     config: RelayConfig,
-    networks: HashMap<NetworkId, Network>,
+    networks: FastMap<NetworkId, Network>,
     sealer: Sealer,
     keys: KeyCache,
     scratch: Vec<u8>,
@@ -178,8 +178,8 @@ impl Relay {
                 let net = Network {
                     cipher,
                     replay: ReplayGuard::new(REPLAY_SESSIONS_PER_PEER * config.max_peers),
-                    told: HashMap::new(),
-                    peers: HashMap::new(),
+                    told: FastMap::default(),
+                    peers: FastMap::default(),
                     switch: Switch::new(config.switch.clone()),
                 };
                 (net.cipher.network_id(), net)

@@ -13,12 +13,11 @@
 //! The port type is generic: the relay uses peer session ids.
 
 use std::{
-    collections::HashMap,
     hash::Hash,
     time::{Duration, Instant},
 };
 
-use crate::core::{drop::DropReason, mac::MacAddr};
+use crate::core::{drop::DropReason, fasthash::FastMap, mac::MacAddr};
 
 /// Limits of one switch table.
 #[derive(Clone, Debug)]
@@ -62,8 +61,8 @@ struct Entry<P> {
 #[derive(Debug)]
 pub struct Switch<P> {
     config: SwitchConfig,
-    macs: HashMap<MacAddr, Entry<P>>,
-    per_port: HashMap<P, usize>,
+    macs: FastMap<MacAddr, Entry<P>>,
+    per_port: FastMap<P, usize>,
 }
 
 impl<P: Copy + Eq + Hash> Switch<P> {
@@ -71,8 +70,8 @@ impl<P: Copy + Eq + Hash> Switch<P> {
     pub fn new(config: SwitchConfig) -> Self {
         Switch {
             config,
-            macs: HashMap::new(),
-            per_port: HashMap::new(),
+            macs: FastMap::default(),
+            per_port: FastMap::default(),
         }
     }
 

@@ -27,7 +27,6 @@
 //! and [`SessionId::random`].
 
 use std::{
-    collections::HashMap,
     fmt,
     str::FromStr,
     time::{Duration, Instant},
@@ -35,7 +34,7 @@ use std::{
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 
-use crate::core::{drop::DropReason, mac::MacAddr};
+use crate::core::{drop::DropReason, fasthash::FastMap, mac::MacAddr};
 
 /// The protocol version this module speaks (byte 0 of every datagram).
 pub const VERSION: u8 = 1;
@@ -1214,7 +1213,7 @@ impl ReplayWindow {
 /// sessions at least as long as their peers are kept (see `docs/protocol.md`).
 #[derive(Clone, Debug)]
 pub struct ReplayGuard {
-    sessions: HashMap<SessionId, (ReplayWindow, Instant)>,
+    sessions: FastMap<SessionId, (ReplayWindow, Instant)>,
     cap: usize,
 }
 
@@ -1222,7 +1221,7 @@ impl ReplayGuard {
     /// A guard for at most `cap` sessions (at least one).
     pub fn new(cap: usize) -> ReplayGuard {
         ReplayGuard {
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             cap: cap.max(1),
         }
     }
