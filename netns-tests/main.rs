@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod demo;
 mod edge;
+mod fastpath;
 mod harness;
 mod lan;
 mod overlay;

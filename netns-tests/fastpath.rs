@@ -1,0 +1,431 @@
+//! The offload fast path end to end: TCP super-frames from vnet TAPs (and
+//! from the bridge's NIC) cross the relay whole as `OffloadFrame`s when every
+//! peer advertised the capability, and the network falls back to plain
+//! frames, and back again, as a peer started with `--no-offload` comes and
+//! goes. Checked with real TCP transfers (content compared by SHA-256) and
+//! each process's `status --json`.
+
+use std::time::{Duration, Instant};
+
+use lanbridge::status::{Status, UplinkStatus};
+
+use crate::{
+    harness::{lanbridge_bin, wait_until, Lab, Ns, Proc},
+    lan::{assert_ping, diff_bytes, pseudo_random, tcp_transfer, BridgedLan},
+    overlay::{ping_within, Edge, Overlay, RELAY_IP, RELAY_PORT},
+};
+
+/// Bound of every wait and of every transfer.
+const WAIT: Duration = Duration::from_secs(20);
+/// Drop reasons that must never count here: they mean mangled, forged or
+/// oversized super-frames, or ones sent to a peer that cannot take them.
+const BAD_DROPS: [&str; 4] = ["forged", "malformed", "too_big", "no_offload"];
+
+/// `lanbridge status --json` in `ns` (one lanbridge process there), parsed.
+fn status_json(ns: &Ns) -> Status {
+    let out = ns.run(lanbridge_bin(), &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "status in {} failed: {}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json in {}: {e}:\n{}",
+            ns.name(),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The relay uplink of the edge or bridge running in `ns`.
+fn uplink(ns: &Ns) -> UplinkStatus {
+    let s = status_json(ns);
+    match (s.edge, s.bridge) {
+        (Some(e), _) => e.uplink,
+        (None, Some(b)) => b
+            .uplink
+            .unwrap_or_else(|| panic!("bridge in {} has no relay uplink", ns.name())),
+        _ => panic!("{} runs neither an edge nor a bridge", ns.name()),
+    }
+}
+
+/// `reason=count` for each of [`BAD_DROPS`] that counted in `ns`.
+fn bad_drops(ns: &Ns) -> Vec<String> {
+    let s = status_json(ns);
+    BAD_DROPS
+        .iter()
+        .filter_map(|r| match s.drops.get(*r) {
+            Some(&n) if n > 0 => Some(format!("{}: {r}={n}", ns.short())),
+            Some(_) => None,
+            None => Some(format!("{}: no counter {r}", ns.short())),
+        })
+        .collect()
+}
+
+/// The count of `reason` drops in `ns`.
+fn drops_of(ns: &Ns, reason: &str) -> u64 {
+    status_json(ns).drops.get(reason).copied().unwrap_or(0)
+}
+
+fn sha256(data: &[u8]) -> String {
+    lanbridge::status::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+/// Sends `len` pseudo-random bytes over TCP from `from` to `to` (at `to_ip`,
+/// `port`) and asserts the SHA-256 of what arrived is that of what was
+/// sent. Returns how long it took.
+#[allow(clippy::too_many_arguments)]
+fn transfer(
+    lab: &Lab,
+    what: &str,
+    from: &Ns,
+    to: &Ns,
+    to_ip: &str,
+    port: u16,
+    len: usize,
+    seed: u64,
+) -> Duration {
+    let data = pseudo_random(len, seed);
+    let start = Instant::now();
+    let got = tcp_transfer(from, to, to_ip, port, &data, WAIT)
+        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", lab.logs()));
+    let took = start.elapsed();
+    let (sent, received) = (sha256(&data), sha256(&got));
+    assert!(
+        sent == received,
+        "{what}: sha256 sent {sent}, received {received}: {}\n{}",
+        diff_bytes(&data, &got),
+        lab.logs()
+    );
+    eprintln!("{what}: {len} bytes intact in {took:.2?}");
+    took
+}
+
+/// Polls the uplink in `ns` until `cond` holds (at most `timeout`); panics
+/// with `what`, the last uplink seen and the logs otherwise. Returns the
+/// time it took and the uplink that satisfied it.
+fn wait_uplink(
+    lab: &Lab,
+    ns: &Ns,
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut(&UplinkStatus) -> bool,
+) -> (Duration, UplinkStatus) {
+    let start = Instant::now();
+    let mut last = None;
+    let ok = wait_until(timeout, || {
+        let u = uplink(ns);
+        let hit = cond(&u);
+        last = Some(u);
+        hit
+    });
+    assert!(
+        ok,
+        "{}: {what} not within {timeout:?}; last uplink {last:#?}\n{}",
+        ns.short(),
+        lab.logs()
+    );
+    (start.elapsed(), last.unwrap())
+}
+
+/// Starts `lanbridge relay` with `extra` on the standard address in `ns`
+/// and waits for `relay running`.
+fn start_relay_with(ns: &Ns, key: &std::path::Path, extra: &[&str]) -> Proc {
+    let listen = format!("{RELAY_IP}:{RELAY_PORT}");
+    let mut args = vec![
+        "relay",
+        "-v",
+        "--listen",
+        &listen,
+        "--key-file",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let p = ns.spawn(lanbridge_bin(), &args).unwrap();
+    let up = wait_until(Duration::from_secs(10), || {
+        p.log().contains("relay running") || !p.is_running()
+    });
+    assert!(up && p.is_running(), "relay did not start:\n{}", p.log());
+    p
+}
+
+/// Like [`Overlay::edge`] (address `10.10.0.{n}/24` on `tap0`, MAC
+/// `02:00:00:00:10:{n}`), with `extra` arguments for `lanbridge edge`.
+fn edge_with(net: &Overlay, lab: &Lab, short: &str, n: u8, extra: &[&str]) -> Edge {
+    let (ns, _) = net.host(lab, short);
+    let relay = format!("{RELAY_IP}:{RELAY_PORT}");
+    let ip = format!("10.10.0.{n}");
+    let cidr = format!("{ip}/24");
+    let mac = format!("02:00:00:00:10:{n:02x}");
+    let mut args = vec![
+        "edge",
+        "-v",
+        "--relay",
+        &relay,
+        "--key-file",
+        net.key.to_str().unwrap(),
+        "--tap",
+        "tap0",
+        "--address",
+        &cidr,
+        "--mac",
+        &mac,
+    ];
+    args.extend_from_slice(extra);
+    let proc = ns.spawn(lanbridge_bin(), &args).unwrap();
+    let up = wait_until(Duration::from_secs(10), || ns.has_link("tap0"));
+    assert!(up, "edge {short} made no tap0; its log:\n{}", proc.log());
+    Edge { ns, proc, ip }
+}
+
+/// V (an edge) and L1 (behind a bridge) exchange 8 MiB each way through the
+/// relay with offload negotiated: the bytes arrive intact, the edge sends
+/// super-frames whole for V→L1 and receives them whole for L1→V, the bridge
+/// likewise, and no process drops anything as forged, malformed, too big or
+/// not offload-capable.
+#[test]
+fn super_frames_cross_whole_and_intact() {
+    let Some(lab) = Lab::new("fastpath_whole") else {
+        return;
+    };
+    let start = Instant::now();
+    let t = BridgedLan::new(&lab);
+    let v = t.virtual_host(&lab, "v1", 101);
+    let bridge = &t.b.host.ns;
+    assert_ping(&lab, &v.ns, &t.l1.ip);
+    assert_ping(&lab, &t.l1.ns, &v.ip);
+    let (took, _) = wait_uplink(&lab, &v.ns, WAIT, "offload", |u| u.offload);
+    eprintln!("edge: offload on {took:.2?} after the pings");
+    wait_uplink(&lab, bridge, WAIT, "offload", |u| u.offload);
+
+    // V → L1: the edge's TAP hands over super-frames; they go out whole.
+    let (v0, b0) = (uplink(&v.ns), uplink(bridge));
+    transfer(
+        &lab,
+        "V -> L1",
+        &v.ns,
+        &t.l1.ns,
+        &t.l1.ip,
+        5001,
+        8 << 20,
+        0xfa57,
+    );
+    let (v1, b1) = (uplink(&v.ns), uplink(bridge));
+    eprintln!(
+        "V -> L1: edge out {} frames ({} whole super-frames); bridge in {} ({} whole)",
+        v1.frames_out - v0.frames_out,
+        v1.offload_frames_out - v0.offload_frames_out,
+        b1.frames_in - b0.frames_in,
+        b1.offload_frames_in - b0.offload_frames_in
+    );
+    assert!(v1.offload, "edge: offload off after V -> L1: {v1:#?}");
+    assert!(
+        v1.offload_frames_out > v0.offload_frames_out,
+        "edge sent no super-frame whole for 8 MiB of TCP: {v0:#?} -> {v1:#?}"
+    );
+    assert!(
+        b1.offload_frames_in > b0.offload_frames_in,
+        "bridge received no super-frame whole for 8 MiB of TCP: {b0:#?} -> {b1:#?}"
+    );
+
+    // L1 → V: the bridge's packet socket hands over super-frames (veth
+    // GRO/TSO); the edge receives them whole.
+    transfer(
+        &lab,
+        "L1 -> V",
+        &t.l1.ns,
+        &v.ns,
+        &v.ip,
+        5002,
+        8 << 20,
+        0x5afe,
+    );
+    let (v2, b2) = (uplink(&v.ns), uplink(bridge));
+    eprintln!(
+        "L1 -> V: bridge out {} frames ({} whole super-frames); edge in {} ({} whole)",
+        b2.frames_out - b1.frames_out,
+        b2.offload_frames_out - b1.offload_frames_out,
+        v2.frames_in - v1.frames_in,
+        v2.offload_frames_in - v1.offload_frames_in
+    );
+    assert!(
+        v2.offload_frames_in > v1.offload_frames_in,
+        "edge received no super-frame whole for 8 MiB of TCP: {v1:#?} -> {v2:#?}"
+    );
+    assert!(
+        b2.offload_frames_out > b1.offload_frames_out,
+        "bridge sent no super-frame whole for 8 MiB of TCP: {b1:#?} -> {b2:#?}"
+    );
+
+    let bad: Vec<String> = [&v.ns, bridge, &t.net.relay_ns]
+        .into_iter()
+        .flat_map(bad_drops)
+        .collect();
+    assert!(bad.is_empty(), "drops: {bad:?}\n{}", lab.logs());
+    eprintln!("fastpath_whole: {:.2?} in all", start.elapsed());
+}
+
+/// Relay with keepalive 1 s and peer timeout 3 s; edges A and B negotiate
+/// offload; C joins with `--no-offload` and A's uplink turns offload off;
+/// 2 MiB cross A→B, A→C and C→A intact, with no `no_offload` drop once the
+/// switch was seen and A sending nothing whole; C stops, and A turns offload
+/// on again within peer timeout plus a few keepalives, and A→B goes whole
+/// again.
+#[test]
+fn a_peer_without_offload_turns_it_off_and_everyone_still_talks() {
+    let Some(lab) = Lab::new("fastpath_fallback") else {
+        return;
+    };
+    let start = Instant::now();
+    let net = Overlay::new(&lab);
+    // The same relay again, with short timers.
+    net.relay.stop(Duration::from_secs(5));
+    let (keepalive, peer_timeout) = (1, 3);
+    let ka = keepalive.to_string();
+    let pt = peer_timeout.to_string();
+    let relay = start_relay_with(
+        &net.relay_ns,
+        &net.key,
+        &["--keepalive", &ka, "--peer-timeout", &pt],
+    );
+    let a = net.edge(&lab, "a", 1);
+    let b = net.edge(&lab, "b", 2);
+    assert!(ping_within(&a.ns, &b.ip, WAIT), "{}", lab.logs());
+    wait_uplink(&lab, &a.ns, WAIT, "offload", |u| u.offload);
+    wait_uplink(&lab, &b.ns, WAIT, "offload", |u| u.offload);
+    // Baseline: with only capable peers, A → B goes whole.
+    let a0 = uplink(&a.ns);
+    transfer(&lab, "A -> B (A, B)", &a.ns, &b.ns, &b.ip, 5001, 2 << 20, 1);
+    let a1 = uplink(&a.ns);
+    assert!(
+        a1.offload_frames_out > a0.offload_frames_out,
+        "A sent no super-frame whole with only capable peers: {a0:#?} -> {a1:#?}"
+    );
+
+    // C joins without offload: A and B fall back.
+    let c = edge_with(&net, &lab, "c", 3, &["--no-offload"]);
+    let (took, _) = wait_uplink(&lab, &c.ns, WAIT, "registered", |u| u.registered);
+    eprintln!("C registered {took:.2?} after start");
+    let (took, _) = wait_uplink(
+        &lab,
+        &a.ns,
+        Duration::from_secs(3 * keepalive + 2),
+        "offload off after C joined",
+        |u| !u.offload,
+    );
+    eprintln!("A: offload off {took:.2?} after C registered");
+    wait_uplink(&lab, &b.ns, Duration::from_secs(5), "offload off", |u| {
+        !u.offload
+    });
+    let c_up = uplink(&c.ns);
+    assert!(
+        !c_up.offload,
+        "C (--no-offload) negotiated offload: {c_up:#?}"
+    );
+    let all = [&a.ns, &b.ns, &c.ns, &net.relay_ns];
+    let no_offload_at_switch: Vec<u64> = all.iter().map(|ns| drops_of(ns, "no_offload")).collect();
+    eprintln!("no_offload drops (A, B, C, relay) at the switch-over: {no_offload_at_switch:?}");
+
+    assert!(ping_within(&a.ns, &c.ip, WAIT), "{}", lab.logs());
+    let a2 = uplink(&a.ns);
+    transfer(
+        &lab,
+        "A -> B (C there)",
+        &a.ns,
+        &b.ns,
+        &b.ip,
+        5002,
+        2 << 20,
+        2,
+    );
+    transfer(&lab, "A -> C", &a.ns, &c.ns, &c.ip, 5003, 2 << 20, 3);
+    transfer(&lab, "C -> A", &c.ns, &a.ns, &a.ip, 5004, 2 << 20, 4);
+    let a3 = uplink(&a.ns);
+    assert!(!a3.offload, "A: offload on while C is there: {a3:#?}");
+    assert_eq!(
+        a3.offload_frames_out, a2.offload_frames_out,
+        "A sent super-frames whole while C (no offload) was registered"
+    );
+    assert!(
+        a3.frames_out > a2.frames_out,
+        "A sent nothing: {a2:#?} -> {a3:#?}"
+    );
+    let no_offload_after: Vec<u64> = all.iter().map(|ns| drops_of(ns, "no_offload")).collect();
+    assert_eq!(
+        no_offload_after,
+        no_offload_at_switch,
+        "no_offload drops (A, B, C, relay) during the transfers, after the switch-over\n{}",
+        lab.logs()
+    );
+    let bad: Vec<String> = all
+        .iter()
+        .flat_map(|ns| bad_drops(ns))
+        .filter(|d| !d.contains("no_offload"))
+        .collect();
+    assert!(bad.is_empty(), "drops: {bad:?}\n{}", lab.logs());
+
+    // C leaves: once the relay forgets it, A and B go back to offload.
+    let stopped = Instant::now();
+    let status = c.proc.stop(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "C did not stop cleanly: {status:?}\n{}",
+        c.proc.log()
+    );
+    let bound = Duration::from_secs(peer_timeout + 4 * keepalive + 1);
+    wait_uplink(&lab, &a.ns, bound, "offload back on after C left", |u| {
+        u.offload
+    });
+    eprintln!(
+        "A: offload on again {:.2?} after C stopped",
+        stopped.elapsed()
+    );
+    wait_uplink(&lab, &b.ns, Duration::from_secs(5), "offload on", |u| {
+        u.offload
+    });
+    let (a4, b4) = (uplink(&a.ns), uplink(&b.ns));
+    transfer(
+        &lab,
+        "A -> B (C gone)",
+        &a.ns,
+        &b.ns,
+        &b.ip,
+        5005,
+        2 << 20,
+        5,
+    );
+    let (a5, b5) = (uplink(&a.ns), uplink(&b.ns));
+    assert!(
+        a5.offload_frames_out > a4.offload_frames_out,
+        "A sent no super-frame whole after C left: {a4:#?} -> {a5:#?}"
+    );
+    assert!(
+        b5.offload_frames_in > b4.offload_frames_in,
+        "B received no super-frame whole after C left: {b4:#?} -> {b5:#?}"
+    );
+    let bad: Vec<String> = [&a.ns, &b.ns, &net.relay_ns]
+        .into_iter()
+        .flat_map(bad_drops)
+        .filter(|d| !d.contains("no_offload"))
+        .collect();
+    assert!(bad.is_empty(), "drops: {bad:?}\n{}", lab.logs());
+    let no_offload_end: Vec<u64> = [&a.ns, &b.ns, &net.relay_ns]
+        .iter()
+        .map(|ns| drops_of(ns, "no_offload"))
+        .collect();
+    let before = [
+        no_offload_after[0],
+        no_offload_after[1],
+        no_offload_after[3],
+    ];
+    assert_eq!(
+        no_offload_end,
+        before,
+        "no_offload drops (A, B, relay) after C left\n{}",
+        lab.logs()
+    );
+    assert!(relay.is_running(), "relay died:\n{}", relay.log());
+    eprintln!("fastpath_fallback: {:.2?} in all", start.elapsed());
+}
