@@ -139,6 +139,8 @@ struct Network {
     told: FastMap<SessionId, Instant>,
     peers: FastMap<SessionId, Peer>,
     switch: Switch<SessionId>,
+    /// Whether every peer takes offload frames, as last announced.
+    all_offload: bool,
 }
 
 /// Counters of the relay as a whole.
@@ -167,6 +169,9 @@ pub struct Relay {
     targets: Vec<SocketAddr>,
     stats: RelayStats,
     events: Vec<RelayEvent>,
+    /// Unsolicited datagrams to send (RegisterAcks announcing a change of
+    /// the network's capabilities).
+    pushes: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Relay {
@@ -181,6 +186,7 @@ impl Relay {
                     told: FastMap::default(),
                     peers: FastMap::default(),
                     switch: Switch::new(config.switch.clone()),
+                    all_offload: true,
                 };
                 (net.cipher.network_id(), net)
             })
@@ -195,6 +201,7 @@ impl Relay {
             targets: Vec::new(),
             stats: RelayStats::default(),
             events: Vec::new(),
+            pushes: Vec::new(),
         }
     }
 
@@ -302,6 +309,7 @@ impl Relay {
 
         match message {
             Message::Register { .. } => {
+                Self::announce(&self.config, &mut self.sealer, net, &mut self.pushes);
                 Self::ack(&self.config, &mut self.sealer, net, &mut self.reply)?;
                 Ok(Decision::Reply)
             }
@@ -339,12 +347,16 @@ impl Relay {
                         Some(_) => return Err(DropReason::NoOffload),
                         None => return Err(DropReason::NoDestination),
                     },
-                    Route::Flood => self.targets.extend(
-                        net.peers
-                            .iter()
-                            .filter(|(s, p)| **s != session && p.caps & needs == needs)
-                            .map(|(_, p)| p.addr),
-                    ),
+                    Route::Flood => {
+                        for (_, p) in net.peers.iter().filter(|(s, _)| **s != session) {
+                            if p.caps & needs == needs {
+                                self.targets.push(p.addr);
+                            } else {
+                                // Counted here: the frame still reaches others.
+                                self.stats.drops.add(DropReason::NoOffload);
+                            }
+                        }
+                    }
                     Route::Drop(reason) => return Err(reason),
                 }
                 if self.targets.is_empty() {
@@ -368,7 +380,7 @@ impl Relay {
         out: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
         let keepalive_secs = config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
-        let caps = if net.peers.values().all(|p| p.caps & CAP_OFFLOAD != 0) {
+        let caps = if Self::all_offload(net) {
             CAP_OFFLOAD
         } else {
             0
@@ -378,6 +390,39 @@ impl Relay {
             keepalive_secs,
         };
         Self::seal_reply(sealer, &net.cipher, ack, out)
+    }
+
+    fn all_offload(net: &Network) -> bool {
+        net.peers.values().all(|p| p.caps & CAP_OFFLOAD != 0)
+    }
+
+    /// When whether every peer takes offload frames changed (one without
+    /// them joined, or the last one left), tells every capable peer at once,
+    /// so none keeps sending frames another can't take until its next
+    /// keepalive (`pushes`, for the driver to send).
+    fn announce(
+        config: &RelayConfig,
+        sealer: &mut Sealer,
+        net: &mut Network,
+        pushes: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
+        let all = Self::all_offload(net);
+        if all == net.all_offload {
+            return;
+        }
+        net.all_offload = all;
+        for p in net.peers.values().filter(|p| p.caps & CAP_OFFLOAD != 0) {
+            // Each its own datagram: a sealed message is used once (replay).
+            let mut one = Vec::new();
+            if Self::ack(config, sealer, net, &mut one).is_ok() {
+                pushes.push((p.addr, one));
+            }
+        }
+    }
+
+    /// Unsolicited datagrams the driver must send, each to its address.
+    pub fn drain_pushes(&mut self) -> std::vec::Drain<'_, (SocketAddr, Vec<u8>)> {
+        self.pushes.drain(..)
     }
 
     fn seal_reply(
@@ -413,6 +458,7 @@ impl Relay {
                 net.switch.forget_port(session);
                 self.stats.timeouts += 1;
             }
+            Self::announce(&self.config, &mut self.sealer, net, &mut self.pushes);
             net.switch.expire(now);
             net.replay.expire(now, REPLAY_MEMORY);
             net.told
@@ -568,6 +614,22 @@ mod tests {
             ack_caps(r, &cipher, &mut old, addr(3), register(0), t0),
             Some(0)
         );
+        // ... and are told at once, not only at their next keepalive.
+        let pushed = |r: &mut Relay| {
+            let mut scratch = Vec::new();
+            let mut out: Vec<(SocketAddr, u32)> = r
+                .drain_pushes()
+                .map(
+                    |(to, d)| match wire::open(&cipher, &d, &mut scratch).unwrap().1 {
+                        Message::RegisterAck { caps, .. } => (to, caps),
+                        other => panic!("pushed {other:?}"),
+                    },
+                )
+                .collect();
+            out.sort();
+            out
+        };
+        assert_eq!(pushed(r), [(addr(1), 0), (addr(2), 0)]);
         assert_eq!(
             ack_caps(r, &cipher, &mut old, addr(3), Message::Keepalive, t0),
             None
@@ -621,6 +683,26 @@ mod tests {
         }
         forwarded.sort();
         assert_eq!(forwarded, [addr(2), addr(3)]);
+        // A flooded offload frame skips the old peer, counted.
+        let before = r.stats().drops.get(DropReason::NoOffload);
+        for d in sealed_frames_of(&cipher, &mut a, &frame(), vnet) {
+            assert_eq!(
+                r.handle_datagram(t0, addr(1), &d),
+                RelayAction::Forward(&[addr(2)])
+            );
+        }
+        assert!(r.stats().drops.get(DropReason::NoOffload) > before);
+        // The old peer falls silent and is forgotten: the others hear at once
+        // that offload frames may go again.
+        let later = t0 + RelayConfig::default().peer_timeout + Duration::from_secs(1);
+        for (s, at) in [(&mut a, addr(1)), (&mut b, addr(2))] {
+            let mut d = Vec::new();
+            s.seal(&cipher, &Message::Keepalive, &mut d).unwrap();
+            let _ = r.handle_datagram(later - Duration::from_secs(2), at, &d);
+        }
+        assert_eq!(pushed(r), []);
+        r.expire(later);
+        assert_eq!(pushed(r), [(addr(1), CAP_OFFLOAD), (addr(2), CAP_OFFLOAD)]);
     }
 
     fn sealed_frames_of(
