@@ -32,6 +32,8 @@ Options:
   --streams N      parallel streams of the second TCP test (default 4; the
                    first test is always 1 stream)
   --keep-logs DIR  copy the relay, edge, bridge and iperf3 logs into DIR at exit
+  --no-offload     run edges and the bridge with --no-offload (super-frames cut
+                   into MTU-sized frames before sending), to compare
   -h, --help       this text
 EOF
 }
@@ -41,6 +43,7 @@ BIN=""
 ONLY=""
 STREAMS=4
 KEEP_LOGS=""
+MEMBER_ARGS=()
 while (($#)); do
     case $1 in
     --time) TIME=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
@@ -53,6 +56,7 @@ while (($#)); do
     --streams=*) STREAMS=${1#*=}; shift ;;
     --keep-logs) KEEP_LOGS=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
     --keep-logs=*) KEEP_LOGS=${1#*=}; shift ;;
+    --no-offload) MEMBER_ARGS+=(--no-offload); shift ;;
     -h | --help) usage; exit 0 ;;
     *) lb_log "unknown argument: $1"; usage >&2; exit 2 ;;
     esac
@@ -217,7 +221,7 @@ underlay_host() {
 start_edge() {
     underlay_host "$1"
     lb_spawn "$1" "$LB_WORK/edge-$1.log" "$BIN" edge --relay "$RELAY_IP:$RELAY_PORT" \
-        --key-file "$KEY" --tap tap0 --address "$2"
+        --key-file "$KEY" --tap tap0 --address "$2" "${MEMBER_ARGS[@]}"
     if ! lb_wait_for 10 lb_x "$1" ip link show tap0 >/dev/null 2>&1; then
         show_log "$LB_WORK/edge-$1.log"
         lb_die "edge $1 made no tap0"
@@ -268,7 +272,7 @@ section_bridge() {
     underlay_host bh eth1
     lb_plug bh eth0 lan 192.168.77.2/24
     lb_spawn bh "$LB_WORK/bridge.log" "$BIN" bridge --iface eth0 \
-        --relay "$RELAY_IP:$RELAY_PORT" --key-file "$KEY"
+        --relay "$RELAY_IP:$RELAY_PORT" --key-file "$KEY" "${MEMBER_ARGS[@]}"
     start_edge v 192.168.77.100/24
     lb_wait_ping l1 192.168.77.12 10 || lb_die "LAN L1 -> L2 does not ping"
     if ! lb_wait_ping v 192.168.77.11 20; then
@@ -289,6 +293,7 @@ START=$SECONDS
 echo "lanbridge bench: $("$BIN" --version 2>&1 | head -1) ($BIN)"
 echo "machine: nproc=$(nproc), kernel $(uname -r), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 echo "tools: $(iperf3 --version 2>&1 | head -1); iperf3 -t $TIME, ping -c $RTT_COUNT -i 0.01"
+echo "members: super-frames $([[ ${#MEMBER_ARGS[@]} -gt 0 ]] && echo "cut before sending (--no-offload)" || echo "carried whole where every member takes them (default)")"
 echo
 
 if [[ $ONLY != bridge ]]; then
