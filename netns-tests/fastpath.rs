@@ -7,12 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use lanbridge::status::{Status, UplinkStatus};
+use lanbridge::status::UplinkStatus;
 
 use crate::{
-    harness::{lanbridge_bin, wait_until, Lab, Ns, Proc},
+    harness::{wait_until, Lab, Ns},
     lan::{assert_ping, diff_bytes, pseudo_random, tcp_transfer, BridgedLan},
-    overlay::{ping_within, Edge, Overlay, RELAY_IP, RELAY_PORT},
+    overlay::{ping_within, start_relay_with, Overlay},
+    status::status_json,
 };
 
 /// Bound of every wait and of every transfer.
@@ -21,27 +22,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// oversized super-frames, or ones sent to a peer that cannot take them.
 const BAD_DROPS: [&str; 4] = ["forged", "malformed", "too_big", "no_offload"];
 
-/// `lanbridge status --json` in `ns` (one lanbridge process there), parsed.
-fn status_json(ns: &Ns) -> Status {
-    let out = ns.run(lanbridge_bin(), &["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "status in {} failed: {}",
-        ns.name(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status --json in {}: {e}:\n{}",
-            ns.name(),
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 /// The relay uplink of the edge or bridge running in `ns`.
 fn uplink(ns: &Ns) -> UplinkStatus {
-    let s = status_json(ns);
+    let s = status_json(ns, &[]);
     match (s.edge, s.bridge) {
         (Some(e), _) => e.uplink,
         (None, Some(b)) => b
@@ -53,7 +36,7 @@ fn uplink(ns: &Ns) -> UplinkStatus {
 
 /// `reason=count` for each of [`BAD_DROPS`] that counted in `ns`.
 fn bad_drops(ns: &Ns) -> Vec<String> {
-    let s = status_json(ns);
+    let s = status_json(ns, &[]);
     BAD_DROPS
         .iter()
         .filter_map(|r| match s.drops.get(*r) {
@@ -66,7 +49,7 @@ fn bad_drops(ns: &Ns) -> Vec<String> {
 
 /// The count of `reason` drops in `ns`.
 fn drops_of(ns: &Ns, reason: &str) -> u64 {
-    status_json(ns).drops.get(reason).copied().unwrap_or(0)
+    status_json(ns, &[]).drops.get(reason).copied().unwrap_or(0)
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -128,56 +111,6 @@ fn wait_uplink(
         lab.logs()
     );
     (start.elapsed(), last.unwrap())
-}
-
-/// Starts `lanbridge relay` with `extra` on the standard address in `ns`
-/// and waits for `relay running`.
-fn start_relay_with(ns: &Ns, key: &std::path::Path, extra: &[&str]) -> Proc {
-    let listen = format!("{RELAY_IP}:{RELAY_PORT}");
-    let mut args = vec![
-        "relay",
-        "-v",
-        "--listen",
-        &listen,
-        "--key-file",
-        key.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let p = ns.spawn(lanbridge_bin(), &args).unwrap();
-    let up = wait_until(Duration::from_secs(10), || {
-        p.log().contains("relay running") || !p.is_running()
-    });
-    assert!(up && p.is_running(), "relay did not start:\n{}", p.log());
-    p
-}
-
-/// Like [`Overlay::edge`] (address `10.10.0.{n}/24` on `tap0`, MAC
-/// `02:00:00:00:10:{n}`), with `extra` arguments for `lanbridge edge`.
-fn edge_with(net: &Overlay, lab: &Lab, short: &str, n: u8, extra: &[&str]) -> Edge {
-    let (ns, _) = net.host(lab, short);
-    let relay = format!("{RELAY_IP}:{RELAY_PORT}");
-    let ip = format!("10.10.0.{n}");
-    let cidr = format!("{ip}/24");
-    let mac = format!("02:00:00:00:10:{n:02x}");
-    let mut args = vec![
-        "edge",
-        "-v",
-        "--relay",
-        &relay,
-        "--key-file",
-        net.key.to_str().unwrap(),
-        "--tap",
-        "tap0",
-        "--address",
-        &cidr,
-        "--mac",
-        &mac,
-    ];
-    args.extend_from_slice(extra);
-    let proc = ns.spawn(lanbridge_bin(), &args).unwrap();
-    let up = wait_until(Duration::from_secs(10), || ns.has_link("tap0"));
-    assert!(up, "edge {short} made no tap0; its log:\n{}", proc.log());
-    Edge { ns, proc, ip }
 }
 
 /// V (an edge) and L1 (behind a bridge) exchange 8 MiB each way through the
@@ -305,7 +238,7 @@ fn a_peer_without_offload_turns_it_off_and_everyone_still_talks() {
     );
 
     // C joins without offload: A and B fall back.
-    let c = edge_with(&net, &lab, "c", 3, &["--no-offload"]);
+    let c = net.edge_with(&lab, "c", 3, &net.key, &["--no-offload"]);
     let (took, _) = wait_uplink(&lab, &c.ns, WAIT, "registered", |u| u.registered);
     eprintln!("C registered {took:.2?} after start");
     let (took, _) = wait_uplink(

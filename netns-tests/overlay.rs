@@ -90,6 +90,19 @@ impl Overlay {
 
     /// Like [`Overlay::edge`], with another key file.
     pub fn edge_with_key(&self, lab: &Lab, short: &str, n: u8, key: &std::path::Path) -> Edge {
+        self.edge_with(lab, short, n, key, &[])
+    }
+
+    /// Like [`Overlay::edge`], with a key file and `extra` arguments for
+    /// `lanbridge edge`.
+    pub fn edge_with(
+        &self,
+        lab: &Lab,
+        short: &str,
+        n: u8,
+        key: &std::path::Path,
+        extra: &[&str],
+    ) -> Edge {
         let mac = format!("02:00:00:00:10:{n:02x}");
         self.start_edge(
             lab,
@@ -97,6 +110,7 @@ impl Overlay {
             Some(&format!("10.10.0.{n}/24")),
             Some(&mac),
             key,
+            extra,
         )
     }
 
@@ -111,7 +125,7 @@ impl Overlay {
                 let o = ip.octets();
                 format!("02:00:00:00:{:02x}:{:02x}", o[2], o[3])
             });
-        self.start_edge(lab, short, cidr, mac.as_deref(), &self.key.clone())
+        self.start_edge(lab, short, cidr, mac.as_deref(), &self.key.clone(), &[])
     }
 
     /// Starts `lanbridge edge` with TAP `tap0` in a new namespace on the
@@ -123,6 +137,7 @@ impl Overlay {
         cidr: Option<&str>,
         mac: Option<&str>,
         key: &std::path::Path,
+        extra: &[&str],
     ) -> Edge {
         let (ns, _) = self.host(lab, short);
         let relay = format!("{RELAY_IP}:{RELAY_PORT}");
@@ -142,6 +157,7 @@ impl Overlay {
         if let Some(m) = mac {
             args.extend(["--mac", m]);
         }
+        args.extend_from_slice(extra);
         let proc = ns.spawn(lanbridge_bin(), &args).unwrap();
         let up = wait_until(Duration::from_secs(10), || ns.has_link("tap0"));
         assert!(up, "edge {short} made no tap0; its log:\n{}", proc.log());
@@ -154,18 +170,27 @@ impl Overlay {
 
 /// Starts `lanbridge relay` in `ns` on the standard port.
 pub fn start_relay(ns: &Ns, key: &std::path::Path) -> Proc {
-    ns.spawn(
-        lanbridge_bin(),
-        &[
-            "relay",
-            "-v",
-            "--listen",
-            &format!("{RELAY_IP}:{RELAY_PORT}"),
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-    )
-    .unwrap()
+    start_relay_with(ns, key, &[])
+}
+
+/// [`start_relay`] with `extra` arguments; waits until it runs.
+pub fn start_relay_with(ns: &Ns, key: &std::path::Path, extra: &[&str]) -> Proc {
+    let listen = format!("{RELAY_IP}:{RELAY_PORT}");
+    let mut args = vec![
+        "relay",
+        "-v",
+        "--listen",
+        &listen,
+        "--key-file",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let p = ns.spawn(lanbridge_bin(), &args).unwrap();
+    let up = wait_until(Duration::from_secs(10), || {
+        p.log().contains("relay running") || !p.is_running()
+    });
+    assert!(up && p.is_running(), "relay did not start:\n{}", p.log());
+    p
 }
 
 /// Pings until a reply comes or `timeout` passes (the first pings may be

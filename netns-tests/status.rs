@@ -27,7 +27,7 @@ fn status(ns: &Ns, args: &[&str]) -> Output {
 }
 
 /// `lanbridge status --json` in `ns`, parsed; panics with stderr on failure.
-fn status_json(ns: &Ns, extra: &[&str]) -> Status {
+pub fn status_json(ns: &Ns, extra: &[&str]) -> Status {
     let mut args = vec!["--json"];
     args.extend_from_slice(extra);
     let out = status(ns, &args);
