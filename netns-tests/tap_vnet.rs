@@ -132,10 +132,9 @@ async fn recv(tap: &Tap, buf: &mut [u8], wait: Duration) -> Result<Option<(VnetH
     }
 }
 
-/// The whole scenario, on a thread inside the namespace.
-async fn scenario() -> Result<(Seen, usize)> {
-    let tap = Tap::open(TAP, true)?;
-    ensure!(tap.offload(), "a TAP opened with offload reports none");
+/// Brings the TAP up with address LOCAL and a permanent neighbour entry for
+/// PEER, so the kernel sends to PEER without asking.
+fn up_with_peer() -> Result<()> {
     ip(&["link", "set", TAP, "up"])?;
     ip(&["addr", "add", &format!("{LOCAL}/24"), "dev", TAP])?;
     let peer_mac = PEER_MAC.map(|b| format!("{b:02x}")).join(":");
@@ -150,6 +149,14 @@ async fn scenario() -> Result<(Seen, usize)> {
         "nud",
         "permanent",
     ])?;
+    Ok(())
+}
+
+/// The whole scenario, on a thread inside the namespace.
+async fn scenario() -> Result<(Seen, usize)> {
+    let tap = Tap::open(TAP, true)?;
+    ensure!(tap.offload(), "a TAP opened with offload reports none");
+    up_with_peer()?;
     let mac = tap_mac()?;
 
     // The socket, on its own thread (blocking I/O; the thread inherits the
@@ -317,20 +324,7 @@ fn plain_tap_refuses_super_frames() {
 /// without, the datagrams one by one. Either way every byte arrives.
 async fn udp_gso() -> Result<Vec<(usize, VnetHdr)>> {
     let tap = Tap::open(TAP, true)?;
-    ip(&["link", "set", TAP, "up"])?;
-    ip(&["addr", "add", &format!("{LOCAL}/24"), "dev", TAP])?;
-    let peer_mac = PEER_MAC.map(|b| format!("{b:02x}")).join(":");
-    ip(&[
-        "neigh",
-        "add",
-        &PEER.to_string(),
-        "lladdr",
-        &peer_mac,
-        "dev",
-        TAP,
-        "nud",
-        "permanent",
-    ])?;
+    up_with_peer()?;
     let sock = std::net::UdpSocket::bind((LOCAL, 0))?;
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::UdpGsoSegment, &1000)?;
     sock.send_to(&[0x33; 10_000], (PEER, PEER_PORT))?;

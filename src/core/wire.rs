@@ -818,7 +818,28 @@ impl Sealer {
         max_datagram: usize,
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, WireError> {
-        self.seal_fragments(cipher, frame, max_datagram, emit)
+        check_frame(frame)?;
+        if max_datagram < MIN_MAX_DATAGRAM {
+            return Err(WireError::DatagramLimitTooSmall(max_datagram));
+        }
+        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN;
+        let (macs, body) = frame.split_at(MACS_LEN);
+        let (count, chunk_len) = self.plan(body.len(), room)?;
+        let frame_id = self.take_frame_id();
+        let mut out = std::mem::take(&mut self.scratch);
+        let mut chunks = body.chunks(chunk_len);
+        for index in 0..count {
+            let chunk = chunks.next().unwrap_or_default();
+            self.start(cipher, Kind::Frame, &mut out)?;
+            out.extend_from_slice(&frame_id.to_be_bytes());
+            out.extend_from_slice(&[index as u8, count as u8]);
+            out.extend_from_slice(macs);
+            out.extend_from_slice(chunk);
+            self.finish(cipher, &mut out)?;
+            emit(&out);
+        }
+        self.scratch = out;
+        Ok(count)
     }
 
     /// [`Sealer::seal_frame`] for a frame with offload metadata (a raw
@@ -886,37 +907,6 @@ impl Sealer {
         let id = self.next_frame_id;
         self.next_frame_id = self.next_frame_id.wrapping_add(1);
         id
-    }
-
-    fn seal_fragments(
-        &mut self,
-        cipher: &Cipher,
-        frame: &[u8],
-        max_datagram: usize,
-        emit: &mut dyn FnMut(&[u8]),
-    ) -> Result<usize, WireError> {
-        check_frame(frame)?;
-        if max_datagram < MIN_MAX_DATAGRAM {
-            return Err(WireError::DatagramLimitTooSmall(max_datagram));
-        }
-        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN;
-        let (macs, body) = frame.split_at(MACS_LEN);
-        let (count, chunk_len) = self.plan(body.len(), room)?;
-        let frame_id = self.take_frame_id();
-        let mut out = std::mem::take(&mut self.scratch);
-        let mut chunks = body.chunks(chunk_len);
-        for index in 0..count {
-            let chunk = chunks.next().unwrap_or_default();
-            self.start(cipher, Kind::Frame, &mut out)?;
-            out.extend_from_slice(&frame_id.to_be_bytes());
-            out.extend_from_slice(&[index as u8, count as u8]);
-            out.extend_from_slice(macs);
-            out.extend_from_slice(chunk);
-            self.finish(cipher, &mut out)?;
-            emit(&out);
-        }
-        self.scratch = out;
-        Ok(count)
     }
 
     /// The session key for `cipher`'s network, from the cache if it is there.
