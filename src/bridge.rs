@@ -180,9 +180,15 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             }
             r = overlay_recv(&overlay, &mut ovl_buf) => {
                 let now = Instant::now();
-                let (received, tap_hdr) = match r {
-                    Ok(v) => v,
-                    Err(e) => {
+                let (received, tap_hdr) = match (r, &overlay) {
+                    (Ok(v), _) => v,
+                    (Err(e), Overlay::Tap(t)) if tap::is_gone(&e) => return Err(t.gone_error().into()),
+                    // A vnet header the kernel should never write.
+                    (Err(e), Overlay::Tap(_)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        local.0.add(DropReason::Malformed);
+                        continue;
+                    }
+                    (Err(e), _) => {
                         debug!("overlay recv: {}", plain(&e));
                         continue;
                     }

@@ -16,7 +16,7 @@ use crate::{
         client::{Client, ClientConfig, ClientEvent},
         drop::DropReason,
         offload::{self, VnetHdr},
-        wire::{Cipher, NetworkKey, Reassembled, SessionId},
+        wire::{self, Cipher, NetworkKey, Reassembled, SessionId},
     },
     io::{
         plain,
@@ -141,7 +141,7 @@ impl Uplink {
         let client = &mut self.client;
         if *hdr == VnetHdr::NONE {
             let _ = client.handle_frame(frame, &mut send);
-        } else if client.offload_ok() && hdr.needs_csum() {
+        } else if client.offload_ok() && hdr.needs_csum() && frame.len() <= wire::MAX_FRAME {
             let _ = client.handle_offload_frame(hdr.to_wire(), frame, &mut send);
         } else {
             let result = offload::segment(hdr, frame, mtu, &mut self.seg_buf, &mut |seg| {

@@ -3,12 +3,14 @@
 //! The standard library's SipHash resists hash flooding, at about 20-40 ns
 //! per lookup; the relay does several lookups per datagram (network, replay
 //! window, peer, two MACs), which was about a tenth of its instructions.
-//! The tables here are keyed only by what *authenticated* datagrams carry:
-//! random 128-bit session ids, network ids, MACs learned from members. Only
-//! a key holder can choose those keys, and a key holder can flood anyway, so
-//! these tables use the multiply-rotate hash of Firefox and rustc (FxHash).
-//! Tables keyed by what anyone on a LAN can send (the NAT engine's) keep
-//! SipHash.
+//! The tables here are keyed only by ids that *authenticated* datagrams
+//! carry: random 128-bit session ids and network ids. Only a key holder can
+//! choose those keys, and a key holder can flood anyway, so these tables use
+//! the multiply-rotate hash of Firefox and rustc (FxHash), which has no
+//! seed. Tables keyed by what a host can choose without the key, MACs and
+//! IPs (the relay's switch table: LAN hosts behind a bridge and VMs behind an
+//! edge pick their own MACs; the NAT engine's tables), keep SipHash, whose
+//! random key makes colliding keys impossible to compute offline.
 
 use std::{
     collections::HashMap,

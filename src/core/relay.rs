@@ -124,6 +124,9 @@ struct Peer {
     addr: SocketAddr,
     /// Capabilities from its last Register.
     caps: u32,
+    /// When it was last told the network's capabilities because it sent an
+    /// offload frame a peer can't take.
+    hinted: Option<Instant>,
     last_seen: Instant,
     rx: u64,
 }
@@ -275,6 +278,7 @@ impl Relay {
                     Peer {
                         addr: from,
                         caps,
+                        hinted: None,
                         last_seen: now,
                         rx: 0,
                     },
@@ -331,8 +335,9 @@ impl Relay {
             }
             Message::Frame(fragment) => {
                 self.targets.clear();
-                // Offload frames only go to peers that can take them (until
-                // the sender learns, at its next keepalive, that not all can).
+                // Offload frames only go to peers that can take them; the
+                // sender was told when one that can't joined (a push, and
+                // again below if it keeps sending them).
                 let needs = if fragment.vnet().is_some() {
                     CAP_OFFLOAD
                 } else {
@@ -342,9 +347,19 @@ impl Relay {
                     .switch
                     .handle(now, session, fragment.src(), fragment.dst())
                 {
-                    Route::Unicast(port) => match net.peers.get(&port) {
-                        Some(p) if p.caps & needs == needs => self.targets.push(p.addr),
-                        Some(_) => return Err(DropReason::NoOffload),
+                    Route::Unicast(port) => match net.peers.get(&port).map(|p| (p.addr, p.caps)) {
+                        Some((addr, caps)) if caps & needs == needs => self.targets.push(addr),
+                        Some(_) => {
+                            return Self::hint(
+                                &self.config,
+                                &mut self.sealer,
+                                net,
+                                session,
+                                now,
+                                &mut self.reply,
+                                &mut self.stats,
+                            )
+                        }
                         None => return Err(DropReason::NoDestination),
                     },
                     Route::Flood => {
@@ -418,6 +433,30 @@ impl Relay {
                 pushes.push((p.addr, one));
             }
         }
+    }
+
+    /// An offload frame for a peer that can't take one: the sender missed the
+    /// push that said so (lost, or overtaken). Counted, and answered with a
+    /// RegisterAck carrying the network's capabilities, once a second at most.
+    fn hint(
+        config: &RelayConfig,
+        sealer: &mut Sealer,
+        net: &mut Network,
+        session: SessionId,
+        now: Instant,
+        out: &mut Vec<u8>,
+        stats: &mut RelayStats,
+    ) -> Result<Decision, DropReason> {
+        let recent = |t: Option<Instant>| {
+            t.is_some_and(|t| now.saturating_duration_since(t) < NOT_REGISTERED_EVERY)
+        };
+        match net.peers.get_mut(&session) {
+            Some(sender) if !recent(sender.hinted) => sender.hinted = Some(now),
+            _ => return Err(DropReason::NoOffload),
+        }
+        stats.drops.add(DropReason::NoOffload);
+        Self::ack(config, sealer, net, out)?;
+        Ok(Decision::Reply)
     }
 
     /// Unsolicited datagrams the driver must send, each to its address.
@@ -668,12 +707,28 @@ mod tests {
         }
         let mut to_old = frame();
         to_old[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
-        for d in sealed_frames_of(&cipher, &mut a, &to_old, vnet) {
-            assert_eq!(
-                r.handle_datagram(t0, addr(1), &d),
-                RelayAction::Drop(DropReason::NoOffload)
-            );
+        // The sender missed the push (say it was lost): the first drop is
+        // answered with the network's capabilities, later ones within a
+        // second are only counted.
+        let drops = r.stats().drops.get(DropReason::NoOffload);
+        for (i, d) in sealed_frames_of(&cipher, &mut a, &to_old, vnet)
+            .iter()
+            .chain(&sealed_frames_of(&cipher, &mut a, &to_old, vnet))
+            .enumerate()
+        {
+            match r.handle_datagram(t0, addr(1), d) {
+                RelayAction::Reply(bytes) if i == 0 => {
+                    let mut scratch = Vec::new();
+                    let (_, msg) = wire::open(&cipher, bytes, &mut scratch).unwrap();
+                    assert!(
+                        matches!(msg, Message::RegisterAck { caps: 0, .. }),
+                        "{msg:?}"
+                    );
+                }
+                action => assert_eq!(action, RelayAction::Drop(DropReason::NoOffload), "#{i}"),
+            }
         }
+        assert_eq!(r.stats().drops.get(DropReason::NoOffload), drops + 2);
         // A plain frame reaches everyone.
         let mut forwarded = Vec::new();
         for d in sealed_frames_of(&cipher, &mut a, &frame(), None) {

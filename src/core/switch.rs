@@ -13,6 +13,7 @@
 //! The port type is generic: the relay uses peer session ids.
 
 use std::{
+    collections::HashMap,
     hash::Hash,
     time::{Duration, Instant},
 };
@@ -61,7 +62,8 @@ struct Entry<P> {
 #[derive(Debug)]
 pub struct Switch<P> {
     config: SwitchConfig,
-    macs: FastMap<MacAddr, Entry<P>>,
+    /// SipHash: MACs come from anyone on a bridged LAN or behind an edge.
+    macs: HashMap<MacAddr, Entry<P>>,
     per_port: FastMap<P, usize>,
 }
 
@@ -70,7 +72,7 @@ impl<P: Copy + Eq + Hash> Switch<P> {
     pub fn new(config: SwitchConfig) -> Self {
         Switch {
             config,
-            macs: FastMap::default(),
+            macs: HashMap::new(),
             per_port: FastMap::default(),
         }
     }

@@ -1329,7 +1329,8 @@ pub const DEFAULT_MAX_PENDING: usize = 64;
 ///
 /// Bounded: at most `max_pending` frames in progress (memory at most
 /// `max_pending * MAX_FRAME` bytes), each for at most `max_age`. Buffers are
-/// recycled. Single-fragment frames never enter pending state.
+/// recycled. Single-fragment frames never enter pending state (a sealed one
+/// is copied to the output buffer, to be opened there).
 #[derive(Debug)]
 pub struct Reassembler {
     max_pending: usize,
@@ -1389,6 +1390,17 @@ impl Reassembler {
                 vnet: frag.vnet,
                 sealed: None,
                 frame,
+            }));
+        }
+        if frag.count == 1 {
+            // Sealed, so it must be opened in place: copied to `out`, but it
+            // never takes (or evicts) a pending slot.
+            self.out.clear();
+            self.out.extend_from_slice(frag.macs_and_chunk);
+            return Ok(Some(Reassembled {
+                vnet: frag.vnet,
+                sealed: frag.sealed,
+                frame: &self.out,
             }));
         }
         let found = self
@@ -1486,8 +1498,9 @@ impl Reassembler {
         }))
     }
 
-    /// The frame the last [`Reassembler::push`] completed from several
-    /// fragments, to open a sealed one in place.
+    /// The frame the last [`Reassembler::push`] completed into its own
+    /// buffer (several fragments, or any sealed frame), to open a sealed one
+    /// in place.
     pub fn last_mut(&mut self) -> &mut [u8] {
         &mut self.out
     }
@@ -2508,5 +2521,43 @@ mod tests {
             receive_offload(&c, &one),
             Ok(Some((Some(vnet), frame[..200].to_vec())))
         );
+    }
+
+    /// A one-datagram offload frame completes at once without taking a
+    /// pending slot, so it never evicts a frame still being reassembled.
+    #[test]
+    fn a_small_offload_frame_evicts_nothing() {
+        let c = cipher();
+        let now = Instant::now();
+        let mut r = Reassembler::new(2, Duration::from_secs(2));
+        let mut sealer = Sealer::new(SessionId([5; 16]));
+        let mut firsts = Vec::new();
+        for _ in 0..2 {
+            let mut ds = Vec::new();
+            sealer
+                .seal_frame(&c, &test_frame(3000), 1400, &mut |d| ds.push(d.to_vec()))
+                .unwrap();
+            firsts.push(ds.swap_remove(0));
+        }
+        let mut scratch = Vec::new();
+        for d in &firsts {
+            let (h, msg) = open(&c, d, &mut scratch).unwrap();
+            let Message::Frame(f) = msg else {
+                unreachable!()
+            };
+            assert_eq!(r.push(now, h.session, &f), Ok(None));
+        }
+        assert_eq!(r.pending(), 2);
+        let vnet = [1, 0, 0, 0, 0, 0, 34, 0, 16, 0];
+        let mut one = Vec::new();
+        sealer
+            .seal_offload_frame(&c, vnet, &test_frame(200), 1400, &mut |d| {
+                one.push(d.to_vec())
+            })
+            .unwrap();
+        let (h, f) = open_route(&c, &one[0]).unwrap();
+        let done = r.push(now, h.session, &f).unwrap().unwrap();
+        assert_eq!(done.sealed, Some(h.counter));
+        assert_eq!(r.pending(), 2, "a pending frame was evicted");
     }
 }

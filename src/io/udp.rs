@@ -236,6 +236,9 @@ impl Socket {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return unsent + n + count(rest.len(), segment);
                     }
+                    // This route can't (a segment above its path MTU): this
+                    // send goes datagram by datagram, the next tries again.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                     Err(e) if gso_unsupported(&e) => {
                         if self.gso.swap(false, Ordering::Relaxed) {
                             debug!(
@@ -310,10 +313,7 @@ fn count(len: usize, segment: usize) -> usize {
 /// Whether a GSO send failed because the kernel or the route's device can't
 /// segment (the same datagrams may go one by one).
 fn gso_unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
-    )
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::EOPNOTSUPP))
 }
 
 /// `recvmsg`: one datagram or GRO batch, its source, its destination
@@ -663,12 +663,13 @@ mod tests {
         send_and_receive("[::1]", false).await;
     }
 
-    /// A GSO send the kernel refuses turns GSO off for good and goes out
-    /// datagram by datagram. Checksum-less UDP (`SO_NO_CHECK`, no root
-    /// needed) is one thing the kernel refuses to segment (`EINVAL`).
+    /// A GSO send the kernel refuses with `EINVAL` goes out datagram by
+    /// datagram; GSO stays on for the next send (`EINVAL` can be one route's
+    /// path MTU, not the kernel). Checksum-less UDP (`SO_NO_CHECK`, no root
+    /// needed) is one thing the kernel refuses to segment.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[tokio::test]
-    async fn refused_gso_falls_back_for_good() {
+    async fn refused_gso_falls_back_for_that_send() {
         const SO_NO_CHECK: libc::c_int = 11;
         let receiver = Socket::bind("127.0.0.1:0".parse().unwrap(), false)
             .await
@@ -696,7 +697,7 @@ mod tests {
         for _ in 0..2 {
             let sent = datagrams(10, 100, 50);
             assert_eq!(sender.try_send_segments(&sent.concat(), 100, to, None), 0);
-            assert!(!sender.gso());
+            assert!(sender.gso());
             let (got, _) = collect(&receiver, 10).await;
             assert_eq!(got, sent);
         }
