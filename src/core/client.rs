@@ -263,10 +263,11 @@ impl Client {
         };
         self.last_heard = Some(now);
         match message {
-            Opened::Frame(session, kind) => {
+            Opened::Frame(session) => {
                 // Borrows only `scratch` and `reassembler`, so the frame can be
                 // returned without copying.
-                let Ok(Message::Frame(fragment)) = Message::parse(kind, &self.scratch) else {
+                let Ok(Message::Frame(fragment)) = Message::parse(Kind::Frame, &self.scratch)
+                else {
                     self.stats.drops.add(DropReason::Malformed);
                     return ClientEvent::Drop(DropReason::Malformed);
                 };
@@ -398,14 +399,7 @@ impl Client {
             wire::open_cached(&self.cipher, &mut self.keys, datagram, &mut self.scratch)
                 .map_err(|e| e.drop_reason())?;
         let opened = match message {
-            Message::Frame(f) => {
-                let kind = if f.vnet().is_some() {
-                    Kind::OffloadFrame
-                } else {
-                    Kind::Frame
-                };
-                Opened::Frame(header.session, kind)
-            }
+            Message::Frame(_) => Opened::Frame(header.session),
             Message::RegisterAck {
                 keepalive_secs,
                 caps,
@@ -470,7 +464,7 @@ impl Client {
 
 /// What an authenticated datagram carried, without borrowing it.
 enum Opened {
-    Frame(SessionId, Kind),
+    Frame(SessionId),
     RegisterAck { keepalive_secs: u16, caps: u32 },
     KeepaliveAck,
     NotRegistered,

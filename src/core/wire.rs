@@ -667,7 +667,6 @@ impl Message<'_> {
             Message::Keepalive => Kind::Keepalive,
             Message::KeepaliveAck => Kind::KeepaliveAck,
             Message::NotRegistered => Kind::NotRegistered,
-            Message::Frame(f) if f.vnet.is_some() => Kind::OffloadFrame,
             Message::Frame(_) => Kind::Frame,
         }
     }
@@ -708,9 +707,8 @@ impl Message<'_> {
                 exact(0, "not-registered payload is not empty")?;
                 Message::NotRegistered
             }
-            Kind::Frame | Kind::OffloadFrame => {
-                Message::Frame(Fragment::parse_kind(kind, payload)?)
-            }
+            Kind::Frame => Message::Frame(Fragment::parse(payload)?),
+            Kind::OffloadFrame => return Err(WireError::Malformed(OFFLOAD_IS_NOT_ONE_MESSAGE)),
         })
     }
 
@@ -729,9 +727,6 @@ impl Message<'_> {
             Message::Frame(f) => {
                 out.extend_from_slice(&f.frame_id.to_be_bytes());
                 out.extend_from_slice(&[f.index, f.count]);
-                if let Some(vnet) = &f.vnet {
-                    out.extend_from_slice(vnet);
-                }
                 out.extend_from_slice(f.macs_and_chunk);
             }
         }
@@ -1005,10 +1000,8 @@ pub fn open_cached<'s>(
         return Err(WireError::WrongNetwork);
     }
     if header.kind == Kind::OffloadFrame {
-        // Not sealed per datagram: see open_route.
-        return Err(WireError::Malformed(
-            "an offload frame is opened with open_route",
-        ));
+        // Checked before decrypting: it would only fail the tag.
+        return Err(WireError::Malformed(OFFLOAD_IS_NOT_ONE_MESSAGE));
     }
     let (aad, rest) = datagram.split_at(HEADER_LEN);
     let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -1018,6 +1011,11 @@ pub fn open_cached<'s>(
     let msg = Message::parse(header.kind, scratch)?;
     Ok((header, msg))
 }
+
+/// Why an OffloadFrame is no [`Message`]: it is not one AEAD message per
+/// datagram ([`open_route`] checks its datagrams, [`Sealer::seal_offload_frame`]
+/// makes them).
+const OFFLOAD_IS_NOT_ONE_MESSAGE: &str = "an offload frame is opened with open_route";
 
 /// Checks an OffloadFrame datagram the way a relay can, without decrypting:
 /// its network id and relay tag; returns its header and its fragment, whose
