@@ -67,21 +67,11 @@ impl Overlay {
     ) {
         match self {
             Overlay::Relay(uplink) => uplink.send_frame(hdr, frame, mtu),
-            Overlay::Tap(tap) => {
-                let whole_ok = tap.offload();
-                let result =
-                    offload::deliver(hdr, frame, whole_ok, mtu, seg_buf, &mut |h, f| match tap
-                        .try_send_offload(h, f)
-                    {
-                        Ok(_) => {}
-                        Err(e) if tap::is_gone(&e) => drops.1 = true,
-                        Err(_) => drops.0.add(DropReason::SendFailed),
-                    });
-                if let Err(e) = result {
-                    debug!("cannot pass on a {}-byte frame: {e}", frame.len());
-                    drops.0.add(e.drop_reason());
-                }
-            }
+            Overlay::Tap(tap) => match tap.deliver(hdr, frame, mtu, seg_buf) {
+                Ok(Some((reason, n))) => drops.0.add_n(reason, n),
+                Ok(None) => {}
+                Err(_) => drops.1 = true,
+            },
         }
     }
 }
@@ -197,13 +187,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                     let (hdr, frame): (VnetHdr, &[u8]) = match &mut overlay {
                         Overlay::Relay(uplink) => {
                             match uplink.handle_datagram(now, received.from, datagram) {
-                                Some(r) => match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
-                                    Ok(hdr) => (hdr.unwrap_or(VnetHdr::NONE), r.frame),
-                                    Err(e) => {
-                                        local.0.add(e.drop_reason());
-                                        continue;
-                                    }
-                                },
+                                Some(v) => v,
                                 None => continue,
                             }
                         }

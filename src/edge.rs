@@ -8,16 +8,8 @@ use tracing::{debug, info};
 use crate::{
     cli::{read_key_file, EdgeArgs},
     control::Ops,
-    core::{
-        drop::DropReason,
-        mac::MacAddr,
-        offload::{self, VnetHdr},
-    },
-    io::{
-        netlink::Netlink,
-        plain,
-        tap::{self, Tap},
-    },
+    core::{drop::DropReason, mac::MacAddr},
+    io::{netlink::Netlink, plain, tap::Tap},
     signals::Shutdown,
     status::{EdgeStatus, Role, Status},
     uplink::Uplink,
@@ -64,7 +56,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                     Ok(v) => v,
                     // A vnet header the kernel should never write.
                     Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                        uplink.count_drop(DropReason::Malformed);
+                        uplink.count_drops(DropReason::Malformed, 1);
                         continue;
                     }
                     Err(e) => {
@@ -84,29 +76,9 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 };
                 for datagram in received.datagrams(&udp_buf) {
                     // HOT PATH
-                    if let Some(r) = uplink.handle_datagram(Instant::now(), received.from, datagram) {
-                        let (mut gone, mut dropped) = (false, None);
-                        match r.vnet.map(|v| VnetHdr::from_wire(&v)).transpose() {
-                            Ok(hdr) => {
-                                let hdr = hdr.unwrap_or(VnetHdr::NONE);
-                                let sent = offload::deliver(&hdr, r.frame, tap.offload(), mtu, &mut seg_buf, &mut |h, f| {
-                                    match tap.try_send_offload(h, f) {
-                                        Ok(_) => {}
-                                        Err(e) if tap::is_gone(&e) => gone = true,
-                                        Err(_) => dropped = Some(DropReason::SendFailed),
-                                    }
-                                });
-                                if let Err(e) = sent {
-                                    dropped = Some(e.drop_reason());
-                                }
-                            }
-                            Err(e) => dropped = Some(e.drop_reason()),
-                        }
-                        if gone {
-                            return Err(tap.gone_error().into());
-                        }
-                        if let Some(reason) = dropped {
-                            uplink.count_drop(reason);
+                    if let Some((hdr, frame)) = uplink.handle_datagram(Instant::now(), received.from, datagram) {
+                        if let Some((reason, n)) = tap.deliver(&hdr, frame, mtu, &mut seg_buf)? {
+                            uplink.count_drops(reason, n);
                         }
                     }
                 }

@@ -16,7 +16,7 @@ use crate::{
         client::{Client, ClientConfig, ClientEvent},
         drop::DropReason,
         offload::{self, VnetHdr},
-        wire::{self, Cipher, NetworkKey, Reassembled, SessionId},
+        wire::{self, Cipher, NetworkKey, SessionId},
     },
     io::{
         plain,
@@ -155,21 +155,25 @@ impl Uplink {
         self.failed_sends += self.batch.flush(&self.socket) as u64;
     }
 
-    /// Handles one received datagram; returns the frame it completed, if any.
+    /// Handles one received datagram; returns the frame it completed, if
+    /// any, with its offload metadata (`VnetHdr::NONE` for a plain frame).
     // HOT PATH
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
-    ) -> Option<Reassembled<'_>> {
+    ) -> Option<(VnetHdr, &[u8])> {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         match self.client.handle_datagram(now, from, datagram, &mut |d| {
             if socket.try_send(d, relay, None).is_err() {
                 *failed += 1;
             }
         }) {
-            ClientEvent::Frame(r) => Some(r),
+            ClientEvent::Frame(r) => {
+                let hdr = r.vnet.as_ref().map_or(VnetHdr::NONE, VnetHdr::from_wire);
+                Some((hdr, r.frame))
+            }
             ClientEvent::Registered | ClientEvent::Nothing => None,
             ClientEvent::Drop(reason) => {
                 trace!(%from, %reason, "dropped datagram");
@@ -230,9 +234,9 @@ impl Uplink {
         }
     }
 
-    /// Counts a frame the driver could not deliver locally.
-    pub fn count_drop(&mut self, reason: DropReason) {
-        self.client.count_drops(reason, 1);
+    /// Counts frames the driver could not deliver locally.
+    pub fn count_drops(&mut self, reason: DropReason, n: u64) {
+        self.client.count_drops(reason, n);
     }
 
     /// Call after every event: logs registration changes and counts failed

@@ -146,7 +146,11 @@ impl VnetHdr {
     /// Reads the header from the first [`VnetHdr::LEN`] bytes of `buf`, in
     /// the host's byte order (as the kernel gives it).
     pub fn parse(buf: &[u8]) -> Result<Self, OffloadError> {
-        Self::decode(buf, u16::from_ne_bytes)
+        let b = buf
+            .get(..Self::LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(OffloadError::Truncated)?;
+        Ok(Self::decode(b, u16::from_ne_bytes))
     }
 
     /// The header as bytes in the host's byte order (as the kernel takes it).
@@ -156,8 +160,8 @@ impl VnetHdr {
 
     /// Reads the header as an OffloadFrame carries it (little-endian,
     /// docs/protocol.md).
-    pub fn from_wire(buf: &[u8]) -> Result<Self, OffloadError> {
-        Self::decode(buf, u16::from_le_bytes)
+    pub fn from_wire(bytes: &[u8; Self::LEN]) -> Self {
+        Self::decode(bytes, u16::from_le_bytes)
     }
 
     /// The header as an OffloadFrame carries it (little-endian).
@@ -165,20 +169,16 @@ impl VnetHdr {
         self.encode(u16::to_le_bytes)
     }
 
-    fn decode(buf: &[u8], u16_from: fn([u8; 2]) -> u16) -> Result<Self, OffloadError> {
-        let b: &[u8; Self::LEN] = buf
-            .get(..Self::LEN)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(OffloadError::Truncated)?;
+    fn decode(b: &[u8; Self::LEN], u16_from: fn([u8; 2]) -> u16) -> Self {
         let u16_at = |at: usize| u16_from([b[at], b[at + 1]]);
-        Ok(VnetHdr {
+        VnetHdr {
             flags: b[0],
             gso_type: b[1],
             hdr_len: u16_at(2),
             gso_size: u16_at(4),
             csum_start: u16_at(6),
             csum_offset: u16_at(8),
-        })
+        }
     }
 
     fn encode(&self, u16_to: fn(u16) -> [u8; 2]) -> [u8; Self::LEN] {

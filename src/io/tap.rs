@@ -34,10 +34,14 @@ use std::{
 };
 
 use tokio::io::unix::AsyncFd;
+use tracing::debug;
 use tun_tap::{Iface, Mode};
 
 use crate::{
-    core::offload::VnetHdr,
+    core::{
+        drop::DropReason,
+        offload::{self, VnetHdr},
+    },
     io::{check_ifname, plain, IoError},
 };
 
@@ -178,6 +182,48 @@ impl Tap {
                 Ok(n.saturating_sub(VnetHdr::LEN))
             }
         }
+    }
+}
+
+impl Tap {
+    /// Writes a frame with its offload metadata: whole, with `hdr`, where
+    /// this TAP takes vnet headers and the segments fit `mtu`; otherwise
+    /// finished and cut here ([`offload::deliver`]). Returns the frames to
+    /// count as dropped and why (a failed write, or a frame that can't be
+    /// cut, which is never partly written); `Err` when the TAP is gone.
+    // HOT PATH
+    pub fn deliver(
+        &self,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        mtu: usize,
+        seg_buf: &mut Vec<u8>,
+    ) -> Result<Option<(DropReason, u64)>, IoError> {
+        let (mut gone, mut failed) = (false, 0);
+        let result =
+            offload::deliver(
+                hdr,
+                frame,
+                self.offload(),
+                mtu,
+                seg_buf,
+                &mut |h, f| match self.try_send_offload(h, f) {
+                    Ok(_) => {}
+                    Err(e) if is_gone(&e) => gone = true,
+                    Err(_) => failed += 1,
+                },
+            );
+        if gone {
+            return Err(self.gone_error());
+        }
+        Ok(match result {
+            Err(e) => {
+                debug!("cannot pass on a {}-byte frame: {e}", frame.len());
+                Some((e.drop_reason(), 1))
+            }
+            Ok(_) if failed > 0 => Some((DropReason::SendFailed, failed)),
+            Ok(_) => None,
+        })
     }
 }
 
