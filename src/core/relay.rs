@@ -142,7 +142,8 @@ struct Network {
     told: FastMap<SessionId, Instant>,
     peers: FastMap<SessionId, Peer>,
     switch: Switch<SessionId>,
-    /// Whether every peer takes offload frames, as last announced.
+    /// Whether every peer takes offload frames. Kept by `announce`, which
+    /// runs wherever peers come, change or go (Register, expiry).
     all_offload: bool,
 }
 
@@ -395,20 +396,12 @@ impl Relay {
         out: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
         let keepalive_secs = config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
-        let caps = if Self::all_offload(net) {
-            CAP_OFFLOAD
-        } else {
-            0
-        };
+        let caps = if net.all_offload { CAP_OFFLOAD } else { 0 };
         let ack = Message::RegisterAck {
             caps,
             keepalive_secs,
         };
         Self::seal_reply(sealer, &net.cipher, ack, out)
-    }
-
-    fn all_offload(net: &Network) -> bool {
-        net.peers.values().all(|p| p.caps & CAP_OFFLOAD != 0)
     }
 
     /// When whether every peer takes offload frames changed (one without
@@ -421,7 +414,7 @@ impl Relay {
         net: &mut Network,
         pushes: &mut Vec<(SocketAddr, Vec<u8>)>,
     ) {
-        let all = Self::all_offload(net);
+        let all = net.peers.values().all(|p| p.caps & CAP_OFFLOAD != 0);
         if all == net.all_offload {
             return;
         }
