@@ -132,6 +132,24 @@ async fn recv(tap: &Tap, buf: &mut [u8], wait: Duration) -> Result<Option<(VnetH
     }
 }
 
+/// Makes `frame` (Ethernet, a 20-byte IPv4 header, a 20-byte TCP header,
+/// payload from `src` to `dst`) a TSO super-frame as the kernel hands one
+/// over: the TCP checksum field holds the partial pseudo-header sum, and
+/// the returned vnet header says TCPv4 GSO with segments of MSS bytes.
+fn as_tso_v4(frame: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> VnetHdr {
+    let tcp_len = (frame.len() - 14 - 20) as u16;
+    let pseudo = checksum::fold(checksum::pseudo_header_v4(src, dst, 6, tcp_len));
+    frame[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GsoType::TcpV4 as u8,
+        hdr_len: 14 + 20 + 20,
+        gso_size: MSS,
+        csum_start: 14 + 20,
+        csum_offset: 16,
+    }
+}
+
 /// Brings the TAP up with address LOCAL and a permanent neighbour entry for
 /// PEER, so the kernel sends to PEER without asking.
 fn up_with_peer() -> Result<()> {
@@ -237,17 +255,7 @@ async fn scenario() -> Result<(Seen, usize)> {
         false,
         &payload,
     )?;
-    let tcp_len = (frame.len() - 14 - 20) as u16;
-    let pseudo = checksum::fold(checksum::pseudo_header_v4(PEER, LOCAL, 6, tcp_len));
-    frame[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&pseudo.to_be_bytes());
-    let hdr = VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type: GsoType::TcpV4 as u8,
-        hdr_len: 14 + 20 + 20,
-        gso_size: MSS,
-        csum_start: 14 + 20,
-        csum_offset: 16,
-    };
+    let hdr = as_tso_v4(&mut frame, PEER, LOCAL);
     let n = tap
         .try_send_offload(&hdr, &frame)
         .context("write the super-frame")?;
@@ -410,17 +418,7 @@ fn packet_socket_sends_a_tso_super_frame() {
         .ack(1)
         .write(&mut frame, &payload)
         .unwrap();
-    let tcp_len = (frame.len() - 14 - 20) as u16;
-    let pseudo = checksum::fold(checksum::pseudo_header_v4(src, dst, 6, tcp_len));
-    frame[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&pseudo.to_be_bytes());
-    let hdr = VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type: GsoType::TcpV4 as u8,
-        hdr_len: 14 + 20 + 20,
-        gso_size: MSS,
-        csum_start: 14 + 20,
-        csum_offset: 16,
-    };
+    let hdr = as_tso_v4(&mut frame, src, dst);
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
