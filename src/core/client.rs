@@ -16,8 +16,8 @@ use std::{
 use crate::core::{
     drop::{DropCounters, DropReason},
     wire::{
-        self, Cipher, KeyCache, Kind, Message, Reassembled, Reassembler, ReplayGuard, Sealer,
-        SessionId, CAP_OFFLOAD, VNET_LEN,
+        self, Cipher, Header, KeyCache, Kind, Message, Reassembled, Reassembler, ReplayGuard,
+        Sealer, SessionId, CAP_OFFLOAD, VNET_LEN,
     },
 };
 
@@ -356,18 +356,9 @@ impl Client {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<Option<(SessionId, [u8; VNET_LEN], u64)>, DropReason> {
-        if from != self.relay {
-            return Err(DropReason::UnknownSender);
-        }
-        let header = wire::peek_header(datagram).map_err(|e| e.drop_reason())?;
-        if !self.replay.check(header.session, header.counter) {
-            return Err(DropReason::Replayed);
-        }
-        let (header, fragment) =
-            wire::open_route(&self.cipher, datagram).map_err(|e| e.drop_reason())?;
-        if !self.replay.update(now, header.session, header.counter) {
-            return Err(DropReason::Replayed);
-        }
+        let (header, fragment) = self.accept(now, from, datagram, |c, d| {
+            wire::open_route(&c.cipher, d).map_err(|e| e.drop_reason())
+        })?;
         self.last_heard = Some(now);
         match self.reassembler.push(now, header.session, &fragment) {
             Ok(Some(Reassembled {
@@ -381,13 +372,17 @@ impl Client {
         }
     }
 
-    /// Checks sender, replay window and tag; decrypts into `scratch`.
-    fn authenticate(
+    /// The checks every datagram from the relay passes, around `open`, which
+    /// authenticates it: the sender's address; the replay window before
+    /// `open` (cheap) and again after it, only then recording the counter
+    /// (so a datagram that fails `open` cannot move the window).
+    fn accept<'d, T>(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<Opened, DropReason> {
+        datagram: &'d [u8],
+        open: impl FnOnce(&mut Self, &'d [u8]) -> Result<(Header, T), DropReason>,
+    ) -> Result<(Header, T), DropReason> {
         if from != self.relay {
             return Err(DropReason::UnknownSender);
         }
@@ -395,26 +390,25 @@ impl Client {
         if !self.replay.check(header.session, header.counter) {
             return Err(DropReason::Replayed);
         }
-        let (header, message) =
-            wire::open_cached(&self.cipher, &mut self.keys, datagram, &mut self.scratch)
-                .map_err(|e| e.drop_reason())?;
-        let opened = match message {
-            Message::Frame(_) => Opened::Frame(header.session),
-            Message::RegisterAck {
-                keepalive_secs,
-                caps,
-            } => Opened::RegisterAck {
-                keepalive_secs,
-                caps,
-            },
-            Message::KeepaliveAck => Opened::KeepaliveAck,
-            Message::NotRegistered => Opened::NotRegistered,
-            // Only peers send these; a relay never forwards them.
-            Message::Register { .. } | Message::Keepalive => return Err(DropReason::UnknownKind),
-        };
+        let (header, opened) = open(self, datagram)?;
         if !self.replay.update(now, header.session, header.counter) {
             return Err(DropReason::Replayed);
         }
+        Ok((header, opened))
+    }
+
+    /// Checks sender, replay window and tag; decrypts into `scratch`.
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Opened, DropReason> {
+        let (_, opened) = self.accept(now, from, datagram, |c, d| {
+            let (header, message) = wire::open_cached(&c.cipher, &mut c.keys, d, &mut c.scratch)
+                .map_err(|e| e.drop_reason())?;
+            Ok((header, Opened::from_message(header.session, message)?))
+        })?;
         Ok(opened)
     }
 
@@ -468,6 +462,26 @@ enum Opened {
     RegisterAck { keepalive_secs: u16, caps: u32 },
     KeepaliveAck,
     NotRegistered,
+}
+
+impl Opened {
+    /// What an authenticated message from the relay means to a client.
+    fn from_message(session: SessionId, message: Message<'_>) -> Result<Opened, DropReason> {
+        Ok(match message {
+            Message::Frame(_) => Opened::Frame(session),
+            Message::RegisterAck {
+                keepalive_secs,
+                caps,
+            } => Opened::RegisterAck {
+                keepalive_secs,
+                caps,
+            },
+            Message::KeepaliveAck => Opened::KeepaliveAck,
+            Message::NotRegistered => Opened::NotRegistered,
+            // Only peers send these; a relay never forwards them.
+            Message::Register { .. } | Message::Keepalive => return Err(DropReason::UnknownKind),
+        })
+    }
 }
 
 #[cfg(test)]
