@@ -60,7 +60,7 @@ impl Overlay {
     fn send(
         &mut self,
         hdr: &VnetHdr,
-        frame: &[u8],
+        frame: &mut [u8],
         mtu: usize,
         seg_buf: &mut Vec<u8>,
         drops: &mut LocalDrops,
@@ -183,16 +183,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                for datagram in received.datagrams(&ovl_buf) {
-                    let (hdr, frame): (VnetHdr, &[u8]) = match &mut overlay {
-                        Overlay::Relay(uplink) => {
-                            match uplink.handle_datagram(now, received.from, datagram) {
-                                Some(v) => v,
-                                None => continue,
-                            }
-                        }
-                        Overlay::Tap(_) => (tap_hdr, datagram),
-                    };
+                // HOT PATH: one batch (a GRO burst) at a time, so that the
+                // segments in it are put back together before the LAN.
+                let mut to_lan = |hdr: &VnetHdr, frame: &[u8]| {
                     // HOT PATH
                     if frame.len() > max_frame && hdr.gso_type == 0 {
                         if !warned_too_big {
@@ -206,17 +199,17 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                             );
                         }
                         local.0.add(DropReason::TooBig);
-                        continue;
+                        return;
                     }
                     let Some(out) = out_buf.get_mut(..frame.len()) else {
                         local.0.add(DropReason::TooBig);
-                        continue;
+                        return;
                     };
                     out.copy_from_slice(frame);
                     match nat.handle_overlay(now, hdr.needs_csum(), out) {
                         Verdict::Forward => {
                             // A super-frame goes out whole; the kernel segments it.
-                            let result = offload::deliver(&hdr, out, true, mtu as usize, &mut seg_buf, &mut |h, f| {
+                            let result = offload::deliver(hdr, out, true, mtu as usize, &mut seg_buf, &mut |h, f| {
                                 if lan.try_send_offload(h, f).is_err() {
                                     local.0.add(DropReason::SendFailed);
                                 }
@@ -246,6 +239,19 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                             }
                         }
                         Verdict::Drop(_) => {}
+                    }
+                };
+                match &mut overlay {
+                    Overlay::Relay(uplink) => {
+                        for datagram in received.datagrams(&ovl_buf) {
+                            uplink.handle_datagram(now, received.from, datagram, &mut to_lan);
+                        }
+                        uplink.flush(&mut to_lan);
+                    }
+                    Overlay::Tap(_) => {
+                        for datagram in received.datagrams(&ovl_buf) {
+                            to_lan(&tap_hdr, datagram);
+                        }
                     }
                 }
             }

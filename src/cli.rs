@@ -180,12 +180,18 @@ pub struct TuningArgs {
     /// IPv6, PPPoE and tunnels in the underlay.
     #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u16).range(576..=65000))]
     pub max_datagram: u16,
-    /// Cut TCP/UDP super-frames (up to 64 KiB, as the kernel's segmentation
-    /// offload makes them) into MTU-sized frames before sending, instead of
-    /// carrying them whole with their offload metadata to peers that can
-    /// take them. Slower; for debugging, or a kernel without IFF_VNET_HDR.
+    /// Run without the fast path: the TAP reads and writes one MTU-sized
+    /// frame at a time (no vnet header, so no 64 KiB super-frames), received
+    /// TCP segments are not put back together, and frames travel as Frame
+    /// datagrams that the relay decrypts. Slower; for debugging, or a kernel
+    /// without IFF_VNET_HDR.
     #[arg(long)]
     pub no_offload: bool,
+    /// Leave the MSS option of TCP SYNs crossing the overlay as it is. By
+    /// default it is lowered so that a full TCP segment fits one datagram
+    /// of --max-datagram bytes (a lost datagram then costs one segment).
+    #[arg(long)]
+    pub no_mss_clamp: bool,
 }
 
 /// An address with a prefix length, e.g. `10.0.0.1/24`.

@@ -588,7 +588,7 @@ mod tests {
                 "unknown.toml",
                 "relay = \"r:1\"\n# comment\n\nmtuu = 1400\n",
                 "line 4: unknown key \"mtuu\" (expected one of: relay, key_file, tap, address, mac, mtu, \
-                 max_datagram, no_offload, metrics)",
+                 max_datagram, no_offload, no_mss_clamp, metrics)",
             ),
             ("range.toml", &format!("{EDGE}\nmtu = 70000\n"), "line 5: invalid value for mtu: 70000 is not in 576..=9000"),
             (
@@ -603,7 +603,7 @@ mod tests {
             ("array.toml", "mtu = [1500]", "line 1: invalid value for mtu: expected one value, not an array"),
             ("float.toml", "mtu = 1500.0", "line 1: invalid value for mtu: expected a string or an integer, not float"),
             ("empty.toml", "tap = \"\"", "line 1: invalid value for tap: must not be empty"),
-            ("table.toml", "[edge]\nmtu = 1500\n", "line 1: unknown key \"edge\" (expected one of: relay, key_file, tap, address, mac, mtu, max_datagram, no_offload, metrics)"),
+            ("table.toml", "[edge]\nmtu = 1500\n", "line 1: unknown key \"edge\" (expected one of: relay, key_file, tap, address, mac, mtu, max_datagram, no_offload, no_mss_clamp, metrics)"),
             ("section.toml", "[mtu]\n", "line 1: invalid value for mtu: expected a string or an integer, not table"),
         ];
         for (name, text, expected) in cases {

@@ -8,7 +8,7 @@ use tracing::{debug, info};
 use crate::{
     cli::{read_key_file, EdgeArgs},
     control::Ops,
-    core::{drop::DropReason, mac::MacAddr},
+    core::{drop::DropReason, mac::MacAddr, offload::VnetHdr},
     io::{netlink::Netlink, plain, tap::Tap},
     signals::Shutdown,
     status::{EdgeStatus, Role, Status},
@@ -64,7 +64,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                     }
                 };
                 // HOT PATH
-                uplink.send_frame(&hdr, &tap_buf[..n], mtu);
+                uplink.send_frame(&hdr, &mut tap_buf[..n], mtu);
             }
             r = uplink.recv(&mut udp_buf) => {
                 let received = match r {
@@ -74,13 +74,26 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                for datagram in received.datagrams(&udp_buf) {
-                    // HOT PATH
-                    if let Some((hdr, frame)) = uplink.handle_datagram(Instant::now(), received.from, datagram) {
-                        if let Some((reason, n)) = tap.deliver(&hdr, frame, mtu, &mut seg_buf)? {
-                            uplink.count_drops(reason, n);
-                        }
+                // HOT PATH: one batch (a GRO burst) at a time, so that the
+                // segments in it are put back together before the TAP.
+                let (mut drops, mut gone) = (Vec::new(), false);
+                let mut deliver = |hdr: &VnetHdr, frame: &[u8]| {
+                    match tap.deliver(hdr, frame, mtu, &mut seg_buf) {
+                        Ok(Some(drop)) => drops.push(drop),
+                        Ok(None) => {}
+                        Err(_) => gone = true,
                     }
+                };
+                let now = Instant::now();
+                for datagram in received.datagrams(&udp_buf) {
+                    uplink.handle_datagram(now, received.from, datagram, &mut deliver);
+                }
+                uplink.flush(&mut deliver);
+                for (reason, n) in drops {
+                    uplink.count_drops(reason, n);
+                }
+                if gone {
+                    return Err(tap.gone_error().into());
                 }
             }
             _ = sleep => {

@@ -15,8 +15,8 @@ use crate::{
     core::{
         client::{Client, ClientConfig, ClientEvent},
         drop::DropReason,
-        offload::{self, VnetHdr},
-        wire::{self, Cipher, NetworkKey, SessionId},
+        offload::VnetHdr,
+        wire::{Cipher, NetworkKey, SessionId},
     },
     io::{
         plain,
@@ -57,8 +57,6 @@ pub struct Uplink {
     unregistered_since: Option<Instant>,
     last_lookup: Instant,
     failed_sends: u64,
-    /// Scratch for segmenting super-frames the network can't carry whole.
-    seg_buf: Vec<u8>,
     /// The datagrams of one frame, sent together.
     batch: SendBatch,
     was_registered: bool,
@@ -84,6 +82,7 @@ impl Uplink {
         let config = ClientConfig {
             max_datagram: usize::from(tuning.max_datagram),
             offload: !tuning.no_offload,
+            clamp_mss: !tuning.no_mss_clamp,
             ..ClientConfig::default()
         };
         let client = Client::new(config, Cipher::new(key), SessionId::random(), relay);
@@ -95,7 +94,6 @@ impl Uplink {
             unregistered_since: None,
             last_lookup: Instant::now(),
             failed_sends: 0,
-            seg_buf: Vec::with_capacity(2048),
             batch: SendBatch::default(),
             was_registered: false,
             drops: DropReport::new("datagrams from the relay", Instant::now()),
@@ -129,57 +127,47 @@ impl Uplink {
     }
 
     /// Seals a local frame, with the offload metadata its device gave
-    /// (`VnetHdr::NONE` for a plain frame), and sends it to the relay. A
-    /// super-frame or a partial checksum goes as it is when the network
-    /// negotiated offload frames; otherwise it is finished here (checksum,
-    /// segments of at most `mtu`) and sent as plain frames.
+    /// (`VnetHdr::NONE` for a plain frame), and sends it to the relay: a
+    /// super-frame goes as one datagram per segment
+    /// ([`Client::handle_frame`]), in one UDP GSO send where it can.
     // HOT PATH
-    pub fn send_frame(&mut self, hdr: &VnetHdr, frame: &[u8], mtu: usize) {
+    pub fn send_frame(&mut self, hdr: &VnetHdr, frame: &mut [u8], mtu: usize) {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         let batch = &mut self.batch;
         let mut send = |d: &[u8]| *failed += batch.push(socket, d, relay, None) as u64;
-        let client = &mut self.client;
-        if *hdr == VnetHdr::NONE {
-            let _ = client.handle_frame(frame, &mut send);
-        } else if client.offload_ok() && hdr.needs_csum() && frame.len() <= wire::MAX_FRAME {
-            let _ = client.handle_offload_frame(hdr.to_wire(), frame, &mut send);
-        } else {
-            let result = offload::segment(hdr, frame, mtu, &mut self.seg_buf, &mut |seg| {
-                let _ = client.handle_frame(seg, &mut send);
-            });
-            if let Err(e) = result {
-                debug!("cannot pass on a {}-byte frame: {e}", frame.len());
-                client.count_drops(e.drop_reason(), 1);
-            }
-        }
+        self.client.handle_frame(hdr, frame, mtu, &mut send);
         self.failed_sends += self.batch.flush(&self.socket) as u64;
     }
 
-    /// Handles one received datagram; returns the frame it completed, if
-    /// any, with its offload metadata (`VnetHdr::NONE` for a plain frame).
+    /// Handles one received datagram; frames it completes go to `deliver`
+    /// with their offload metadata, now or at [`Uplink::flush`].
     // HOT PATH
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
-    ) -> Option<(VnetHdr, &[u8])> {
+        deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
+    ) {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
-        match self.client.handle_datagram(now, from, datagram, &mut |d| {
+        let mut transmit = |d: &[u8]| {
             if socket.try_send(d, relay, None).is_err() {
                 *failed += 1;
             }
-        }) {
-            ClientEvent::Frame(r) => {
-                let hdr = r.vnet.as_ref().map_or(VnetHdr::NONE, VnetHdr::from_wire);
-                Some((hdr, r.frame))
-            }
-            ClientEvent::Registered | ClientEvent::Nothing => None,
-            ClientEvent::Drop(reason) => {
-                trace!(%from, %reason, "dropped datagram");
-                None
-            }
+        };
+        match self
+            .client
+            .handle_datagram(now, from, datagram, &mut transmit, deliver)
+        {
+            ClientEvent::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
+            ClientEvent::Frame | ClientEvent::Registered | ClientEvent::Nothing => {}
         }
+    }
+
+    /// Ends a receive batch: delivers what the coalescer holds.
+    // HOT PATH
+    pub fn flush(&mut self, deliver: &mut dyn FnMut(&VnetHdr, &[u8])) {
+        self.client.flush(deliver);
     }
 
     /// Runs the client's timers; returns when to call again. While the

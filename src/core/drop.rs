@@ -65,9 +65,9 @@ pub enum DropReason {
     LinkLocal,
     /// A LAN frame of a VLAN: the bridge carries the untagged LAN only.
     Vlan,
-    /// An offload frame (super-frame) for a peer that did not advertise it
-    /// can take one; its sender switches to plain frames at its next
-    /// keepalive.
+    /// A RoutedFrame (kind 8) for a peer that did not advertise it can take
+    /// one (an older version); its sender switches to Frame (kind 6) when
+    /// the relay tells it (at once, or at its next keepalive).
     NoOffload,
 }
 

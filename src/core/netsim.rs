@@ -17,6 +17,7 @@ use std::{
 use crate::core::{
     client::{Client, ClientConfig, ClientEvent},
     mac::MacAddr,
+    offload::VnetHdr,
     relay::{Relay, RelayAction, RelayConfig, RelayEvent},
     sim::{Cx, Fabric, Host, Queue, World, BRIDGE},
     wire::{self, Cipher, Kind, Message, NetworkKey, SessionId},
@@ -101,7 +102,20 @@ impl Net {
         key: &NetworkKey,
         behind: Vec<&'static str>,
     ) {
-        let client = Client::new(ClientConfig::default(), Cipher::new(key), session(n), RELAY);
+        self.add_node_with(name, n, key, behind, ClientConfig::default());
+    }
+
+    /// [`Net::add_node`] with its own client configuration (e.g. `offload`,
+    /// as an edge with a vnet TAP or a bridge runs it).
+    pub(crate) fn add_node_with(
+        &mut self,
+        name: &'static str,
+        n: u8,
+        key: &NetworkKey,
+        behind: Vec<&'static str>,
+        config: ClientConfig,
+    ) {
+        let client = Client::new(config, Cipher::new(key), session(n), RELAY);
         self.nodes.push(Node {
             name,
             addr: edge_addr(n),
@@ -145,6 +159,21 @@ impl Net {
         let Ok(header) = wire::peek_header(bytes) else {
             return ("garbage".into(), None);
         };
+        if header.kind == Kind::RoutedFrame {
+            for cipher in &self.ciphers {
+                if let Ok((_, f)) = wire::check_route(cipher, bytes) {
+                    let label = format!(
+                        "RoutedFrame {}/{} {} > {}",
+                        f.index() + 1,
+                        f.count(),
+                        cx.name(f.src()),
+                        cx.name(f.dst())
+                    );
+                    return (label, Some(f.dst()));
+                }
+            }
+            return ("RoutedFrame (bad relay tag)".into(), None);
+        }
         if header.kind != Kind::Frame {
             return (format!("{:?}", header.kind), None);
         }
@@ -238,7 +267,14 @@ impl Net {
             if d.to == RELAY {
                 self.deliver_to_relay(cx, d);
             } else {
-                self.deliver_to_node(cx, d, &mut arrived);
+                // A run of datagrams from one sender to one node is one
+                // receive batch (as UDP GRO makes it): the node's coalescer
+                // is flushed after its last one.
+                let last_of_batch = self
+                    .queue
+                    .front()
+                    .is_none_or(|n| n.to != d.to || n.from != d.from);
+                self.deliver_to_node(cx, d, last_of_batch, &mut arrived);
             }
         }
         arrived
@@ -278,6 +314,16 @@ impl Net {
             RelayAction::Drop(reason) => format!("{from}→relay {label}; relay drops: {reason:?}"),
         };
         cx.log(line);
+        // Datagrams the relay sends on its own (capability announcements).
+        let pushes: Vec<(SocketAddr, Vec<u8>)> = self.relay.drain_pushes().collect();
+        for (to, bytes) in pushes {
+            cx.log(format!("relay pushes RegisterAck to {}", self.name_of(to)));
+            self.queue.push_back(Datagram {
+                from: RELAY,
+                to,
+                bytes,
+            });
+        }
         self.log_relay_events(cx);
     }
 
@@ -318,6 +364,7 @@ impl Net {
         &mut self,
         cx: &mut Cx<'_>,
         d: Datagram,
+        last_of_batch: bool,
         arrived: &mut Vec<(&'static str, Vec<u8>)>,
     ) {
         let (label, _) = self.label(cx, &d.bytes);
@@ -332,33 +379,50 @@ impl Net {
         }
         let queue = &mut self.queue;
         let (addr, relay) = (node.addr, node.client.relay());
-        let event = node
-            .client
-            .handle_datagram(cx.now, d.from, &d.bytes, &mut |reply| {
+        let mut frames: Vec<(VnetHdr, Vec<u8>)> = Vec::new();
+        let mut deliver = |h: &VnetHdr, f: &[u8]| frames.push((*h, f.to_vec()));
+        let event = node.client.handle_datagram(
+            cx.now,
+            d.from,
+            &d.bytes,
+            &mut |reply| {
                 queue.push_back(Datagram {
                     from: addr,
                     to: relay,
                     bytes: reply.to_vec(),
                 })
-            });
+            },
+            &mut deliver,
+        );
+        if last_of_batch {
+            node.client.flush(&mut deliver);
+        }
         match event {
-            ClientEvent::Frame(r) => {
-                let frame = r.frame.to_vec();
-                cx.log(format!("{from}→{to} {label}"));
-                let port = if node.behind[0] == BRIDGE {
-                    "nat"
-                } else {
-                    "tap"
-                };
-                cx.log(format!("{to} {port}← {}", cx.describe(&frame)));
-                self.tap_rx.push((node.name, frame.clone()));
-                arrived.push((node.behind[0], frame));
-            }
+            ClientEvent::Frame | ClientEvent::Nothing => cx.log(format!("{from}→{to} {label}")),
             ClientEvent::Registered => cx.log(format!("{from}→{to} {label}; {to} registered")),
-            ClientEvent::Nothing => cx.log(format!("{from}→{to} {label}")),
             ClientEvent::Drop(reason) => {
                 cx.log(format!("{from}→{to} {label}; {to} drops: {reason:?}"))
             }
+        }
+        let port = if node.behind[0] == BRIDGE {
+            "nat"
+        } else {
+            "tap"
+        };
+        for (hdr, frame) in frames {
+            let what = if hdr == VnetHdr::NONE {
+                cx.describe(&frame)
+            } else {
+                format!(
+                    "super-frame of {} bytes, gso_size {} ({})",
+                    frame.len(),
+                    hdr.gso_size,
+                    cx.describe(&frame)
+                )
+            };
+            cx.log(format!("{to} {port}← {what}"));
+            self.tap_rx.push((node.name, frame.clone()));
+            arrived.push((node.behind[0], frame));
         }
     }
 }
@@ -391,15 +455,19 @@ impl Fabric for Net {
         }
         let queue = &mut self.queue;
         let (addr, relay) = (node.addr, node.client.relay());
-        let sent = node.client.handle_frame(frame, &mut |d| {
-            queue.push_back(Datagram {
-                from: addr,
-                to: relay,
-                bytes: d.to_vec(),
-            })
-        });
-        if let Err(reason) = sent {
-            cx.log(format!("{} drops the frame: {reason:?}", node.name));
+        let drops = node.client.stats().drops.clone();
+        node.client
+            .handle_frame(&VnetHdr::NONE, &mut frame.to_vec(), 1500, &mut |d| {
+                queue.push_back(Datagram {
+                    from: addr,
+                    to: relay,
+                    bytes: d.to_vec(),
+                })
+            });
+        for (reason, n) in node.client.stats().drops.nonzero() {
+            if drops.get(reason) != n {
+                cx.log(format!("{} drops the frame: {reason:?}", node.name));
+            }
         }
         self.run(cx)
     }
@@ -601,11 +669,12 @@ mod tests {
         let mut fresh = Vec::new();
         let frame = crate::core::sim::arp_request(mac(1), ip(1), ip(9));
         for _ in 0..2 {
-            w.fabric
-                .node_mut("A")
-                .client
-                .handle_frame(&frame, &mut |d| fresh.push(d.to_vec()))
-                .unwrap();
+            w.fabric.node_mut("A").client.handle_frame(
+                &VnetHdr::NONE,
+                &mut frame.clone(),
+                1500,
+                &mut |d| fresh.push(d.to_vec()),
+            );
         }
         let flip = |d: &[u8]| {
             let mut d = d.to_vec();
@@ -621,9 +690,9 @@ mod tests {
         );
         let mut strange = Vec::new();
         stranger.poll(w.now, &mut |d| strange.push(d.to_vec()));
-        stranger
-            .handle_frame(&frame, &mut |d| strange.push(d.to_vec()))
-            .unwrap();
+        stranger.handle_frame(&VnetHdr::NONE, &mut frame.clone(), 1500, &mut |d| {
+            strange.push(d.to_vec())
+        });
         let dgram = |from, to, bytes: &[u8]| Datagram {
             from,
             to,

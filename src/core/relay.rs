@@ -29,7 +29,7 @@ use crate::core::{
     switch::{Route, Switch, SwitchConfig},
     wire::{
         self, Cipher, KeyCache, Kind, Message, NetworkId, ReplayGuard, Sealer, SessionId,
-        CAP_OFFLOAD,
+        CAP_ROUTED,
     },
 };
 
@@ -125,7 +125,7 @@ struct Peer {
     /// Capabilities from its last Register.
     caps: u32,
     /// When it was last told the network's capabilities because it sent an
-    /// offload frame a peer can't take.
+    /// routed frame a peer can't take.
     hinted: Option<Instant>,
     last_seen: Instant,
     rx: u64,
@@ -142,9 +142,9 @@ struct Network {
     told: FastMap<SessionId, Instant>,
     peers: FastMap<SessionId, Peer>,
     switch: Switch<SessionId>,
-    /// Whether every peer takes offload frames. Kept by `announce`, which
+    /// Whether every peer takes routed frames. Kept by `announce`, which
     /// runs wherever peers come, change or go (Register, expiry).
-    all_offload: bool,
+    all_routed: bool,
 }
 
 /// Counters of the relay as a whole.
@@ -190,7 +190,7 @@ impl Relay {
                     told: FastMap::default(),
                     peers: FastMap::default(),
                     switch: Switch::new(config.switch.clone()),
-                    all_offload: true,
+                    all_routed: true,
                 };
                 (net.cipher.network_id(), net)
             })
@@ -248,10 +248,11 @@ impl Relay {
         if !net.replay.check(header.session, header.counter) {
             return Err(DropReason::Replayed);
         }
-        // An offload frame is forwarded on its relay tag alone: its body is
+        // A routed frame is forwarded on its relay tag alone: its chunk is
         // sealed end to end and never decrypted here.
-        let opened = if header.kind == Kind::OffloadFrame {
-            wire::open_route(&net.cipher, datagram).map(|(h, f)| (h, Message::Frame(f)))
+        let routed = header.kind == Kind::RoutedFrame;
+        let opened = if routed {
+            wire::check_route(&net.cipher, datagram).map(|(h, f)| (h, Message::Frame(f)))
         } else {
             wire::open_cached(&net.cipher, &mut self.keys, datagram, &mut self.scratch)
         };
@@ -318,10 +319,10 @@ impl Relay {
                 Self::ack(&self.config, &mut self.sealer, net, &mut self.reply)?;
                 Ok(Decision::Reply)
             }
-            // A peer that can take offload frames gets a RegisterAck for its
+            // A peer that can take routed frames gets a RegisterAck for its
             // keepalives too, so it learns when the network's capabilities
             // change (a peer without them joined or left).
-            Message::Keepalive if peer_caps & CAP_OFFLOAD != 0 => {
+            Message::Keepalive if peer_caps & CAP_ROUTED != 0 => {
                 Self::ack(&self.config, &mut self.sealer, net, &mut self.reply)?;
                 Ok(Decision::Reply)
             }
@@ -336,14 +337,10 @@ impl Relay {
             }
             Message::Frame(fragment) => {
                 self.targets.clear();
-                // Offload frames only go to peers that can take them; the
+                // Routed frames only go to peers that can take them; the
                 // sender was told when one that can't joined (a push, and
                 // again below if it keeps sending them).
-                let needs = if fragment.vnet().is_some() {
-                    CAP_OFFLOAD
-                } else {
-                    0
-                };
+                let needs = if routed { CAP_ROUTED } else { 0 };
                 match net
                     .switch
                     .handle(now, session, fragment.src(), fragment.dst())
@@ -396,7 +393,7 @@ impl Relay {
         out: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
         let keepalive_secs = config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
-        let caps = if net.all_offload { CAP_OFFLOAD } else { 0 };
+        let caps = if net.all_routed { CAP_ROUTED } else { 0 };
         let ack = Message::RegisterAck {
             caps,
             keepalive_secs,
@@ -404,7 +401,7 @@ impl Relay {
         Self::seal_reply(sealer, &net.cipher, ack, out)
     }
 
-    /// When whether every peer takes offload frames changed (one without
+    /// When whether every peer takes routed frames changed (one without
     /// them joined, or the last one left), tells every capable peer at once,
     /// so none keeps sending frames another can't take until its next
     /// keepalive (`pushes`, for the driver to send).
@@ -414,12 +411,12 @@ impl Relay {
         net: &mut Network,
         pushes: &mut Vec<(SocketAddr, Vec<u8>)>,
     ) {
-        let all = net.peers.values().all(|p| p.caps & CAP_OFFLOAD != 0);
-        if all == net.all_offload {
+        let all = net.peers.values().all(|p| p.caps & CAP_ROUTED != 0);
+        if all == net.all_routed {
             return;
         }
-        net.all_offload = all;
-        for p in net.peers.values().filter(|p| p.caps & CAP_OFFLOAD != 0) {
+        net.all_routed = all;
+        for p in net.peers.values().filter(|p| p.caps & CAP_ROUTED != 0) {
             // Each its own datagram: a sealed message is used once (replay).
             let mut one = Vec::new();
             if Self::ack(config, sealer, net, &mut one).is_ok() {
@@ -428,7 +425,7 @@ impl Relay {
         }
     }
 
-    /// An offload frame for a peer that can't take one: the sender missed the
+    /// An routed frame for a peer that can't take one: the sender missed the
     /// push that said so (lost, or overtaken). Counted, and answered with a
     /// RegisterAck carrying the network's capabilities, once a second at most.
     fn hint(
@@ -611,11 +608,11 @@ mod tests {
         }
     }
 
-    /// Offload frames are negotiated per network: the ack says whether every
+    /// Routed frames are negotiated per network: the ack says whether every
     /// peer can take them, capable peers hear about a change at their next
     /// keepalive, and the relay never hands one to a peer that can't.
     #[test]
-    fn offload_is_negotiated_and_never_reaches_a_peer_without_it() {
+    fn routed_frames_are_negotiated_and_never_reach_a_peer_without_them() {
         let key = NetworkKey::from_bytes([7; 32]);
         let cipher = Cipher::new(&key);
         let t0 = Instant::now();
@@ -633,12 +630,12 @@ mod tests {
         let register = |caps| Message::Register { caps };
         let r = &mut relay;
         assert_eq!(
-            ack_caps(r, &cipher, &mut a, addr(1), register(CAP_OFFLOAD), t0),
-            Some(CAP_OFFLOAD)
+            ack_caps(r, &cipher, &mut a, addr(1), register(CAP_ROUTED), t0),
+            Some(CAP_ROUTED)
         );
         assert_eq!(
-            ack_caps(r, &cipher, &mut b, addr(2), register(CAP_OFFLOAD), t0),
-            Some(CAP_OFFLOAD)
+            ack_caps(r, &cipher, &mut b, addr(2), register(CAP_ROUTED), t0),
+            Some(CAP_ROUTED)
         );
         // A peer without the capability joins: it gets plain acks, and the
         // capable ones learn at their next keepalive that not all can.
@@ -671,31 +668,30 @@ mod tests {
             Some(0)
         );
 
-        // B's MAC is learned; A sends B and then everyone an offload frame.
+        // B's MAC is learned; A sends B and then everyone a routed frame.
         let mut learn = frame();
         learn[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
-        for d in sealed_frames_of(&cipher, &mut b, &learn, None) {
+        for d in sealed_frames_of(&cipher, &mut b, &learn, false) {
             let _ = r.handle_datagram(t0, addr(2), &d);
         }
         let mut to_b = frame();
         to_b[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
-        let vnet = Some([1, 1, 0, 0, 0xa8, 5, 34, 0, 16, 0]);
-        for d in sealed_frames_of(&cipher, &mut a, &to_b, vnet) {
+        for d in sealed_frames_of(&cipher, &mut a, &to_b, true) {
             assert_eq!(
                 r.handle_datagram(t0, addr(1), &d),
                 RelayAction::Forward(&[addr(2)])
             );
         }
-        for d in sealed_frames_of(&cipher, &mut a, &frame(), vnet) {
+        for d in sealed_frames_of(&cipher, &mut a, &frame(), true) {
             assert_eq!(
                 r.handle_datagram(t0, addr(1), &d),
                 RelayAction::Forward(&[addr(2)])
             );
         }
-        // The old peer's MAC is learned; a unicast offload frame to it drops.
+        // The old peer's MAC is learned; a unicast routed frame to it drops.
         let mut learn = frame();
         learn[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
-        for d in sealed_frames_of(&cipher, &mut old, &learn, None) {
+        for d in sealed_frames_of(&cipher, &mut old, &learn, false) {
             let _ = r.handle_datagram(t0, addr(3), &d);
         }
         let mut to_old = frame();
@@ -704,9 +700,9 @@ mod tests {
         // answered with the network's capabilities, later ones within a
         // second are only counted.
         let drops = r.stats().drops.get(DropReason::NoOffload);
-        for (i, d) in sealed_frames_of(&cipher, &mut a, &to_old, vnet)
+        for (i, d) in sealed_frames_of(&cipher, &mut a, &to_old, true)
             .iter()
-            .chain(&sealed_frames_of(&cipher, &mut a, &to_old, vnet))
+            .chain(&sealed_frames_of(&cipher, &mut a, &to_old, true))
             .enumerate()
         {
             match r.handle_datagram(t0, addr(1), d) {
@@ -724,16 +720,16 @@ mod tests {
         assert_eq!(r.stats().drops.get(DropReason::NoOffload), drops + 2);
         // A plain frame reaches everyone.
         let mut forwarded = Vec::new();
-        for d in sealed_frames_of(&cipher, &mut a, &frame(), None) {
+        for d in sealed_frames_of(&cipher, &mut a, &frame(), false) {
             if let RelayAction::Forward(to) = r.handle_datagram(t0, addr(1), &d) {
                 forwarded = to.to_vec();
             }
         }
         forwarded.sort();
         assert_eq!(forwarded, [addr(2), addr(3)]);
-        // A flooded offload frame skips the old peer, counted.
+        // A flooded routed frame skips the old peer, counted.
         let before = r.stats().drops.get(DropReason::NoOffload);
-        for d in sealed_frames_of(&cipher, &mut a, &frame(), vnet) {
+        for d in sealed_frames_of(&cipher, &mut a, &frame(), true) {
             assert_eq!(
                 r.handle_datagram(t0, addr(1), &d),
                 RelayAction::Forward(&[addr(2)])
@@ -741,7 +737,7 @@ mod tests {
         }
         assert!(r.stats().drops.get(DropReason::NoOffload) > before);
         // The old peer falls silent and is forgotten: the others hear at once
-        // that offload frames may go again.
+        // that routed frames may go again.
         let later = t0 + RelayConfig::default().peer_timeout + Duration::from_secs(1);
         for (s, at) in [(&mut a, addr(1)), (&mut b, addr(2))] {
             let mut d = Vec::new();
@@ -750,20 +746,21 @@ mod tests {
         }
         assert_eq!(pushed(r), []);
         r.expire(later);
-        assert_eq!(pushed(r), [(addr(1), CAP_OFFLOAD), (addr(2), CAP_OFFLOAD)]);
+        assert_eq!(pushed(r), [(addr(1), CAP_ROUTED), (addr(2), CAP_ROUTED)]);
     }
 
     fn sealed_frames_of(
         cipher: &Cipher,
         sealer: &mut Sealer,
         frame: &[u8],
-        vnet: Option<[u8; wire::VNET_LEN]>,
+        routed: bool,
     ) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut emit = |d: &[u8]| out.push(d.to_vec());
-        match vnet {
-            Some(v) => sealer.seal_offload_frame(cipher, v, frame, DEFAULT_MAX_DATAGRAM, &mut emit),
-            None => sealer.seal_frame(cipher, frame, DEFAULT_MAX_DATAGRAM, &mut emit),
+        if routed {
+            sealer.seal_routed_frame(cipher, frame, DEFAULT_MAX_DATAGRAM, &mut emit)
+        } else {
+            sealer.seal_frame(cipher, frame, DEFAULT_MAX_DATAGRAM, &mut emit)
         }
         .unwrap();
         out

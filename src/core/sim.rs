@@ -119,6 +119,84 @@ pub(crate) fn udp_v4(
     pad(v)
 }
 
+/// A TCP super-frame as a vnet TAP hands one over: `payload_len` bytes
+/// (pattern by position) from `src` to `dst`, ACK|PSH, timestamps, DF,
+/// described by a TSO vnet header with `gso_size` 1448 (1428 for IPv6) and
+/// a partial checksum (the field holds the pseudo-header sum). Also returns
+/// the same frame with its checksum complete, as the far side should see
+/// it once segmented and put back together.
+pub(crate) fn tcp_super_frame(
+    v6: bool,
+    src: MacAddr,
+    dst: MacAddr,
+    seq: u32,
+    payload_len: usize,
+) -> (crate::core::offload::VnetHdr, Vec<u8>, Vec<u8>) {
+    use crate::core::offload::{GsoType, VnetHdr, F_NEEDS_CSUM};
+    let payload: Vec<u8> = (0..payload_len).map(|i| (i * 7 + i / 251) as u8).collect();
+    let eth = PacketBuilder::ethernet2(src.0, dst.0);
+    let mut v = Vec::new();
+    let options = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    if v6 {
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        let mut b = a;
+        a[15] = 1;
+        b[15] = 2;
+        eth.ipv6(a, b, 64)
+            .tcp(40000, 5201, seq, 65535)
+            .ack(7)
+            .psh()
+            .options_raw(&options)
+            .unwrap()
+            .write(&mut v, &payload)
+            .unwrap();
+    } else {
+        eth.ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64)
+            .tcp(40000, 5201, seq, 65535)
+            .ack(7)
+            .psh()
+            .options_raw(&options)
+            .unwrap()
+            .write(&mut v, &payload)
+            .unwrap();
+        // DF, as Linux sends TCP; header checksum again.
+        v[20] |= 0x40;
+        Ipv4Packet::new_unchecked(&mut v[14..]).fill_checksum();
+    }
+    let complete = v.clone();
+    let l4 = if v6 { 54 } else { 34 };
+    let tcp_len = (v.len() - l4) as u32;
+    let pseudo = if v6 {
+        let p = Ipv6Packet::new_unchecked(&v[14..]);
+        crate::core::frame::checksum::pseudo_header_v6(
+            &p.src_addr(),
+            &p.dst_addr(),
+            protocol::TCP,
+            tcp_len,
+        )
+    } else {
+        let p = Ipv4Packet::new_unchecked(&v[14..]);
+        crate::core::frame::checksum::pseudo_header_v4(
+            p.src_addr(),
+            p.dst_addr(),
+            protocol::TCP,
+            tcp_len as u16,
+        )
+    };
+    let sum = crate::core::frame::checksum::fold(pseudo);
+    v[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if v6 { GsoType::TcpV6 } else { GsoType::TcpV4 } as u8,
+        hdr_len: (l4 + 32) as u16,
+        gso_size: if v6 { 1428 } else { 1448 },
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    };
+    (hdr, v, complete)
+}
+
 /// A DHCPDISCOVER from `chaddr` (sent by `eth_src`), broadcast flag as
 /// given, UDP checksum filled in.
 pub(crate) fn dhcp_discover(eth_src: MacAddr, chaddr: MacAddr, broadcast: bool) -> Vec<u8> {

@@ -46,14 +46,11 @@ pub const TAG_LEN: usize = 16;
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Length of a Frame payload before its chunk: frame id, index, count, dst, src.
 pub const FRAG_HEADER_LEN: usize = 4 + 1 + 1 + 6 + 6;
-/// Length of the offload metadata (a `struct virtio_net_hdr`, see
-/// `core::offload::VnetHdr`) an OffloadFrame fragment carries.
-pub const VNET_LEN: usize = 10;
 /// Capability bit in Register and RegisterAck: the sender can take
-/// OffloadFrame messages (super-frames with their vnet header). In a
-/// RegisterAck it means every peer of the network can, so senders may use
-/// them.
-pub const CAP_OFFLOAD: u32 = 1;
+/// RoutedFrame messages (kind 8). In a RegisterAck it means every peer of
+/// the network can, so senders may use them. (Bit 0, `CAP_OFFLOAD` of the
+/// retired kind 7, is ignored and never acknowledged.)
+pub const CAP_ROUTED: u32 = 2;
 /// Length of an Ethernet header's two MAC addresses, repeated in every fragment.
 pub const MACS_LEN: usize = 12;
 /// Shortest frame that can be sealed: dst, src and EtherType.
@@ -77,13 +74,20 @@ pub const REPLAY_WINDOW: u64 = 2048;
 const NETWORK_ID_CONTEXT: &str = "lanbridge v1 network id";
 const AEAD_KEY_CONTEXT: &str = "lanbridge v1 aead key";
 const RELAY_KEY_CONTEXT: &str = "lanbridge v1 relay key";
-/// Length of an OffloadFrame's relay tag (a truncated keyed BLAKE3).
+/// Length of a RoutedFrame's relay tag (a truncated keyed BLAKE3).
 pub const RELAY_TAG_LEN: usize = 16;
-/// Length of an OffloadFrame's clear route: frame id, index, count, vnet
-/// header, dst, src.
-pub const ROUTE_LEN: usize = FRAG_HEADER_LEN + VNET_LEN;
-/// Bytes an OffloadFrame datagram adds around its chunk.
-pub const OFFLOAD_OVERHEAD: usize = HEADER_LEN + ROUTE_LEN + RELAY_TAG_LEN;
+/// Length of a RoutedFrame's clear route: frame id, index, count, dst, src
+/// (the same fields, in the same order, as a Frame payload's head).
+pub const ROUTE_LEN: usize = FRAG_HEADER_LEN;
+/// Bytes a RoutedFrame datagram adds around its chunk: header, route, AEAD
+/// tag, relay tag.
+pub const ROUTED_OVERHEAD: usize = HEADER_LEN + ROUTE_LEN + TAG_LEN + RELAY_TAG_LEN;
+/// The longest frame that fits one RoutedFrame datagram of `max_datagram`
+/// bytes (its two MACs travel in the route): what TCP MSS clamping aims at,
+/// so that no TCP segment needs two datagrams.
+pub const fn max_frame_in_one_datagram(max_datagram: usize) -> usize {
+    max_datagram.saturating_sub(ROUTED_OVERHEAD) + MACS_LEN
+}
 
 /// Header field offsets, as in `docs/protocol.md`.
 mod field {
@@ -319,7 +323,7 @@ impl fmt::Debug for SessionId {
 #[derive(Clone)]
 pub struct Cipher {
     key: [u8; 32],
-    /// Keys the relay tags of OffloadFrame datagrams.
+    /// Keys the relay tags of RoutedFrame datagrams.
     relay_key: [u8; 32],
     network_id: NetworkId,
 }
@@ -339,7 +343,7 @@ impl Cipher {
         self.network_id
     }
 
-    /// The relay tag of an OffloadFrame datagram: keyed BLAKE3 of its header
+    /// The relay tag of a RoutedFrame datagram: keyed BLAKE3 of its header
     /// and route (the first [`HEADER_LEN`] + [`ROUTE_LEN`] bytes), truncated.
     fn relay_tag(&self, header_and_route: &[u8]) -> [u8; RELAY_TAG_LEN] {
         let hash = blake3::keyed_hash(&self.relay_key, header_and_route);
@@ -379,32 +383,17 @@ impl SessionKey {
         Nonce::assume_unique_for_key(nonce)
     }
 
-    /// Seals a whole OffloadFrame body in place under the counter of its
-    /// first datagram; appends the tag.
-    fn seal_frame_body(&self, counter: u64, aad: &[u8], body: &mut Vec<u8>) {
-        let nonce = Self::nonce(&counter.to_be_bytes());
+    /// Encrypts `payload` in place under `counter` with `aad` as associated
+    /// data; returns the tag.
+    fn seal_with(&self, counter: &[u8], aad: &[u8], payload: &mut [u8]) -> [u8; TAG_LEN] {
         let tag = self
             .aead
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), body)
-            .expect("frame bodies are far below the AEAD's limit");
-        body.extend_from_slice(tag.as_ref());
-    }
-
-    /// Opens a whole OffloadFrame body (ciphertext then tag) in place;
-    /// returns the plaintext length.
-    fn open_frame_body(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        body: &mut [u8],
-    ) -> Result<usize, WireError> {
-        let len = body
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(WireError::Truncated)?;
-        let (ciphertext, tag) = body.split_at_mut(len);
-        self.open_with(&counter.to_be_bytes(), aad, ciphertext, tag)?;
-        Ok(len)
+            .seal_in_place_separate_tag(Self::nonce(counter), Aad::from(aad), payload)
+            // Only fails for payloads beyond 2^38 bytes; datagrams are < 64 KiB.
+            .expect("datagram payloads are far below the AEAD's limit");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
     }
 
     fn open_with(
@@ -424,15 +413,7 @@ impl SessionKey {
     /// Encrypts `payload` in place with the header as associated data;
     /// returns the tag.
     fn seal(&self, header: &[u8], payload: &mut [u8]) -> [u8; TAG_LEN] {
-        let nonce = Self::nonce(&header[field::COUNTER]);
-        let tag = self
-            .aead
-            .seal_in_place_separate_tag(nonce, Aad::from(header), payload)
-            // Only fails for payloads beyond 2^38 bytes; datagrams are < 64 KiB.
-            .expect("datagram payloads are far below the AEAD's limit");
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(tag.as_ref());
-        out
+        self.seal_with(&header[field::COUNTER], header, payload)
     }
 
     /// Authenticates and decrypts `payload` in place.
@@ -465,10 +446,11 @@ pub enum Kind {
     NotRegistered = 5,
     /// Either way: one fragment of an Ethernet frame.
     Frame = 6,
-    /// Either way, between peers that negotiated [`CAP_OFFLOAD`]: one
-    /// fragment of a frame with offload metadata (a GSO super-frame of up
-    /// to 64 KiB, or a partial checksum).
-    OffloadFrame = 7,
+    /// Either way, between peers that negotiated [`CAP_ROUTED`]: one
+    /// fragment of an Ethernet frame, its route (fragment fields and MACs)
+    /// in clear under a relay tag, the rest sealed end to end. Kind 7
+    /// (OffloadFrame, a super-frame sealed once) is retired: unknown.
+    RoutedFrame = 8,
 }
 
 impl Kind {
@@ -481,7 +463,7 @@ impl Kind {
             4 => Kind::KeepaliveAck,
             5 => Kind::NotRegistered,
             6 => Kind::Frame,
-            7 => Kind::OffloadFrame,
+            8 => Kind::RoutedFrame,
             _ => return None,
         })
     }
@@ -542,11 +524,6 @@ pub struct Fragment<'a> {
     frame_id: u32,
     index: u8,
     count: u8,
-    /// The offload metadata, in an OffloadFrame.
-    vnet: Option<[u8; VNET_LEN]>,
-    /// In an OffloadFrame: the counter of the frame's first datagram, under
-    /// which the whole frame body is sealed (the chunk is ciphertext).
-    sealed: Option<u64>,
     /// `dst || src || chunk`, contiguous in the plaintext.
     macs_and_chunk: &'a [u8],
 }
@@ -554,17 +531,7 @@ pub struct Fragment<'a> {
 impl<'a> Fragment<'a> {
     /// Parses a Frame payload.
     pub fn parse(payload: &'a [u8]) -> Result<Fragment<'a>, WireError> {
-        Self::parse_kind(Kind::Frame, payload)
-    }
-
-    /// Parses a Frame or OffloadFrame payload.
-    fn parse_kind(kind: Kind, payload: &'a [u8]) -> Result<Fragment<'a>, WireError> {
-        let vnet_len = if kind == Kind::OffloadFrame {
-            VNET_LEN
-        } else {
-            0
-        };
-        if payload.len() < FRAG_HEADER_LEN + vnet_len {
+        if payload.len() < FRAG_HEADER_LEN {
             return Err(WireError::Malformed(
                 "frame payload shorter than its header",
             ));
@@ -577,18 +544,11 @@ impl<'a> Fragment<'a> {
         if index >= count {
             return Err(WireError::Malformed("fragment index not below count"));
         }
-        let vnet = (vnet_len > 0).then(|| {
-            let mut v = [0u8; VNET_LEN];
-            v.copy_from_slice(&payload[6..6 + VNET_LEN]);
-            v
-        });
         Ok(Fragment {
             frame_id,
             index,
             count,
-            vnet,
-            sealed: None,
-            macs_and_chunk: &payload[6 + vnet_len..],
+            macs_and_chunk: &payload[6..],
         })
     }
 
@@ -622,14 +582,9 @@ impl<'a> Fragment<'a> {
         &self.macs_and_chunk[MACS_LEN..]
     }
 
-    /// The offload metadata (raw `virtio_net_hdr`) of an OffloadFrame.
-    pub fn vnet(&self) -> Option<[u8; VNET_LEN]> {
-        self.vnet
-    }
-
-    /// The whole Ethernet frame, if this is its only fragment (and in clear).
+    /// The whole Ethernet frame, if this is its only fragment.
     pub fn as_whole_frame(&self) -> Option<&'a [u8]> {
-        (self.count == 1 && self.sealed.is_none()).then_some(self.macs_and_chunk)
+        (self.count == 1).then_some(self.macs_and_chunk)
     }
 }
 
@@ -708,7 +663,7 @@ impl Message<'_> {
                 Message::NotRegistered
             }
             Kind::Frame => Message::Frame(Fragment::parse(payload)?),
-            Kind::OffloadFrame => return Err(WireError::Malformed(OFFLOAD_IS_NOT_ONE_MESSAGE)),
+            Kind::RoutedFrame => return Err(WireError::Malformed(ROUTED_IS_NOT_ONE_MESSAGE)),
         })
     }
 
@@ -741,8 +696,6 @@ pub struct Sealer {
     next_frame_id: u32,
     /// Reused by [`Sealer::seal_frame`].
     scratch: Vec<u8>,
-    /// An OffloadFrame's body being sealed, reused.
-    body: Vec<u8>,
     /// The session key for the network sealed for last (a relay serving
     /// several networks derives it again when the network changes).
     key: Option<SessionKey>,
@@ -757,7 +710,6 @@ impl Sealer {
             counter: 0,
             next_frame_id: 0,
             scratch: Vec::new(),
-            body: Vec::new(),
             key: None,
         }
     }
@@ -813,11 +765,44 @@ impl Sealer {
         max_datagram: usize,
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, WireError> {
+        self.seal_fragments(cipher, Kind::Frame, frame, max_datagram, emit)
+    }
+
+    /// [`Sealer::seal_frame`] as RoutedFrame datagrams (only for a network
+    /// whose relay acknowledged [`CAP_ROUTED`]): each datagram is sealed on
+    /// its own, its route in clear under a relay tag, so the relay switches
+    /// it without decrypting and a lost or altered datagram costs only
+    /// itself.
+    // HOT PATH: one call per frame or segment.
+    pub fn seal_routed_frame(
+        &mut self,
+        cipher: &Cipher,
+        frame: &[u8],
+        max_datagram: usize,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, WireError> {
+        self.seal_fragments(cipher, Kind::RoutedFrame, frame, max_datagram, emit)
+    }
+
+    /// Both kinds of frame datagram: same route fields, same cut; a Frame
+    /// seals them with the chunk, a RoutedFrame leaves them in clear.
+    fn seal_fragments(
+        &mut self,
+        cipher: &Cipher,
+        kind: Kind,
+        frame: &[u8],
+        max_datagram: usize,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, WireError> {
         check_frame(frame)?;
-        if max_datagram < MIN_MAX_DATAGRAM {
+        let overhead = match kind {
+            Kind::RoutedFrame => ROUTED_OVERHEAD,
+            _ => OVERHEAD + FRAG_HEADER_LEN,
+        };
+        if max_datagram <= overhead {
             return Err(WireError::DatagramLimitTooSmall(max_datagram));
         }
-        let room = max_datagram.min(MAX_DATAGRAM) - OVERHEAD - FRAG_HEADER_LEN;
+        let room = max_datagram.min(MAX_DATAGRAM) - overhead;
         let (macs, body) = frame.split_at(MACS_LEN);
         let (count, chunk_len) = self.plan(body.len(), room)?;
         let frame_id = self.take_frame_id();
@@ -825,62 +810,19 @@ impl Sealer {
         let mut chunks = body.chunks(chunk_len);
         for index in 0..count {
             let chunk = chunks.next().unwrap_or_default();
-            self.start(cipher, Kind::Frame, &mut out)?;
+            self.start(cipher, kind, &mut out)?;
             out.extend_from_slice(&frame_id.to_be_bytes());
             out.extend_from_slice(&[index as u8, count as u8]);
             out.extend_from_slice(macs);
             out.extend_from_slice(chunk);
-            self.finish(cipher, &mut out)?;
+            if kind == Kind::RoutedFrame {
+                self.finish_routed(cipher, &mut out);
+            } else {
+                self.finish(cipher, &mut out)?;
+            }
             emit(&out);
         }
         self.scratch = out;
-        Ok(count)
-    }
-
-    /// [`Sealer::seal_frame`] for a frame with offload metadata (a raw
-    /// `virtio_net_hdr`): OffloadFrame datagrams, only for a network whose
-    /// relay acknowledged [`CAP_OFFLOAD`].
-    // HOT PATH: one call per super-frame.
-    pub fn seal_offload_frame(
-        &mut self,
-        cipher: &Cipher,
-        vnet: [u8; VNET_LEN],
-        frame: &[u8],
-        max_datagram: usize,
-        emit: &mut dyn FnMut(&[u8]),
-    ) -> Result<usize, WireError> {
-        check_frame(frame)?;
-        if max_datagram < OFFLOAD_OVERHEAD + 1 {
-            return Err(WireError::DatagramLimitTooSmall(max_datagram));
-        }
-        let room = max_datagram.min(MAX_DATAGRAM) - OFFLOAD_OVERHEAD;
-        let (macs, plain) = frame.split_at(MACS_LEN);
-        let (count, chunk_len) = self.plan(plain.len() + TAG_LEN, room)?;
-        // One AEAD for the whole frame, under the first datagram's counter
-        // (the datagrams carry no AEAD of their own, so it is used once).
-        let first = self.counter;
-        let key = self.key_for(cipher);
-        let mut body = std::mem::take(&mut self.body);
-        body.clear();
-        body.extend_from_slice(plain);
-        key.seal_frame_body(first, &offload_aad(&vnet, macs), &mut body);
-        self.key = Some(key);
-        let frame_id = self.take_frame_id();
-        let mut out = std::mem::take(&mut self.scratch);
-        for (index, chunk) in body.chunks(chunk_len).enumerate() {
-            self.start(cipher, Kind::OffloadFrame, &mut out)?;
-            out.extend_from_slice(&frame_id.to_be_bytes());
-            out.extend_from_slice(&[index as u8, count as u8]);
-            out.extend_from_slice(&vnet);
-            out.extend_from_slice(macs);
-            let tag = cipher.relay_tag(&out);
-            out.extend_from_slice(chunk);
-            out.extend_from_slice(&tag);
-            self.counter += 1;
-            emit(&out);
-        }
-        self.scratch = out;
-        self.body = body;
         Ok(count)
     }
 
@@ -926,6 +868,20 @@ impl Sealer {
         Ok(())
     }
 
+    /// Encrypts `out[HEADER_LEN + ROUTE_LEN..]` in place with header and
+    /// route as associated data, appends the AEAD tag and the relay tag over
+    /// header and route, uses up the counter. The plan checked the size.
+    fn finish_routed(&mut self, cipher: &Cipher, out: &mut Vec<u8>) {
+        let key = self.key_for(cipher);
+        let (signed, chunk) = out.split_at_mut(HEADER_LEN + ROUTE_LEN);
+        let tag = key.seal_with(&signed[field::COUNTER], signed, chunk);
+        let relay_tag = cipher.relay_tag(signed);
+        self.key = Some(key);
+        out.extend_from_slice(&tag);
+        out.extend_from_slice(&relay_tag);
+        self.counter += 1;
+    }
+
     /// Encrypts `out[HEADER_LEN..]` in place, appends the tag, uses up the counter.
     fn finish(&mut self, cipher: &Cipher, out: &mut Vec<u8>) -> Result<(), WireError> {
         if out.len() + TAG_LEN > MAX_DATAGRAM {
@@ -951,14 +907,6 @@ fn check_frame(frame: &[u8]) -> Result<(), WireError> {
         return Err(WireError::TooBig);
     }
     Ok(())
-}
-
-/// The associated data of an OffloadFrame's body: its vnet header and MACs.
-fn offload_aad(vnet: &[u8; VNET_LEN], macs: &[u8]) -> [u8; VNET_LEN + MACS_LEN] {
-    let mut aad = [0u8; VNET_LEN + MACS_LEN];
-    aad[..VNET_LEN].copy_from_slice(vnet);
-    aad[VNET_LEN..].copy_from_slice(macs);
-    aad
 }
 
 impl fmt::Debug for Sealer {
@@ -999,9 +947,9 @@ pub fn open_cached<'s>(
     if header.network_id != cipher.network_id {
         return Err(WireError::WrongNetwork);
     }
-    if header.kind == Kind::OffloadFrame {
+    if header.kind == Kind::RoutedFrame {
         // Checked before decrypting: it would only fail the tag.
-        return Err(WireError::Malformed(OFFLOAD_IS_NOT_ONE_MESSAGE));
+        return Err(WireError::Malformed(ROUTED_IS_NOT_ONE_MESSAGE));
     }
     let (aad, rest) = datagram.split_at(HEADER_LEN);
     let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -1012,50 +960,95 @@ pub fn open_cached<'s>(
     Ok((header, msg))
 }
 
-/// Why an OffloadFrame is no [`Message`]: it is not one AEAD message per
-/// datagram ([`open_route`] checks its datagrams, [`Sealer::seal_offload_frame`]
-/// makes them).
-const OFFLOAD_IS_NOT_ONE_MESSAGE: &str = "an offload frame is opened with open_route";
+/// Why a RoutedFrame is no [`Message`]: its route is outside the AEAD's
+/// ciphertext ([`check_route`] checks it as a relay does, [`open_routed`]
+/// opens it, [`Sealer::seal_routed_frame`] makes it).
+const ROUTED_IS_NOT_ONE_MESSAGE: &str = "a routed frame is opened with open_routed";
 
-/// Checks an OffloadFrame datagram the way a relay can, without decrypting:
-/// its network id and relay tag; returns its header and its fragment, whose
-/// chunk is still ciphertext (the receiver opens the whole frame once it is
-/// reassembled, [`KeyCache::open_offload_frame`]). Does not check replay.
-// HOT PATH: every OffloadFrame datagram.
-pub fn open_route<'d>(
-    cipher: &Cipher,
-    datagram: &'d [u8],
-) -> Result<(Header, Fragment<'d>), WireError> {
+/// Header, route and the two tags of a RoutedFrame datagram, length checked.
+struct RoutedParts<'d> {
+    header: Header,
+    /// Header and route: the AEAD's associated data, the relay tag's input.
+    signed: &'d [u8],
+    /// `dst || src || ciphertext`.
+    macs_and_chunk: &'d [u8],
+    aead_tag: &'d [u8],
+    relay_tag: &'d [u8],
+}
+
+fn routed_parts<'d>(cipher: &Cipher, datagram: &'d [u8]) -> Result<RoutedParts<'d>, WireError> {
     let header = peek_header(datagram)?;
-    if header.kind != Kind::OffloadFrame {
-        return Err(WireError::Malformed("not an offload frame"));
+    if header.kind != Kind::RoutedFrame {
+        return Err(WireError::Malformed("not a routed frame"));
     }
     if header.network_id != cipher.network_id {
         return Err(WireError::WrongNetwork);
     }
-    if datagram.len() < OFFLOAD_OVERHEAD {
+    if datagram.len() < ROUTED_OVERHEAD {
         return Err(WireError::Truncated);
     }
-    let (signed, rest) = datagram.split_at(HEADER_LEN + ROUTE_LEN);
-    let tag = &rest[rest.len() - RELAY_TAG_LEN..];
-    let expected = cipher.relay_tag(signed);
+    let (rest, relay_tag) = datagram.split_at(datagram.len() - RELAY_TAG_LEN);
+    let (rest, aead_tag) = rest.split_at(rest.len() - TAG_LEN);
+    Ok(RoutedParts {
+        header,
+        signed: &datagram[..HEADER_LEN + ROUTE_LEN],
+        macs_and_chunk: &rest[HEADER_LEN + 6..],
+        aead_tag,
+        relay_tag,
+    })
+}
+
+/// Checks a RoutedFrame datagram the way a relay can, without decrypting:
+/// its network id and relay tag; returns its header and its fragment, whose
+/// MACs are in clear and whose chunk is still ciphertext. Does not check
+/// replay. The relay tag covers header and route only: an altered chunk
+/// passes here and fails the receiver's AEAD, costing that datagram alone.
+// HOT PATH: every RoutedFrame datagram at the relay.
+pub fn check_route<'d>(
+    cipher: &Cipher,
+    datagram: &'d [u8],
+) -> Result<(Header, Fragment<'d>), WireError> {
+    let parts = routed_parts(cipher, datagram)?;
+    let expected = cipher.relay_tag(parts.signed);
     // Constant time: no early exit on the first differing byte.
     if expected
         .iter()
-        .zip(tag)
+        .zip(parts.relay_tag)
         .fold(0u8, |acc, (a, b)| acc | (a ^ b))
         != 0
     {
         return Err(WireError::Forged);
     }
-    let payload = &datagram[HEADER_LEN..datagram.len() - RELAY_TAG_LEN];
-    let mut fragment = Fragment::parse_kind(Kind::OffloadFrame, payload)?;
-    let first = header
-        .counter
-        .checked_sub(u64::from(fragment.index))
-        .ok_or(WireError::Malformed("counter below fragment index"))?;
-    fragment.sealed = Some(first);
-    Ok((header, fragment))
+    let fragment =
+        Fragment::parse(&datagram[HEADER_LEN..datagram.len() - TAG_LEN - RELAY_TAG_LEN])?;
+    Ok((parts.header, fragment))
+}
+
+/// Authenticates and decrypts a RoutedFrame datagram as a receiver does:
+/// the AEAD covers header, route and chunk, so the relay tag is not checked
+/// again. Leaves the route and the chunk in clear in `scratch` (cleared
+/// first): the same bytes as a Frame's plaintext payload, so both parse with
+/// [`Message::parse`]`(Kind::Frame, ..)`. Returns the header and the
+/// fragment. Does not check replay.
+// HOT PATH: every RoutedFrame datagram at a member.
+pub fn open_routed<'s>(
+    cipher: &Cipher,
+    keys: &mut KeyCache,
+    datagram: &[u8],
+    scratch: &'s mut Vec<u8>,
+) -> Result<(Header, Fragment<'s>), WireError> {
+    let parts = routed_parts(cipher, datagram)?;
+    scratch.clear();
+    scratch.extend_from_slice(&datagram[HEADER_LEN..HEADER_LEN + ROUTE_LEN]);
+    scratch.extend_from_slice(&parts.macs_and_chunk[MACS_LEN..]);
+    let key = keys.get(cipher, parts.header.session);
+    key.open_with(
+        &parts.signed[field::COUNTER],
+        parts.signed,
+        &mut scratch[ROUTE_LEN..],
+        parts.aead_tag,
+    )?;
+    Ok((parts.header, Fragment::parse(scratch)?))
 }
 
 /// The session keys of the last few senders, so a burst of datagrams from
@@ -1091,31 +1084,6 @@ impl KeyCache {
             }
         };
         &self.keys[at]
-    }
-}
-
-impl KeyCache {
-    /// Opens a reassembled OffloadFrame in place: `frame` is the two MACs
-    /// then the sealed body (ciphertext and tag) of `session`'s frame sealed
-    /// under counter `first`. Returns the frame's length in clear (the tag
-    /// left at the end is no longer part of it).
-    pub fn open_offload_frame(
-        &mut self,
-        cipher: &Cipher,
-        session: SessionId,
-        first: u64,
-        vnet: &[u8; VNET_LEN],
-        frame: &mut [u8],
-    ) -> Result<usize, WireError> {
-        if frame.len() < MACS_LEN {
-            return Err(WireError::Truncated);
-        }
-        let (macs, body) = frame.split_at_mut(MACS_LEN);
-        let aad = offload_aad(vnet, macs);
-        let len = self
-            .get(cipher, session)
-            .open_frame_body(first, &aad, body)?;
-        Ok(MACS_LEN + len)
     }
 }
 
@@ -1270,12 +1238,6 @@ impl ReplayGuard {
 /// A whole frame out of [`Reassembler::push`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reassembled<'a> {
-    /// Its offload metadata (raw `virtio_net_hdr`), if it came as
-    /// OffloadFrame.
-    pub vnet: Option<[u8; VNET_LEN]>,
-    /// Still sealed (an OffloadFrame, under this first counter): open it
-    /// with [`KeyCache::open_offload_frame`] on [`Reassembler::last_mut`].
-    pub sealed: Option<u64>,
     /// The Ethernet frame.
     pub frame: &'a [u8],
 }
@@ -1288,8 +1250,6 @@ struct Pending {
     count: u8,
     received: u8,
     macs: [u8; MACS_LEN],
-    vnet: Option<[u8; VNET_LEN]>,
-    sealed: Option<u64>,
     started: Instant,
     /// Bit `i` set once fragment `i` arrived.
     seen: [u64; 4],
@@ -1308,8 +1268,6 @@ impl Pending {
             count: 0,
             received: 0,
             macs: [0; MACS_LEN],
-            vnet: None,
-            sealed: None,
             started: now,
             seen: [0; 4],
             data: Vec::new(),
@@ -1327,8 +1285,7 @@ pub const DEFAULT_MAX_PENDING: usize = 64;
 ///
 /// Bounded: at most `max_pending` frames in progress (memory at most
 /// `max_pending * MAX_FRAME` bytes), each for at most `max_age`. Buffers are
-/// recycled. Single-fragment frames never enter pending state (a sealed one
-/// is copied to the output buffer, to be opened there).
+/// recycled. Single-fragment frames never enter pending state.
 #[derive(Debug)]
 pub struct Reassembler {
     max_pending: usize,
@@ -1384,22 +1341,7 @@ impl Reassembler {
         frag: &Fragment<'s>,
     ) -> Result<Option<Reassembled<'s>>, WireError> {
         if let Some(frame) = frag.as_whole_frame() {
-            return Ok(Some(Reassembled {
-                vnet: frag.vnet,
-                sealed: None,
-                frame,
-            }));
-        }
-        if frag.count == 1 {
-            // Sealed, so it must be opened in place: copied to `out`, but it
-            // never takes (or evicts) a pending slot.
-            self.out.clear();
-            self.out.extend_from_slice(frag.macs_and_chunk);
-            return Ok(Some(Reassembled {
-                vnet: frag.vnet,
-                sealed: frag.sealed,
-                frame: &self.out,
-            }));
+            return Ok(Some(Reassembled { frame }));
         }
         let found = self
             .pending
@@ -1422,8 +1364,6 @@ impl Reassembler {
                 p.count = frag.count;
                 p.received = 0;
                 p.macs.copy_from_slice(&frag.macs_and_chunk[..MACS_LEN]);
-                p.vnet = frag.vnet;
-                p.sealed = frag.sealed;
                 p.started = now;
                 p.seen = [0; 4];
                 p.data.clear();
@@ -1435,11 +1375,7 @@ impl Reassembler {
             }
         };
         let p = &mut self.pending[at];
-        if p.count != frag.count
-            || p.macs[..] != frag.macs_and_chunk[..MACS_LEN]
-            || p.vnet != frag.vnet
-            || p.sealed != frag.sealed
-        {
+        if p.count != frag.count || p.macs[..] != frag.macs_and_chunk[..MACS_LEN] {
             self.recycle(at);
             return Err(WireError::Malformed(
                 "fragment disagrees with earlier fragments",
@@ -1454,8 +1390,7 @@ impl Reassembler {
             };
         }
         let chunk = frag.chunk();
-        let tag_len = if p.sealed.is_some() { TAG_LEN } else { 0 };
-        if p.data.len() + chunk.len() > MAX_FRAME + tag_len {
+        if p.data.len() + chunk.len() > MAX_FRAME {
             self.recycle(at);
             return Err(WireError::TooBig);
         }
@@ -1487,20 +1422,8 @@ impl Reassembler {
                 self.out.extend_from_slice(&done.data[start..start + len]);
             }
         }
-        let (vnet, sealed) = (done.vnet, done.sealed);
         self.free.push(done);
-        Ok(Some(Reassembled {
-            vnet,
-            sealed,
-            frame: &self.out,
-        }))
-    }
-
-    /// The frame the last [`Reassembler::push`] completed into its own
-    /// buffer (several fragments, or any sealed frame), to open a sealed one
-    /// in place.
-    pub fn last_mut(&mut self) -> &mut [u8] {
-        &mut self.out
+        Ok(Some(Reassembled { frame: &self.out }))
     }
 
     /// Drops frames that have been pending for `max_age` or longer; returns
@@ -1780,8 +1703,11 @@ mod tests {
         bad[1] = 0;
         assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(0)));
         let mut bad = datagram.clone();
-        bad[1] = 8;
-        assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(8)));
+        bad[1] = 7;
+        assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(7)));
+        let mut bad = datagram.clone();
+        bad[1] = 9;
+        assert_eq!(peek_header(&bad), Err(WireError::UnknownKind(9)));
         let mut bad = datagram.clone();
         bad[3] = 1;
         assert_eq!(peek_header(&bad), Err(WireError::BadFlags));
@@ -2411,151 +2337,131 @@ mod tests {
         ");
     }
 
-    type Received = (Option<[u8; VNET_LEN]>, Vec<u8>);
-
-    /// Reassembles OffloadFrame datagrams as a client does: relay tag, then
-    /// reassembly, then one open of the whole frame.
-    fn receive_offload(c: &Cipher, datagrams: &[Vec<u8>]) -> Result<Option<Received>, WireError> {
+    /// Opens RoutedFrame datagrams as a client does and reassembles them;
+    /// returns the frames completed and the errors, in order.
+    fn receive_routed(c: &Cipher, datagrams: &[Vec<u8>]) -> Vec<Result<Vec<u8>, WireError>> {
         let now = Instant::now();
         let mut r = Reassembler::default();
         let mut keys = KeyCache::default();
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
         for d in datagrams {
-            let (h, f) = open_route(c, d)?;
-            if let Some(done) = r.push(now, h.session, &f)? {
-                let (vnet, first) = (done.vnet.unwrap(), done.sealed.unwrap());
-                let frame = r.last_mut();
-                let len = keys.open_offload_frame(c, h.session, first, &vnet, frame)?;
-                return Ok(Some((Some(vnet), frame[..len].to_vec())));
+            match open_routed(c, &mut keys, d, &mut scratch) {
+                Ok((h, f)) => match r.push(now, h.session, &f) {
+                    Ok(Some(done)) => out.push(Ok(done.frame.to_vec())),
+                    Ok(None) => {}
+                    Err(e) => out.push(Err(e)),
+                },
+                Err(e) => out.push(Err(e)),
             }
         }
-        Ok(None)
+        out
     }
 
-    /// A 64 KiB super-frame with offload metadata crosses whole: the vnet
-    /// header survives, fragments in any order give back the same bytes,
-    /// the relay tag guards every datagram's header and route, the one AEAD
-    /// the whole body, and the frame is never in clear on the way.
+    /// A RoutedFrame datagram stands alone: the relay checks its route
+    /// without the AEAD key's help, the receiver opens it without the relay
+    /// tag's, and damage anywhere costs that datagram only, never the
+    /// others of its frame.
     #[test]
-    fn offload_frames_carry_their_metadata() {
+    fn routed_frames_stand_alone() {
         let c = cipher();
         let mut sealer = Sealer::new(SessionId([5; 16]));
-        let frame = test_frame(65_000);
-        let vnet = [1, 1, 0, 0, 0xa8, 5, 34, 0, 16, 0];
-        let mut datagrams = Vec::new();
+        let small = test_frame(1326);
+        let mut one = Vec::new();
         sealer
-            .seal_offload_frame(&c, vnet, &frame, 1400, &mut |d| datagrams.push(d.to_vec()))
+            .seal_routed_frame(&c, &small, 1400, &mut |d| one.push(d.to_vec()))
             .unwrap();
-        let room = 1400 - OFFLOAD_OVERHEAD;
-        assert_eq!(datagrams.len(), (65_000 - 12 + TAG_LEN).div_ceil(room));
-        assert!(datagrams
-            .iter()
-            .all(|d| d.len() <= 1400 && d[1] == Kind::OffloadFrame as u8));
-        // Every datagram but the last has the same size (UDP GSO needs it).
-        let first = datagrams[0].len();
-        assert!(datagrams[..datagrams.len() - 1]
-            .iter()
-            .all(|d| d.len() == first));
-        // The payload is not in clear anywhere.
-        let needle = &frame[1000..1032];
-        assert!(!datagrams.iter().any(|d| d.windows(32).any(|w| w == needle)));
+        assert_eq!(
+            one.len(),
+            1,
+            "a frame of max_frame_in_one_datagram fits one"
+        );
+        assert_eq!(max_frame_in_one_datagram(1400), 1326);
+        assert_eq!(one[0].len(), 1400);
+        assert_eq!(receive_routed(&c, &one), [Ok(small.clone())]);
+        // The relay sees the MACs, not the payload.
+        let (h, f) = check_route(&c, &one[0]).unwrap();
+        assert_eq!((h.kind, h.counter), (Kind::RoutedFrame, 0));
+        assert_eq!(
+            (f.dst().0, f.src().0),
+            (
+                <[u8; 6]>::try_from(&small[..6]).unwrap(),
+                <[u8; 6]>::try_from(&small[6..12]).unwrap()
+            )
+        );
+        let needle = &small[100..132];
+        assert!(!one[0].windows(32).any(|w| w == needle));
 
-        assert_eq!(
-            receive_offload(&c, &datagrams),
-            Ok(Some((Some(vnet), frame.clone())))
-        );
-        let mut shuffled = datagrams.clone();
-        shuffled.reverse();
-        shuffled.swap(3, 9);
-        assert_eq!(
-            receive_offload(&c, &shuffled),
-            Ok(Some((Some(vnet), frame.clone())))
-        );
-        // A bit flipped in any header or route byte fails the relay tag (or
-        // an earlier header check); in the body, the frame's AEAD.
-        for pos in [12, 30, 36, 40, 45, 50, 52, 63] {
-            let mut bad = datagrams.clone();
-            bad[2][pos] ^= 0x10;
-            assert!(receive_offload(&c, &bad).is_err(), "byte {pos}");
+        // A full-size frame takes two datagrams; a flipped bit in either
+        // costs that frame, and nothing after it.
+        let big = test_frame(1514);
+        let mut two = Vec::new();
+        sealer
+            .seal_routed_frame(&c, &big, 1400, &mut |d| two.push(d.to_vec()))
+            .unwrap();
+        assert_eq!(two.len(), 2);
+        assert_eq!(receive_routed(&c, &two), [Ok(big.clone())]);
+        let n = two[0].len();
+        for pos in [0, 1, 12, 30, 36, 40, 45, 53, 54, 700, n - 33, n - 17, n - 1] {
+            let mut bad = two[0].clone();
+            bad[pos] ^= 0x10;
+            let relay = check_route(&c, &bad);
+            let member = receive_routed(&c, &[bad.clone(), two[1].clone()]);
+            if pos >= HEADER_LEN + ROUTE_LEN && pos < n - RELAY_TAG_LEN {
+                // Past the route: the relay forwards it, the receiver's AEAD refuses.
+                assert!(relay.is_ok(), "byte {pos}");
+                assert_eq!(member, [Err(WireError::Forged)], "byte {pos}");
+            } else if pos >= n - RELAY_TAG_LEN {
+                assert_eq!(relay.unwrap_err(), WireError::Forged, "byte {pos}");
+                // The receiver does not check the relay tag: its AEAD holds.
+                assert_eq!(member, [Ok(big.clone())], "byte {pos}");
+            } else {
+                assert!(relay.is_err(), "byte {pos}");
+                assert!(member.iter().all(|r| r.is_err()), "byte {pos}: {member:?}");
+            }
         }
-        for pos in [64, 700, first - 17, first - 1] {
-            let mut bad = datagrams.clone();
-            bad[2][pos] ^= 0x10;
-            assert!(
-                matches!(receive_offload(&c, &bad), Err(WireError::Forged)),
-                "byte {pos}"
-            );
-        }
-        // Another network's key fails the relay tag.
+        // The next frame goes through whatever happened to the last one.
+        let mut next = Vec::new();
+        sealer
+            .seal_routed_frame(&c, &small, 1400, &mut |d| next.push(d.to_vec()))
+            .unwrap();
+        assert_eq!(receive_routed(&c, &next), [Ok(small.clone())]);
+
+        // Another network's key fails the relay tag and the AEAD.
         let other = Cipher::new(&NetworkKey::from_bytes([0x99; 32]));
         let mut forged = Vec::new();
         Sealer::new(SessionId([6; 16]))
-            .seal_offload_frame(&other, vnet, &frame, 1400, &mut |d| forged.push(d.to_vec()))
+            .seal_routed_frame(&other, &small, 1400, &mut |d| forged.push(d.to_vec()))
             .unwrap();
         for d in &mut forged {
             d[4..12].copy_from_slice(&c.network_id().0);
         }
-        assert_eq!(receive_offload(&c, &forged), Err(WireError::Forged));
-        // A plain Frame datagram is not an offload frame, and vice versa.
+        assert_eq!(check_route(&c, &forged[0]).unwrap_err(), WireError::Forged);
+        assert_eq!(receive_routed(&c, &forged), [Err(WireError::Forged)]);
+        // A Frame is not a RoutedFrame, and vice versa.
         let mut plain = Vec::new();
         sealer
-            .seal_frame(&c, &frame[..100], 1400, &mut |d| plain.push(d.to_vec()))
+            .seal_frame(&c, &small[..100], 1400, &mut |d| plain.push(d.to_vec()))
             .unwrap();
         assert!(matches!(
-            open_route(&c, &plain[0]),
+            check_route(&c, &plain[0]),
             Err(WireError::Malformed(_))
         ));
         let mut scratch = Vec::new();
         assert!(matches!(
-            open(&c, &datagrams[0], &mut scratch),
+            open(&c, &one[0], &mut scratch),
             Err(WireError::Malformed(_))
         ));
-        // A small offload frame is one datagram, still sealed.
-        let mut one = Vec::new();
-        sealer
-            .seal_offload_frame(&c, vnet, &frame[..200], 1400, &mut |d| one.push(d.to_vec()))
-            .unwrap();
-        assert_eq!(one.len(), 1);
-        assert_eq!(
-            receive_offload(&c, &one),
-            Ok(Some((Some(vnet), frame[..200].to_vec())))
-        );
-    }
-
-    /// A one-datagram offload frame completes at once without taking a
-    /// pending slot, so it never evicts a frame still being reassembled.
-    #[test]
-    fn a_small_offload_frame_evicts_nothing() {
-        let c = cipher();
-        let now = Instant::now();
-        let mut r = Reassembler::new(2, Duration::from_secs(2));
-        let mut sealer = Sealer::new(SessionId([5; 16]));
-        let mut firsts = Vec::new();
-        for _ in 0..2 {
-            let mut ds = Vec::new();
-            sealer
-                .seal_frame(&c, &test_frame(3000), 1400, &mut |d| ds.push(d.to_vec()))
-                .unwrap();
-            firsts.push(ds.swap_remove(0));
+        // Every truncation is an error, never a panic.
+        for len in 0..one[0].len() {
+            let _ = check_route(&c, &one[0][..len]);
+            assert!(receive_routed(&c, &[one[0][..len].to_vec()])
+                .iter()
+                .all(|r| r.is_err()));
         }
-        let mut scratch = Vec::new();
-        for d in &firsts {
-            let (h, msg) = open(&c, d, &mut scratch).unwrap();
-            let Message::Frame(f) = msg else {
-                unreachable!()
-            };
-            assert_eq!(r.push(now, h.session, &f), Ok(None));
-        }
-        assert_eq!(r.pending(), 2);
-        let vnet = [1, 0, 0, 0, 0, 0, 34, 0, 16, 0];
-        let mut one = Vec::new();
-        sealer
-            .seal_offload_frame(&c, vnet, &test_frame(200), 1400, &mut |d| {
-                one.push(d.to_vec())
-            })
-            .unwrap();
-        let (h, f) = open_route(&c, &one[0]).unwrap();
-        let done = r.push(now, h.session, &f).unwrap().unwrap();
-        assert_eq!(done.sealed, Some(h.counter));
-        assert_eq!(r.pending(), 2, "a pending frame was evicted");
+        // Kind 7 is retired.
+        let mut seven = one[0].clone();
+        seven[1] = 7;
+        assert_eq!(peek_header(&seven), Err(WireError::UnknownKind(7)));
     }
 }

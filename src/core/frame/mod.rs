@@ -20,6 +20,7 @@ pub mod ethernet;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod mss;
 pub mod tcp;
 pub mod udp;
 
