@@ -2337,6 +2337,65 @@ mod tests {
         ");
     }
 
+    /// The RoutedFrame worked example of docs/protocol.md, byte for byte.
+    #[test]
+    fn routed_frame_datagram_bytes() {
+        let key = NetworkKey::parse(&"00112233445566778899aabbccddeeff".repeat(2)).unwrap();
+        let mut sealer = Sealer::new(SessionId(std::array::from_fn(|i| 0xa0 + i as u8)));
+        sealer.counter = 5;
+        sealer.next_frame_id = 9;
+        // dst ff:ff:ff:ff:ff:ff, src 02:00:00:00:00:01, EtherType 0x88b5, "hi".
+        let frame = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x88, 0xb5, b'h', b'i',
+        ];
+        let mut d = Vec::new();
+        sealer
+            .seal_routed_frame(&Cipher::new(&key), &frame, 1400, &mut |x| d = x.to_vec())
+            .unwrap();
+        let n = d.len();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let dump: String = [
+            ("version", &d[0..1]),
+            ("kind", &d[1..2]),
+            ("flags", &d[field::FLAGS]),
+            ("network_id", &d[field::NETWORK_ID]),
+            ("session", &d[field::SESSION]),
+            ("counter", &d[field::COUNTER]),
+            ("frame_id", &d[36..40]),
+            ("index", &d[40..41]),
+            ("count", &d[41..42]),
+            ("dst", &d[42..48]),
+            ("src", &d[48..54]),
+            ("ciphertext", &d[54..n - 32]),
+            ("aead_tag", &d[n - 32..n - 16]),
+            ("relay_tag", &d[n - 16..]),
+        ]
+        .iter()
+        .map(|(name, bytes)| format!("{name:<10} {}\n", hex(bytes)))
+        .collect();
+        insta::assert_snapshot!(dump);
+        // The AEAD part is XChaCha20-Poly1305 (the reference crate) over the
+        // chunk, with header and route as associated data, and the relay
+        // tag a keyed BLAKE3 of the same 54 bytes.
+        use chacha20poly1305::{
+            aead::{AeadInPlace, KeyInit},
+            XChaCha20Poly1305, XNonce,
+        };
+        let reference =
+            XChaCha20Poly1305::new((&blake3::derive_key(AEAD_KEY_CONTEXT, &key.0)).into());
+        let mut chunk = frame[12..].to_vec();
+        let tag = reference
+            .encrypt_in_place_detached(XNonce::from_slice(&d[12..36]), &d[..54], &mut chunk)
+            .unwrap();
+        assert_eq!(&d[54..n - 32], &chunk[..]);
+        assert_eq!(&d[n - 32..n - 16], &tag[..]);
+        let relay_key = blake3::derive_key(RELAY_KEY_CONTEXT, &key.0);
+        assert_eq!(
+            &d[n - 16..],
+            &blake3::keyed_hash(&relay_key, &d[..54]).as_bytes()[..16]
+        );
+    }
+
     /// Opens RoutedFrame datagrams as a client does and reassembles them;
     /// returns the frames completed and the errors, in order.
     fn receive_routed(c: &Cipher, datagrams: &[Vec<u8>]) -> Vec<Result<Vec<u8>, WireError>> {
