@@ -328,7 +328,7 @@ fn uplink(t: &mut Text, u: &UplinkStatus) {
     t.family(
         "lanbridge_offload_frames_total",
         "counter",
-        "Of lanbridge_frames_total, super-frames carried whole with their offload metadata.",
+        "Super-frames cut into segments to send (out) and rebuilt from received segments (in).",
     );
     t.sample(
         "lanbridge_offload_frames_total",
@@ -340,6 +340,12 @@ fn uplink(t: &mut Text, u: &UplinkStatus) {
         &[("direction", "out")],
         u.offload_frames_out,
     );
+    t.family(
+        "lanbridge_mss_clamped_total",
+        "counter",
+        "TCP SYNs whose MSS option was lowered so that a full segment fits one datagram.",
+    );
+    t.sample("lanbridge_mss_clamped_total", &[], u.mss_clamped);
     t.family(
         "lanbridge_datagrams_total",
         "counter",

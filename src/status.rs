@@ -129,7 +129,8 @@ pub struct UplinkStatus {
     pub relay: String,
     /// Whether the relay has acknowledged our registration lately.
     pub registered: bool,
-    /// Whether super-frames go whole (every peer of the network takes them).
+    /// Whether frames go as RoutedFrame, which the relay forwards without
+    /// decrypting (every peer of the network takes them).
     #[serde(default)]
     pub offload: bool,
     /// Times we (re-)registered.
@@ -142,12 +143,15 @@ pub struct UplinkStatus {
     pub datagrams_in: u64,
     /// Datagrams sent.
     pub datagrams_out: u64,
-    /// Of `frames_in`, super-frames received whole.
+    /// Super-frames rebuilt from received segments and delivered whole.
     #[serde(default)]
     pub offload_frames_in: u64,
-    /// Of `frames_out`, super-frames sent whole.
+    /// Super-frames from the local device, sent as one datagram per segment.
     #[serde(default)]
     pub offload_frames_out: u64,
+    /// TCP SYNs whose MSS was lowered to fit one datagram.
+    #[serde(default)]
+    pub mss_clamped: u64,
 }
 
 impl UplinkStatus {
@@ -164,6 +168,7 @@ impl UplinkStatus {
             offload,
             offload_frames_in: stats.offload_frames_in,
             offload_frames_out: stats.offload_frames_out,
+            mss_clamped: stats.mss_clamped,
             registrations: stats.registrations,
             frames_in: stats.frames_in,
             frames_out: stats.frames_out,
@@ -335,12 +340,13 @@ fn uplink_pairs(u: &UplinkStatus) -> Vec<(&'static str, String)> {
     vec![
         ("relay", u.relay.clone()),
         ("registered", yes_no(u.registered)),
-        ("offload", yes_no(u.offload)),
+        ("routed frames", yes_no(u.offload)),
         ("registrations", u.registrations.to_string()),
         ("frames in", u.frames_in.to_string()),
         ("frames out", u.frames_out.to_string()),
         ("super-frames in", u.offload_frames_in.to_string()),
         ("super-frames out", u.offload_frames_out.to_string()),
+        ("MSS clamped", u.mss_clamped.to_string()),
         ("datagrams in", u.datagrams_in.to_string()),
         ("datagrams out", u.datagrams_out.to_string()),
     ]
@@ -556,6 +562,7 @@ pub(crate) mod tests {
                 offload: true,
                 offload_frames_in: 2,
                 offload_frames_out: 3,
+                mss_clamped: 1,
             }),
             tap: None,
         });
@@ -582,6 +589,7 @@ pub(crate) mod tests {
                 offload: false,
                 offload_frames_in: 0,
                 offload_frames_out: 0,
+                mss_clamped: 0,
             },
         });
         s
