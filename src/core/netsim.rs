@@ -525,6 +525,43 @@ impl World<Net> {
         self.log(format!("{name} stops"));
         self.fabric.node_mut(name).up = false;
     }
+
+    /// Starts node `name` (again): its timers run from now.
+    pub(crate) fn start(&mut self, name: &str) {
+        self.log(format!("{name} starts"));
+        let node = self.fabric.node_mut(name);
+        node.up = true;
+        node.next_poll = None;
+    }
+
+    /// Host `who`'s node reads a frame with offload metadata from its
+    /// device (a super-frame from a vnet TAP), as the driver hands it over.
+    pub(crate) fn send_offload(&mut self, who: &str, hdr: VnetHdr, mut frame: Vec<u8>) {
+        self.log(format!(
+            "-- {who} sends a super-frame of {} bytes, gso_size {}",
+            frame.len(),
+            hdr.gso_size
+        ));
+        let (net, mut cx) = self.split();
+        let node = net
+            .nodes
+            .iter_mut()
+            .find(|n| n.behind[0] == who)
+            .expect("sender has no node");
+        let queue = &mut net.queue;
+        let (addr, relay) = (node.addr, node.client.relay());
+        node.client.handle_frame(&hdr, &mut frame, 1500, &mut |d| {
+            queue.push_back(Datagram {
+                from: addr,
+                to: relay,
+                bytes: d.to_vec(),
+            })
+        });
+        let arrived = net.run(&mut cx);
+        let mut queue = Queue::new();
+        self.arrive(arrived, &mut queue);
+        self.settle(queue);
+    }
 }
 
 #[cfg(test)]
@@ -559,6 +596,55 @@ mod tests {
             hosts.push(Host::new(name, mac(n), ip(n)));
         }
         World::relayed(net, idle_nat(), vec![], hosts)
+    }
+
+    /// The fast path in memory: super-frames cross as one RoutedFrame per
+    /// segment and come out whole; when a member without the capability
+    /// joins, the relay tells the others at once and they send Frame
+    /// (still one segment per datagram, still put back together); when it
+    /// leaves, RoutedFrame again.
+    #[test]
+    fn super_frames_cross_per_segment_and_a_plain_member_switches_the_kind() {
+        let mut net = Net::new(RelayConfig::default(), &[key(1)]);
+        let fast = ClientConfig {
+            offload: true,
+            ..ClientConfig::default()
+        };
+        net.add_node_with("A", 1, &key(1), vec!["A"], fast.clone());
+        net.add_node_with("B", 2, &key(1), vec!["B"], fast);
+        net.add_node("C", 3, &key(1), vec!["C"]);
+        let hosts = (1..=3)
+            .map(|n| Host::new(["A", "B", "C"][n as usize - 1], mac(n), ip(n)))
+            .collect();
+        let mut w = World::relayed(net, idle_nat(), vec![], hosts);
+        w.stop("C");
+        w.advance(Duration::ZERO);
+        w.act(Side::Overlay, "A", |h| h.ping(ip(2), 1));
+        assert!(w.fabric.node("A").client.offload_ok());
+        let (hdr, frame, complete) = crate::core::sim::tcp_super_frame(false, mac(1), mac(2), 1, 6000);
+        let rx = w.fabric.tap_rx.len();
+        w.send_offload("A", hdr, frame.clone());
+        let got: Vec<_> = w.fabric.tap_rx[rx..].iter().filter(|(n, _)| *n == "B").collect();
+        assert_eq!(got.len(), 1, "one super-frame at B");
+        assert_eq!(got[0].1.len(), complete.len());
+        assert_eq!(got[0].1[54..], complete[54..], "payload intact");
+
+        w.start("C");
+        w.advance(Duration::from_secs(1));
+        assert!(!w.fabric.node("A").client.offload_ok(), "told at once");
+        w.send_offload("A", hdr, frame.clone());
+        w.stop("C");
+        w.advance(RelayConfig::default().peer_timeout + Duration::from_secs(2));
+        assert!(w.fabric.node("A").client.offload_ok(), "routed frames again");
+        assert_eq!(w.fabric.relay.stats().drops.total(), 0);
+        assert_eq!(w.fabric.node("B").client.stats().drops.total(), 0);
+        assert_eq!(w.fabric.node("B").client.stats().offload_frames_in, 2);
+        let trace: Vec<&String> = w
+            .trace
+            .iter()
+            .filter(|l| !l.contains("Keepalive"))
+            .collect();
+        insta::assert_snapshot!(trace.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
     }
 
     fn host<'w>(w: &'w World<Net>, name: &str) -> &'w Host {
