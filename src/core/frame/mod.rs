@@ -10,6 +10,9 @@
 //! view is in bounds and cannot panic. Checksum arithmetic lives only in
 //! [`checksum`].
 //!
+//! [`mss`] builds on the views: it clamps the MSS option of TCP handshakes
+//! in place.
+//!
 //! etherparse stays the tool to classify frames and to build test frames; it
 //! has no mutable views, hence these.
 
@@ -20,6 +23,7 @@ pub mod ethernet;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod mss;
 pub mod tcp;
 pub mod udp;
 
