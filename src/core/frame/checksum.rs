@@ -28,28 +28,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// result is the same as a word-by-word loop for every input.
 // HOT PATH
 pub fn sum(data: &[u8]) -> u32 {
-    // Each addend is below 2^32 and a block holds 2^17 of them per
-    // accumulator, so neither accumulator can overflow.
+    // A block keeps the accumulators of `sum_block` from overflowing.
     const BLOCK: usize = 1 << 20;
-    let mut total: u64 = 0;
-    for block in data.chunks(BLOCK) {
-        let (mut a, mut b) = (0u64, 0u64);
-        let mut chunks = block.chunks_exact(8);
-        for c in &mut chunks {
-            a += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
-            b += u64::from(u32::from_ne_bytes([c[4], c[5], c[6], c[7]]));
-        }
-        // The tail starts at an even offset, so zero padding after it puts
-        // an odd last byte in the high half of its word, as RFC 1071 wants.
-        let tail = chunks.remainder();
-        let mut last = [0u8; 8];
-        last[..tail.len()].copy_from_slice(tail);
-        a += u64::from(u32::from_ne_bytes([last[0], last[1], last[2], last[3]]));
-        b += u64::from(u32::from_ne_bytes([last[4], last[5], last[6], last[7]]));
-        // One's-complement addition in 64 bits: the carry out wraps around.
-        let (s, carry) = total.overflowing_add(a + b);
-        total = s + u64::from(carry);
-    }
+    let total = if data.len() <= BLOCK {
+        sum_block(data)
+    } else {
+        data.chunks(BLOCK).fold(0u64, |total, block| {
+            // One's-complement addition in 64 bits: the carry wraps around.
+            let (s, carry) = total.overflowing_add(sum_block(block));
+            s + u64::from(carry)
+        })
+    };
     let mut acc = (total & 0xffff_ffff) + (total >> 32);
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
@@ -57,6 +46,30 @@ pub fn sum(data: &[u8]) -> u32 {
     // `acc` fits 16 bits now: the sum of the words as read natively, i.e. the
     // byte-swapped sum on a little-endian machine.
     u32::from(u16::from_be(acc as u16))
+}
+
+/// The not yet folded sum of up to 1 MiB of `block`, in native byte order:
+/// each addend is below 2^32 and there are at most 2^17 per accumulator, so
+/// neither can overflow.
+#[inline(always)]
+fn sum_block(block: &[u8]) -> u64 {
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut chunks = block.chunks_exact(8);
+    for c in &mut chunks {
+        a += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+        b += u64::from(u32::from_ne_bytes([c[4], c[5], c[6], c[7]]));
+    }
+    // The tail starts at an even offset, so its words line up with the
+    // big-endian words of `data`; an odd last byte is the high half of a
+    // word whose low half is zero.
+    let mut tail = chunks.remainder().chunks_exact(2);
+    for w in &mut tail {
+        a += u64::from(u16::from_ne_bytes([w[0], w[1]]));
+    }
+    if let [last] = tail.remainder() {
+        b += u64::from(u16::from_ne_bytes([*last, 0]));
+    }
+    a + b
 }
 
 /// Folds a 32-bit one's-complement accumulator to 16 bits.
