@@ -16,21 +16,60 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// One's-complement sum of `data` as 16-bit big-endian words; an odd last
-/// byte is padded with a zero byte. The result is folded to at most 16 bits.
+/// byte is padded with a zero byte. The result is folded to at most 16 bits,
+/// and is 0 only if every byte is 0.
+///
+/// Reads 8 bytes at a time as two native-endian `u32`s added into two `u64`
+/// accumulators (no carry chain, so the compiler vectorises the loop). The
+/// one's-complement sum is independent of byte order (RFC 1071 section 2
+/// (B)): summing byte-swapped words gives the byte-swapped sum, so on a
+/// little-endian machine the folded result is swapped back once at the end.
+/// Folding keeps the value modulo `0xffff` and keeps it non-zero, so the
+/// result is the same as a word-by-word loop for every input.
 // HOT PATH
 pub fn sum(data: &[u8]) -> u32 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for w in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u64::from(*last) << 8;
-    }
+    // A block keeps the accumulators of `sum_block` from overflowing.
+    const BLOCK: usize = 1 << 20;
+    let total = if data.len() <= BLOCK {
+        sum_block(data)
+    } else {
+        data.chunks(BLOCK).fold(0u64, |total, block| {
+            // One's-complement addition in 64 bits: the carry wraps around.
+            let (s, carry) = total.overflowing_add(sum_block(block));
+            s + u64::from(carry)
+        })
+    };
+    let mut acc = (total & 0xffff_ffff) + (total >> 32);
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
-    acc as u32
+    // `acc` fits 16 bits now: the sum of the words as read natively, i.e. the
+    // byte-swapped sum on a little-endian machine.
+    u32::from(u16::from_be(acc as u16))
+}
+
+/// The not yet folded sum of up to 1 MiB of `block`, in native byte order:
+/// each addend is below 2^32 and there are at most 2^17 per accumulator, so
+/// neither can overflow.
+#[inline(always)]
+fn sum_block(block: &[u8]) -> u64 {
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut chunks = block.chunks_exact(8);
+    for c in &mut chunks {
+        a += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+        b += u64::from(u32::from_ne_bytes([c[4], c[5], c[6], c[7]]));
+    }
+    // The tail starts at an even offset, so its words line up with the
+    // big-endian words of `data`; an odd last byte is the high half of a
+    // word whose low half is zero.
+    let mut tail = chunks.remainder().chunks_exact(2);
+    for w in &mut tail {
+        a += u64::from(u16::from_ne_bytes([w[0], w[1]]));
+    }
+    if let [last] = tail.remainder() {
+        b += u64::from(u16::from_ne_bytes([*last, 0]));
+    }
+    a + b
 }
 
 /// Folds a 32-bit one's-complement accumulator to 16 bits.
@@ -106,6 +145,74 @@ pub fn update(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain word-by-word sum that [`sum`] must match exactly.
+    fn sum_reference(data: &[u8]) -> u32 {
+        let mut acc: u64 = 0;
+        let mut chunks = data.chunks_exact(2);
+        for w in &mut chunks {
+            acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        if let [last] = chunks.remainder() {
+            acc += u64::from(*last) << 8;
+        }
+        while acc >> 16 != 0 {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u32
+    }
+
+    /// xorshift64: deterministic bytes without a dependency.
+    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sum_matches_reference_on_random_lengths_and_offsets() {
+        let data = random_bytes(0x9e37_79b9_7f4a_7c15, 4096);
+        let mut pick = random_bytes(42, 2 * 4000);
+        pick.truncate(pick.len() / 4 * 4);
+        for (i, r) in pick.chunks_exact(4).enumerate() {
+            let len = usize::from(u16::from_le_bytes([r[0], r[1]])) % 3000;
+            let off = usize::from(r[2]) % 16 + usize::from(r[3] % 64);
+            let slice = &data[off..off + len];
+            assert_eq!(
+                sum(slice),
+                sum_reference(slice),
+                "case {i}: len {len} off {off}"
+            );
+        }
+        // Every short length at every alignment, the tail's cases.
+        for len in 0..40 {
+            for off in 0..8 {
+                let slice = &data[off..off + len];
+                assert_eq!(sum(slice), sum_reference(slice), "len {len} off {off}");
+            }
+        }
+    }
+
+    #[test]
+    fn sum_matches_reference_on_extremes() {
+        assert_eq!(sum(&[]), 0);
+        assert_eq!(sum(&[0; 1001]), 0);
+        for len in [1, 2, 7, 8, 9, 1500, 65535] {
+            let ones = vec![0xffu8; len];
+            assert_eq!(sum(&ones), sum_reference(&ones), "0xff * {len}");
+        }
+        // Past one internal block, with carries out of every lane.
+        let big = vec![0xffu8; (1 << 20) * 3 + 5];
+        assert_eq!(sum(&big), sum_reference(&big));
+        let big = random_bytes(7, (1 << 20) + 4097);
+        assert_eq!(sum(&big), sum_reference(&big));
+    }
 
     #[test]
     fn rfc1071_example() {

@@ -10,6 +10,9 @@
 //! view is in bounds and cannot panic. Checksum arithmetic lives only in
 //! [`checksum`].
 //!
+//! [`mss`] builds on the views: it clamps the MSS option of TCP handshakes
+//! in place.
+//!
 //! etherparse stays the tool to classify frames and to build test frames; it
 //! has no mutable views, hence these.
 

@@ -1,5 +1,5 @@
-//! TCP headers (RFC 9293), as far as segmentation needs them: sequence
-//! number, flags, data offset and checksum.
+//! TCP headers (RFC 9293), as far as segmentation and MSS clamping need
+//! them: sequence number, flags, data offset, options and checksum.
 
 use super::{checksum, get_u16, set_u16, Error, Result};
 
@@ -47,6 +47,18 @@ pub mod flags {
     pub const ECE: u8 = 0x40;
     /// Congestion window reduced (RFC 3168).
     pub const CWR: u8 = 0x80;
+}
+
+/// Option kinds (RFC 9293 section 3.2) that the bridge reads.
+pub mod option {
+    /// End of option list; the rest of the option space is padding.
+    pub const EOL: u8 = 0;
+    /// No-operation, one byte, used to align later options.
+    pub const NOP: u8 = 1;
+    /// Maximum segment size: kind, length 4, a big-endian `u16`.
+    pub const MSS: u8 = 2;
+    /// Length of the MSS option, kind and length bytes included.
+    pub const MSS_LEN: usize = 4;
 }
 
 /// A view over a TCP segment: header (options included) and payload, to the
@@ -110,6 +122,11 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         get_u16(self.buffer.as_ref(), field::CHECKSUM.start)
     }
 
+    /// The options: the header after its first 20 bytes.
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::MIN_HEADER_LEN..self.header_len()]
+    }
+
     /// The payload after the header, to the end of the buffer.
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
@@ -131,6 +148,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// Sets the flags byte.
     pub fn set_flags(&mut self, value: u8) {
         self.buffer.as_mut()[field::FLAGS] = value;
+    }
+
+    /// Mutable options (see [`TcpPacket::options`]).
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let end = self.header_len();
+        &mut self.buffer.as_mut()[field::MIN_HEADER_LEN..end]
     }
 
     /// Sets the checksum field.
@@ -177,6 +200,7 @@ mod tests {
         assert_eq!(p.seq_number(), 0x0102_0304);
         assert_eq!(p.header_len(), 24);
         assert_eq!(p.flags(), flags::ACK | flags::PSH);
+        assert_eq!(p.options(), [2, 4, 0x05, 0xb4]);
         assert_eq!(p.payload(), b"data");
         let pseudo = checksum::pseudo_header_v4(
             Ipv4Addr::new(10, 0, 0, 1),
@@ -186,10 +210,12 @@ mod tests {
         );
         p.set_seq_number(7);
         p.set_flags(flags::ACK);
+        p.options_mut()[3] = 0xa0;
         p.fill_checksum_with_pseudo(pseudo);
         assert!(p.verify_checksum(pseudo));
         assert_eq!(p.seq_number(), 7);
         assert_eq!(p.flags(), flags::ACK);
+        assert_eq!(p.options(), [2, 4, 0x05, 0xa0]);
     }
 
     #[test]
