@@ -675,6 +675,55 @@ mod tests {
         }
     }
 
+    /// The MSS of a SYN (here with MSS 1460) is lowered on the way out, and
+    /// on the way in from a sender that did not (an older peer, or
+    /// `--no-mss-clamp`), to what fits one datagram: 1272 for IPv4.
+    #[test]
+    fn syn_mss_is_clamped_both_ways() {
+        let key = NetworkKey::from_bytes([9; 32]);
+        let syn = || {
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(40000, 22, 1, 64240)
+                .syn()
+                .options_raw(&[2, 4, 0x05, 0xb4, 4, 2, 1, 1])
+                .unwrap()
+                .write(&mut v, &[])
+                .unwrap();
+            v
+        };
+        let mss_of = |f: &[u8]| u16::from_be_bytes([f[14 + 20 + 22], f[14 + 20 + 23]]);
+        let mut plain = registered(&key, 3, false, 0);
+        plain.config.clamp_mss = false;
+        let mut a = registered(&key, 1, true, 0);
+        let mut b = registered(&key, 2, true, 0);
+        for (from, clamped_by_sender) in [(&mut a, 1), (&mut plain, 0)] {
+            let mut datagrams = Vec::new();
+            from.handle_frame(&VnetHdr::NONE, &mut syn(), 1500, &mut |d| {
+                datagrams.push(d.to_vec())
+            });
+            assert_eq!(from.stats().mss_clamped, clamped_by_sender);
+            let before = b.stats().mss_clamped;
+            let got = receive(&mut b, &datagrams);
+            assert_eq!(got.len(), 1);
+            let f = &got[0].1;
+            assert_eq!(mss_of(f), 1272);
+            assert_eq!(b.stats().mss_clamped - before, 1 - clamped_by_sender);
+            let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+            let (Some(etherparse::TransportSlice::Tcp(t)), Some(etherparse::NetSlice::Ipv4(ip))) =
+                (p.transport, p.net)
+            else {
+                panic!("not TCP/IPv4")
+            };
+            let want = t
+                .to_header()
+                .calc_checksum_ipv4(&ip.header().to_header(), t.payload())
+                .unwrap();
+            assert_eq!(t.checksum(), want, "checksum after clamping");
+        }
+    }
+
     /// A plain (no vnet) receiver gets segments one by one, checksums
     /// complete.
     #[test]

@@ -621,10 +621,14 @@ mod tests {
         w.advance(Duration::ZERO);
         w.act(Side::Overlay, "A", |h| h.ping(ip(2), 1));
         assert!(w.fabric.node("A").client.offload_ok());
-        let (hdr, frame, complete) = crate::core::sim::tcp_super_frame(false, mac(1), mac(2), 1, 6000);
+        let (hdr, frame, complete) =
+            crate::core::sim::tcp_super_frame(false, mac(1), mac(2), 1, 6000);
         let rx = w.fabric.tap_rx.len();
         w.send_offload("A", hdr, frame.clone());
-        let got: Vec<_> = w.fabric.tap_rx[rx..].iter().filter(|(n, _)| *n == "B").collect();
+        let got: Vec<_> = w.fabric.tap_rx[rx..]
+            .iter()
+            .filter(|(n, _)| *n == "B")
+            .collect();
         assert_eq!(got.len(), 1, "one super-frame at B");
         assert_eq!(got[0].1.len(), complete.len());
         assert_eq!(got[0].1[54..], complete[54..], "payload intact");
@@ -635,7 +639,10 @@ mod tests {
         w.send_offload("A", hdr, frame.clone());
         w.stop("C");
         w.advance(RelayConfig::default().peer_timeout + Duration::from_secs(2));
-        assert!(w.fabric.node("A").client.offload_ok(), "routed frames again");
+        assert!(
+            w.fabric.node("A").client.offload_ok(),
+            "routed frames again"
+        );
         assert_eq!(w.fabric.relay.stats().drops.total(), 0);
         assert_eq!(w.fabric.node("B").client.stats().drops.total(), 0);
         assert_eq!(w.fabric.node("B").client.stats().offload_frames_in, 2);
@@ -644,7 +651,11 @@ mod tests {
             .iter()
             .filter(|l| !l.contains("Keepalive"))
             .collect();
-        insta::assert_snapshot!(trace.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+        insta::assert_snapshot!(trace
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"));
     }
 
     fn host<'w>(w: &'w World<Net>, name: &str) -> &'w Host {
