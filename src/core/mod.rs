@@ -8,6 +8,7 @@ pub mod client;
 pub mod drop;
 pub mod fasthash;
 pub mod frame;
+pub mod gro;
 pub mod mac;
 pub mod nat;
 #[cfg(test)]
