@@ -57,9 +57,9 @@ use crate::core::{
     frame::{
         self, checksum,
         ethernet::{ethertype, EthernetFrame},
-        ipv4::{protocol, Ipv4Packet},
+        ipv4::{self, protocol, Ipv4Packet},
         ipv6::{self, Ipv6Packet},
-        tcp::{flags, TcpPacket},
+        tcp::{self, flags, TcpPacket},
         udp::{self, UdpPacket},
     },
 };
@@ -75,6 +75,22 @@ pub const GSO_ECN: u8 = 0x80;
 /// The largest IPv4 total length, and the largest IPv6 payload length,
 /// without jumbo options.
 const MAX_IP_LEN: usize = u16::MAX as usize;
+
+/// The most segments a super-frame handed to a device may stand for
+/// ([`VnetHdr::validate`]): Linux's `UDP_MAX_SEGMENTS` (64 until 6.14), and
+/// what one 64 KiB GRO super-frame of MSS-sized segments never exceeds.
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
+/// The smallest `gso_size` [`VnetHdr::validate`] accepts on a GSO frame.
+///
+/// No sender this bridge carries produces smaller segments: Linux keeps a
+/// TCP sender's MSS at 48 bytes or more before options (`tcp_min_snd_mss`,
+/// the CVE-2019-11479 fix) and real links give MSS 536 and up (IPv4 hosts
+/// must take 576-byte datagrams, IPv6 links 1280); UDP GSO users (QUIC)
+/// send 1200 and up. A smaller `gso_size` (1, say) is nonsense or an
+/// attack: it asks the kernel for many segments that are mostly headers.
+/// 64 leaves room below every real value and refuses those.
+pub const MIN_GSO_SIZE: u16 = 64;
 
 /// `struct virtio_net_hdr` (without `num_buffers`): the offload metadata in
 /// front of each frame read from `PACKET_VNET_HDR` or `IFF_VNET_HDR`.
@@ -214,6 +230,102 @@ impl VnetHdr {
     pub fn gso(&self) -> Result<GsoType, OffloadError> {
         GsoType::from_raw(self.gso_type).ok_or(OffloadError::UnknownGsoType(self.gso_type))
     }
+
+    /// Checks this header against `frame` before the pair is written to a
+    /// TAP or an AF_PACKET socket, so the kernel is never handed a header
+    /// that does not describe the frame ([`deliver`] calls it).
+    ///
+    /// * Always: an Ethernet header, `hdr_len` within the frame (Linux's
+    ///   `tun_get_user` and `packet_snd_vnet_parse` refuse more), the ECN
+    ///   bit only with a TCP GSO type (Linux refuses `NONE | ECN`).
+    /// * No GSO type: with [`F_NEEDS_CSUM`], `csum_start` after the
+    ///   Ethernet header and the 2-byte field at `csum_start + csum_offset`
+    ///   inside the frame. Where the field is is not checked further: an
+    ///   encapsulated frame's partial checksum may be the inner one's.
+    /// * TCPV4 / TCPV6 / UDP_L4: the frame is IPv4+TCP, IPv6+TCP, or
+    ///   IPv4/IPv6+UDP (802.1Q tag allowed, no IPv4 fragment, no IPv6
+    ///   extension header, [`OffloadError::Unsupported`]); its IP length
+    ///   fits 16 bits (no BIG TCP, [`OffloadError::TooBig`]), the field is
+    ///   not 0, and nothing follows the IP packet (the kernel segments by
+    ///   frame length, padding would become payload); [`F_NEEDS_CSUM`] is set and
+    ///   `csum_start`/`csum_offset` point at exactly the TCP or UDP checksum
+    ///   field; `gso_size` is at least [`MIN_GSO_SIZE`], small enough that a
+    ///   full segment's IP length fits 16 bits, and cuts the payload into
+    ///   at most [`MAX_GSO_SEGMENTS`] segments.
+    /// * UDP (UFO): refused ([`OffloadError::Unsupported`]), as [`segment`]
+    ///   does.
+    pub fn validate(&self, frame: &[u8]) -> Result<(), OffloadError> {
+        let eth = EthernetFrame::new_checked(frame).map_err(view_err("Ethernet header"))?;
+        if usize::from(self.hdr_len) > frame.len() {
+            return Err(OffloadError::Malformed("hdr_len beyond the frame"));
+        }
+        let kind = match self.gso()? {
+            GsoType::TcpV4 => L4::Tcp(Family::V4),
+            GsoType::TcpV6 => L4::Tcp(Family::V6),
+            _ if self.ecn() => return Err(OffloadError::Malformed("ECN bit without TCP GSO")),
+            GsoType::UdpL4 => L4::Udp,
+            GsoType::Udp => {
+                return Err(OffloadError::Unsupported("UDP fragmentation offload (UFO)"))
+            }
+            GsoType::None => {
+                let start = usize::from(self.csum_start);
+                let end = start + usize::from(self.csum_offset) + 2;
+                if self.needs_csum() && (start < eth.header_len() || end > frame.len()) {
+                    return Err(OffloadError::BadOffsets);
+                }
+                return Ok(());
+            }
+        };
+        if !self.needs_csum() {
+            return Err(OffloadError::Malformed("GSO frame without NEEDS_CSUM"));
+        }
+        if self.gso_size == 0 {
+            return Err(OffloadError::ZeroGsoSize);
+        }
+        let layout = Layout::parse(frame, kind)?;
+        // Bytes before the payload that count in the IP length field.
+        let counted = match layout.ip {
+            Ip::V4 { .. } => layout.l4 + layout.l4_hdr_len - layout.l3,
+            Ip::V6 { .. } => layout.l4 + layout.l4_hdr_len - layout.l3 - ipv6::field::HEADER_LEN,
+        };
+        let payload_len = layout.end - layout.l4 - layout.l4_hdr_len;
+        if counted + payload_len > MAX_IP_LEN {
+            return Err(OffloadError::TooBig);
+        }
+        if ip_len_field(frame, &layout) == 0 {
+            return Err(OffloadError::Malformed("IP length 0 in a GSO frame"));
+        }
+        if layout.end != frame.len() {
+            return Err(OffloadError::Malformed(
+                "bytes after the IP packet in a GSO frame",
+            ));
+        }
+        let field = match kind {
+            L4::Tcp(_) => tcp::field::CHECKSUM.start,
+            L4::Udp => udp::field::CHECKSUM.start,
+        };
+        if usize::from(self.csum_start) != layout.l4 || usize::from(self.csum_offset) != field {
+            return Err(OffloadError::BadOffsets);
+        }
+        let gso_size = usize::from(self.gso_size);
+        if self.gso_size < MIN_GSO_SIZE
+            || counted + gso_size > MAX_IP_LEN
+            || payload_len.div_ceil(gso_size) > MAX_GSO_SEGMENTS
+        {
+            return Err(OffloadError::BadGsoSize(self.gso_size));
+        }
+        Ok(())
+    }
+}
+
+/// The raw IPv4 total length or IPv6 payload length of a parsed frame.
+fn ip_len_field(frame: &[u8], layout: &Layout) -> u16 {
+    let at = layout.l3
+        + match layout.ip {
+            Ip::V4 { .. } => ipv4::field::LENGTH.start,
+            Ip::V6 { .. } => ipv6::field::PAYLOAD_LEN.start,
+        };
+    frame::get_u16(frame, at)
 }
 
 /// Why a frame could not be completed or segmented.
@@ -229,6 +341,11 @@ pub enum OffloadError {
     /// A GSO frame with `gso_size` 0.
     #[error("GSO frame with gso_size 0")]
     ZeroGsoSize,
+    /// A GSO frame whose `gso_size` is below [`MIN_GSO_SIZE`], too large for
+    /// a segment's IP length, or cuts it into more than [`MAX_GSO_SEGMENTS`]
+    /// segments ([`VnetHdr::validate`]).
+    #[error("gso_size {0} out of bounds for this frame")]
+    BadGsoSize(u16),
     /// A `gso_type` that `virtio_net.h` does not define.
     #[error("unknown gso_type {0:#04x}")]
     UnknownGsoType(u8),
@@ -256,6 +373,7 @@ impl OffloadError {
             OffloadError::Truncated
             | OffloadError::BadOffsets
             | OffloadError::ZeroGsoSize
+            | OffloadError::BadGsoSize(_)
             | OffloadError::UnknownGsoType(_)
             | OffloadError::Malformed(_) => DropReason::Malformed,
         }
@@ -374,10 +492,11 @@ pub fn segments_fit(hdr: &VnetHdr, frame: &[u8], mtu: usize) -> bool {
 }
 
 /// Hands a frame with its offload metadata to a device: whole, with `hdr`,
-/// when the device takes vnet headers (`whole_ok`) and the segments fit its
-/// `mtu` ([`segments_fit`]); otherwise finished here ([`segment`]) and
-/// emitted piece by piece with [`VnetHdr::NONE`]. Returns how many frames
-/// were emitted.
+/// when the device takes vnet headers (`whole_ok`), the segments fit its
+/// `mtu` ([`segments_fit`]) and the header describes the frame
+/// ([`VnetHdr::validate`]); otherwise finished here ([`segment`]) and
+/// emitted piece by piece with [`VnetHdr::NONE`], or refused with
+/// `segment`'s error. Returns how many frames were emitted.
 // HOT PATH
 pub fn deliver(
     hdr: &VnetHdr,
@@ -387,7 +506,9 @@ pub fn deliver(
     out: &mut Vec<u8>,
     emit: &mut dyn FnMut(&VnetHdr, &[u8]),
 ) -> Result<usize, OffloadError> {
-    if *hdr == VnetHdr::NONE || (whole_ok && segments_fit(hdr, frame, mtu)) {
+    if *hdr == VnetHdr::NONE
+        || (whole_ok && segments_fit(hdr, frame, mtu) && hdr.validate(frame).is_ok())
+    {
         emit(hdr, frame);
         return Ok(1);
     }
@@ -1078,6 +1199,284 @@ mod tests {
         };
         complete_checksum(&hdr, &mut frame).unwrap();
         assert_eq!(&frame[98..], &[0xff, 0xff]);
+    }
+
+    #[test]
+    fn validate_accepts_what_the_kernel_builds() {
+        for kind in [Kind::TcpV4, Kind::TcpV6, Kind::UdpV4, Kind::UdpV6] {
+            for vlan in [false, true] {
+                let mut frame = build(kind, &payload(5000), vlan);
+                let hdr = make_partial(kind, &mut frame, vlan, 1400);
+                assert_eq!(hdr.validate(&frame), Ok(()), "{kind:?} {vlan}");
+                // Not a super-frame, checksum partial or complete.
+                let mut small = build(kind, &payload(100), vlan);
+                let none = make_partial(kind, &mut small, vlan, 0);
+                assert_eq!(none.validate(&small), Ok(()), "{kind:?} {vlan}");
+                assert_eq!(VnetHdr::NONE.validate(&small), Ok(()));
+            }
+        }
+        let hdr = VnetHdr {
+            gso_type: GsoType::TcpV4 as u8 | GSO_ECN,
+            ..tcp_v4_gso(1448).0
+        };
+        assert_eq!(hdr.validate(&tcp_v4_gso(1448).1), Ok(()));
+        // Non-IP frames pass without offload.
+        assert_eq!(VnetHdr::NONE.validate(&[0xff; 42]), Ok(()));
+    }
+
+    /// A TCP/IPv4 super-frame with 5000 bytes of payload, 52 bytes of IP
+    /// and TCP headers, and its header.
+    fn tcp_v4_gso(gso_size: u16) -> (VnetHdr, Vec<u8>) {
+        let mut frame = build(Kind::TcpV4, &payload(5000), false);
+        let hdr = make_partial(Kind::TcpV4, &mut frame, false, gso_size);
+        (hdr, frame)
+    }
+
+    #[test]
+    fn validate_checks_the_header_itself() {
+        let (hdr, frame) = tcp_v4_gso(1448);
+        let with = |f: fn(&mut VnetHdr)| {
+            let mut h = hdr;
+            f(&mut h);
+            h.validate(&frame)
+        };
+        assert_eq!(
+            with(|h| h.gso_type = 2),
+            Err(OffloadError::UnknownGsoType(2))
+        );
+        assert!(matches!(
+            with(|h| h.gso_type = GsoType::Udp as u8),
+            Err(OffloadError::Unsupported(_))
+        ));
+        assert!(matches!(
+            with(|h| h.flags = 0),
+            Err(OffloadError::Malformed("GSO frame without NEEDS_CSUM"))
+        ));
+        assert!(matches!(
+            with(|h| h.hdr_len = 5067),
+            Err(OffloadError::Malformed("hdr_len beyond the frame"))
+        ));
+        assert_eq!(with(|h| h.hdr_len = 5066), Ok(()));
+        // ECN only with TCP GSO.
+        for gso_type in [GSO_ECN, GSO_ECN | GsoType::UdpL4 as u8] {
+            let h = VnetHdr { gso_type, ..hdr };
+            assert!(matches!(
+                h.validate(&frame),
+                Err(OffloadError::Malformed("ECN bit without TCP GSO"))
+            ));
+        }
+        assert_eq!(
+            VnetHdr::NONE.validate(&frame[..13]),
+            Err(OffloadError::Truncated)
+        );
+    }
+
+    #[test]
+    fn validate_checks_the_gso_type_against_the_headers() {
+        let (hdr, frame) = tcp_v4_gso(1448);
+        let mut udp = build(Kind::UdpV6, &payload(5000), false);
+        let udp_hdr = make_partial(Kind::UdpV6, &mut udp, false, 1400);
+        for (gso_type, frame) in [
+            (GsoType::TcpV6, &frame),
+            (GsoType::UdpL4, &frame),
+            (GsoType::TcpV4, &udp),
+            (GsoType::TcpV6, &udp),
+        ] {
+            let h = VnetHdr {
+                gso_type: gso_type as u8,
+                csum_offset: 16,
+                ..udp_hdr
+            };
+            assert!(
+                matches!(h.validate(frame), Err(OffloadError::Malformed(_))),
+                "{gso_type:?}"
+            );
+        }
+        // A truncated super-frame.
+        assert_eq!(hdr.validate(&frame[..60]), Err(OffloadError::Truncated));
+        assert_eq!(
+            hdr.validate(&frame[..frame.len() - 1]),
+            Err(OffloadError::Truncated)
+        );
+    }
+
+    #[test]
+    fn validate_checks_checksum_offsets() {
+        let (hdr, frame) = tcp_v4_gso(1448);
+        // GSO: exactly the TCP (or UDP) checksum field.
+        for (start, offset) in [(34, 6), (35, 15), (14, 36), (0, 50), (54, 0)] {
+            let h = VnetHdr {
+                csum_start: start,
+                csum_offset: offset,
+                ..hdr
+            };
+            assert_eq!(h.validate(&frame), Err(OffloadError::BadOffsets));
+        }
+        let mut udp = build(Kind::UdpV4, &payload(3000), true);
+        let udp_hdr = make_partial(Kind::UdpV4, &mut udp, true, 1000);
+        assert_eq!(udp_hdr.validate(&udp), Ok(()));
+        let h = VnetHdr {
+            csum_offset: 16,
+            ..udp_hdr
+        };
+        assert_eq!(h.validate(&udp), Err(OffloadError::BadOffsets));
+        // No GSO: inside the frame, after the Ethernet header.
+        let frame = &frame[..100];
+        for (start, offset, ok) in [
+            (34, 16, true),
+            (14, 84, true),
+            (98, 0, true),
+            (13, 16, false),
+            (14, 85, false),
+            (99, 0, false),
+            (u16::MAX, u16::MAX, false),
+        ] {
+            let h = VnetHdr {
+                flags: F_NEEDS_CSUM,
+                csum_start: start,
+                csum_offset: offset,
+                ..VnetHdr::NONE
+            };
+            let want = if ok {
+                Ok(())
+            } else {
+                Err(OffloadError::BadOffsets)
+            };
+            assert_eq!(h.validate(frame), want, "{start} {offset}");
+            // Without NEEDS_CSUM the offsets mean nothing.
+            let h = VnetHdr { flags: 0, ..h };
+            assert_eq!(h.validate(frame), Ok(()));
+        }
+        // A tagged frame's header is 18 bytes.
+        let tagged = build(Kind::UdpV4, &payload(100), true);
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 14,
+            csum_offset: 26,
+            ..VnetHdr::NONE
+        };
+        assert_eq!(h.validate(&tagged), Err(OffloadError::BadOffsets));
+    }
+
+    #[test]
+    fn validate_bounds_gso_size() {
+        // 5000 bytes of payload: 64 segments need gso_size 79 or more.
+        let bad = |g: u16| Err(OffloadError::BadGsoSize(g));
+        for (gso, want) in [
+            (0, Err(OffloadError::ZeroGsoSize)),
+            (1, bad(1)),
+            (63, bad(63)),
+            (78, bad(78)),
+            (79, Ok(())),
+            (5000, Ok(())),
+            (u16::MAX - 52, Ok(())),
+            (u16::MAX - 51, bad(u16::MAX - 51)),
+            (u16::MAX, bad(u16::MAX)),
+        ] {
+            let (hdr, frame) = tcp_v4_gso(1448);
+            let hdr = VnetHdr {
+                gso_size: gso,
+                ..hdr
+            };
+            assert_eq!(hdr.validate(&frame), want, "{gso}");
+        }
+        // MIN_GSO_SIZE itself, with a payload it cuts into 64 segments.
+        let mut frame = build(Kind::TcpV4, &payload(64 * 64), false);
+        let hdr = make_partial(Kind::TcpV4, &mut frame, false, MIN_GSO_SIZE);
+        assert_eq!(hdr.validate(&frame), Ok(()));
+        // IPv6 does not count its fixed header: 65535 - 32 bytes of TCP
+        // header; UDP: 65535 - 8 (20 more on IPv4).
+        for (kind, max) in [
+            (Kind::TcpV6, u16::MAX - 32),
+            (Kind::UdpV6, u16::MAX - 8),
+            (Kind::UdpV4, u16::MAX - 28),
+        ] {
+            let mut frame = build(kind, &payload(5000), false);
+            let hdr = make_partial(kind, &mut frame, false, max);
+            assert_eq!(hdr.validate(&frame), Ok(()), "{kind:?}");
+            let hdr = VnetHdr {
+                gso_size: max + 1,
+                ..hdr
+            };
+            assert_eq!(hdr.validate(&frame), bad(max + 1), "{kind:?}");
+        }
+        assert_eq!(
+            OffloadError::BadGsoSize(1).drop_reason(),
+            DropReason::Malformed
+        );
+    }
+
+    #[test]
+    fn validate_refuses_odd_ip_lengths_in_gso_frames() {
+        // Ethernet padding would become payload when the kernel segments.
+        let (hdr, mut frame) = tcp_v4_gso(1448);
+        frame.push(0);
+        assert!(matches!(
+            hdr.validate(&frame),
+            Err(OffloadError::Malformed(_))
+        ));
+        // IPv6 payload length 0 on a frame under 64 KiB.
+        let mut frame = build(Kind::TcpV6, &payload(5000), false);
+        let hdr = make_partial(Kind::TcpV6, &mut frame, false, 1400);
+        frame[18..20].copy_from_slice(&[0, 0]);
+        assert!(matches!(
+            hdr.validate(&frame),
+            Err(OffloadError::Malformed(_))
+        ));
+        // BIG TCP: over 64 KiB, IPv4 total length 0. segment() cuts it.
+        let data = payload(70_000);
+        let mut frame = build(Kind::TcpV4, &data[..1000], false);
+        frame.extend_from_slice(&data[1000..]);
+        frame[16..18].copy_from_slice(&[0, 0]);
+        let hdr = make_partial(Kind::TcpV4, &mut frame, false, 1448);
+        assert_eq!(hdr.validate(&frame), Err(OffloadError::TooBig));
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let n = deliver(&hdr, &frame, true, 1500, &mut out, &mut |h, f| {
+            seen.push((*h, f.len()))
+        });
+        assert_eq!(n, Ok(70_000usize.div_ceil(1448)));
+        assert!(seen
+            .iter()
+            .all(|&(h, len)| h == VnetHdr::NONE && len <= 1514));
+    }
+
+    #[test]
+    fn deliver_passes_whole_only_a_header_that_validates() {
+        let (hdr, frame) = tcp_v4_gso(1448);
+        let run = |hdr: &VnetHdr| {
+            let mut out = Vec::new();
+            let mut seen = Vec::new();
+            let n = deliver(hdr, &frame, true, 1500, &mut out, &mut |h, f| {
+                seen.push((*h, f.to_vec()))
+            });
+            (n, seen)
+        };
+        let (n, seen) = run(&hdr);
+        assert_eq!(n, Ok(1));
+        assert_eq!(seen, vec![(hdr, frame.clone())]);
+        // gso_size 1 would fit any MTU, but the kernel must not see it.
+        let tiny = VnetHdr { gso_size: 1, ..hdr };
+        assert!(segments_fit(&tiny, &frame, 1500));
+        let (n, seen) = run(&tiny);
+        assert_eq!(n, Ok(5000));
+        assert!(seen.iter().all(|(h, _)| *h == VnetHdr::NONE));
+        // A header pointing the checksum elsewhere is not trusted either.
+        let skewed = VnetHdr {
+            csum_offset: 6,
+            ..hdr
+        };
+        let (n, seen) = run(&skewed);
+        assert_eq!(n, Ok(4));
+        let good = build(Kind::TcpV4, &payload(5000), false);
+        let segs = collect(&hdr, &frame, 1500).unwrap();
+        assert_eq!(seen.len(), segs.len());
+        assert!(seen
+            .iter()
+            .zip(&segs)
+            .all(|((h, f), s)| *h == VnetHdr::NONE && f == s));
+        assert_eq!(verify(Kind::TcpV4, &segs, 14, 1500, 1448), payload(5000));
+        assert_ne!(good, frame);
     }
 
     /// xorshift64*, so the garbage test needs no dependency.

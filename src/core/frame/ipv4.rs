@@ -126,6 +126,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         get_u16(self.buffer.as_ref(), field::FLG_OFF.start) & 0x1fff
     }
 
+    /// The "don't fragment" flag.
+    pub fn dont_frag(&self) -> bool {
+        get_u16(self.buffer.as_ref(), field::FLG_OFF.start) & 0x4000 != 0
+    }
+
     /// The "more fragments" flag.
     pub fn more_frags(&self) -> bool {
         get_u16(self.buffer.as_ref(), field::FLG_OFF.start) & 0x2000 != 0
@@ -215,6 +220,7 @@ mod tests {
         assert_eq!(p.dst_addr(), Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(p.payload(), &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(p.frag_offset(), 0);
+        assert!(p.dont_frag());
         assert!(!p.more_frags());
         assert!(p.verify_checksum());
     }
