@@ -651,7 +651,7 @@ mod tests {
             let (h, mut f) = got.into_iter().next().unwrap();
             assert_eq!(h.gso().unwrap(), hdr.gso().unwrap());
             assert_eq!(usize::from(h.gso_size), mss);
-            // h.validate(&f).unwrap(); TODO after merge
+            h.validate(&f).unwrap();
             complete_checksum(&h, &mut f).unwrap();
             assert!(f == complete, "v6 {v6}: the super-frame changed on the way");
 

@@ -223,6 +223,7 @@ impl Net {
         let now = cx.now;
         self.relay.expire(now);
         self.log_relay_events(cx);
+        self.queue_pushes(cx);
         let queue = &mut self.queue;
         for node in self.nodes.iter_mut().filter(|n| n.up) {
             if node.next_poll.is_some_and(|t| t > now) {
@@ -239,6 +240,20 @@ impl Net {
             node.next_poll = Some(next);
         }
         self.run(cx)
+    }
+
+    /// Queues the datagrams the relay sends on its own (capability
+    /// announcements), as its driver does after every event.
+    fn queue_pushes(&mut self, cx: &mut Cx<'_>) {
+        let pushes: Vec<(SocketAddr, Vec<u8>)> = self.relay.drain_pushes().collect();
+        for (to, bytes) in pushes {
+            cx.log(format!("relay pushes RegisterAck to {}", self.name_of(to)));
+            self.queue.push_back(Datagram {
+                from: RELAY,
+                to,
+                bytes,
+            });
+        }
     }
 
     fn log_relay_events(&mut self, cx: &mut Cx<'_>) {
@@ -314,16 +329,7 @@ impl Net {
             RelayAction::Drop(reason) => format!("{from}→relay {label}; relay drops: {reason:?}"),
         };
         cx.log(line);
-        // Datagrams the relay sends on its own (capability announcements).
-        let pushes: Vec<(SocketAddr, Vec<u8>)> = self.relay.drain_pushes().collect();
-        for (to, bytes) in pushes {
-            cx.log(format!("relay pushes RegisterAck to {}", self.name_of(to)));
-            self.queue.push_back(Datagram {
-                from: RELAY,
-                to,
-                bytes,
-            });
-        }
+        self.queue_pushes(cx);
         self.log_relay_events(cx);
     }
 
@@ -502,6 +508,11 @@ impl World<Net> {
         let (net, mut cx) = self.split();
         net.relay.expire(cx.now);
         net.log_relay_events(&mut cx);
+        net.queue_pushes(&mut cx);
+        let arrived = net.run(&mut cx);
+        let mut queue = Queue::new();
+        self.arrive(arrived, &mut queue);
+        self.settle(queue);
     }
 
     /// Delivers a datagram as if `from` had sent it now, and what follows.
