@@ -12,7 +12,7 @@ use lanbridge::status::UplinkStatus;
 
 use crate::{
     harness::{wait_until, Lab, Ns},
-    lan::{assert_ping, diff_bytes, pseudo_random, tcp_transfer, BridgedLan},
+    lan::{assert_ping, transfer_intact, BridgedLan},
     overlay::{ping_within, start_relay_with, Overlay},
     status::status_json,
 };
@@ -53,13 +53,8 @@ fn drops_of(ns: &Ns, reason: &str) -> u64 {
     status_json(ns, &[]).drops.get(reason).copied().unwrap_or(0)
 }
 
-fn sha256(data: &[u8]) -> String {
-    lanbridge::status::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-/// Sends `len` pseudo-random bytes over TCP from `from` to `to` (at `to_ip`,
-/// `port`) and asserts the SHA-256 of what arrived is that of what was
-/// sent. Returns how long it took.
+/// [`transfer_intact`] within [`WAIT`]: `len` pseudo-random bytes over TCP,
+/// SHA-256 compared. Returns how long it took.
 #[allow(clippy::too_many_arguments)]
 fn transfer(
     lab: &Lab,
@@ -71,20 +66,7 @@ fn transfer(
     len: usize,
     seed: u64,
 ) -> Duration {
-    let data = pseudo_random(len, seed);
-    let start = Instant::now();
-    let got = tcp_transfer(from, to, to_ip, port, &data, WAIT)
-        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", lab.logs()));
-    let took = start.elapsed();
-    let (sent, received) = (sha256(&data), sha256(&got));
-    assert!(
-        sent == received,
-        "{what}: sha256 sent {sent}, received {received}: {}\n{}",
-        diff_bytes(&data, &got),
-        lab.logs()
-    );
-    eprintln!("{what}: {len} bytes intact in {took:.2?}");
-    took
+    transfer_intact(lab, what, from, to, to_ip, port, len, seed, WAIT)
 }
 
 /// Polls the uplink in `ns` until `cond` holds (at most `timeout`); panics

@@ -253,6 +253,43 @@ pub fn tcp_transfer(
     })
 }
 
+/// The SHA-256 of `data`, in hex.
+pub fn sha256(data: &[u8]) -> String {
+    lanbridge::status::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+/// Sends `len` pseudo-random bytes (from `seed`) over TCP from `from` to
+/// `to` (at `to_ip`, `port`) within `timeout`, and asserts that the SHA-256
+/// of what arrived is that of what was sent (panics with `what`, the
+/// difference and the lab's logs otherwise). Returns how long it took.
+#[allow(clippy::too_many_arguments)]
+pub fn transfer_intact(
+    lab: &Lab,
+    what: &str,
+    from: &Ns,
+    to: &Ns,
+    to_ip: &str,
+    port: u16,
+    len: usize,
+    seed: u64,
+    timeout: Duration,
+) -> Duration {
+    let data = pseudo_random(len, seed);
+    let start = Instant::now();
+    let got = tcp_transfer(from, to, to_ip, port, &data, timeout)
+        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", lab.logs()));
+    let took = start.elapsed();
+    let (sent, received) = (sha256(&data), sha256(&got));
+    assert!(
+        sent == received,
+        "{what}: sha256 sent {sent}, received {received}: {}\n{}",
+        diff_bytes(&data, &got),
+        lab.logs()
+    );
+    eprintln!("{what}: {len} bytes intact in {took:.2?}");
+    took
+}
+
 /// Describes how `got` differs from `want` (empty if equal), without
 /// printing megabytes.
 pub fn diff_bytes(want: &[u8], got: &[u8]) -> String {

@@ -10,6 +10,7 @@ mod edge;
 mod fastpath;
 mod harness;
 mod lan;
+mod lossy;
 mod overlay;
 mod selftest;
 mod status;

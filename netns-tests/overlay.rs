@@ -5,8 +5,15 @@
 //! Underlay: 172.16.0.0/24 (relay at .1, hosts from .10). Overlay:
 //! 10.10.0.0/24 on TAP `tap0` in each edge namespace ([`Overlay::edge`]), or
 //! any subnet ([`Overlay::edge_at`], e.g. a bridged LAN's).
+//!
+//! The underlay can be made lossy ([`Overlay::lose_udp`]): the internet
+//! switch then drops a random share of the UDP datagrams it forwards.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    path::PathBuf,
+    time::Duration,
+};
 
 use lanbridge::core::wire::NetworkKey;
 
@@ -16,6 +23,9 @@ use crate::harness::{lanbridge_bin, wait_until, Lab, Ns, Proc, Switch};
 pub const RELAY_PORT: u16 = 7171;
 /// The relay's underlay address.
 pub const RELAY_IP: &str = "172.16.0.1";
+/// The nftables table (bridge family, in the internet switch's namespace)
+/// that [`Overlay::lose_udp`] makes.
+const LOSS_TABLE: &str = "lbloss";
 
 /// An underlay with a relay.
 pub struct Overlay {
@@ -27,7 +37,50 @@ pub struct Overlay {
     pub relay: Proc,
     /// The network key file.
     pub key: PathBuf,
-    next_host: std::cell::Cell<u8>,
+    next_host: Cell<u8>,
+    /// Every underlay veth so far (the relay's and each host's).
+    links: RefCell<Vec<UnderlayLink>>,
+    /// Set by [`Overlay::lose_udp`]: veths plugged later get UDP GSO cut too.
+    lossy: Cell<bool>,
+}
+
+/// One veth between a namespace and the internet switch.
+struct UnderlayLink {
+    /// The host's namespace.
+    ns: Ns,
+    /// The host's end.
+    ifname: String,
+    /// The switch's end (a port of its bridge).
+    port: String,
+}
+
+/// UDP datagrams the lossy underlay's rule looked at and dropped (see
+/// [`Overlay::lose_udp`]), counted since the rule was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpLoss {
+    /// Datagrams the internet switch forwarded or dropped (each hop counts).
+    pub seen: u64,
+    /// Datagrams it dropped.
+    pub dropped: u64,
+}
+
+impl UdpLoss {
+    /// What was counted after `earlier`.
+    pub fn since(self, earlier: UdpLoss) -> UdpLoss {
+        UdpLoss {
+            seen: self.seen - earlier.seen,
+            dropped: self.dropped - earlier.dropped,
+        }
+    }
+
+    /// `dropped` as a percentage of `seen` (0 when nothing was seen).
+    pub fn percent(self) -> f64 {
+        if self.seen == 0 {
+            0.0
+        } else {
+            100.0 * self.dropped as f64 / self.seen as f64
+        }
+    }
 }
 
 /// One edge: its namespace and process.
@@ -52,8 +105,14 @@ impl Overlay {
     pub fn new(lab: &Lab) -> Overlay {
         let inet = lab.switch("inet");
         let relay_ns = lab.ns("relay");
-        lab.plug(&relay_ns, "eth0", &inet, Some(&format!("{RELAY_IP}/24")))
+        let link = lab
+            .plug(&relay_ns, "eth0", &inet, Some(&format!("{RELAY_IP}/24")))
             .unwrap();
+        let links = vec![UnderlayLink {
+            ns: relay_ns.clone(),
+            ifname: "eth0".to_string(),
+            port: link.peer,
+        }];
         let key = key_file(lab, "net.key");
         let relay = start_relay(&relay_ns, &key);
         Overlay {
@@ -61,7 +120,9 @@ impl Overlay {
             relay_ns,
             relay,
             key,
-            next_host: std::cell::Cell::new(10),
+            next_host: Cell::new(10),
+            links: RefCell::new(links),
+            lossy: Cell::new(false),
         }
     }
 
@@ -78,9 +139,96 @@ impl Overlay {
         let n = self.next_host.get();
         self.next_host.set(n + 1);
         let ip = format!("172.16.0.{n}");
-        lab.plug(ns, ifname, &self.inet, Some(&format!("{ip}/24")))
+        let link = lab
+            .plug(ns, ifname, &self.inet, Some(&format!("{ip}/24")))
             .unwrap();
+        let link = UnderlayLink {
+            ns: ns.clone(),
+            ifname: ifname.to_string(),
+            port: link.peer,
+        };
+        if self.lossy.get() {
+            self.cut_udp_gso(&link);
+        }
+        self.links.borrow_mut().push(link);
         ip
+    }
+
+    /// Makes the underlay lossy, as a real path is: the internet switch
+    /// drops `per_mille` in 1000 of the UDP datagrams it forwards, on every
+    /// hop and in both directions (an nftables `numgen random` rule in its
+    /// bridge's forward hook, counted: see [`Overlay::udp_loss`]). UDP GSO
+    /// is cut on every underlay veth, now and plugged later, at both ends:
+    /// a UDP GSO send otherwise crosses a veth and the switch as one skb,
+    /// and the rule would drop the whole burst or none of it. Needs `nft`
+    /// and `ethtool`.
+    pub fn lose_udp(&self, per_mille: u16) {
+        assert!(per_mille <= 1000, "lose_udp: {per_mille} per mille");
+        self.lossy.set(true);
+        for link in self.links.borrow().iter() {
+            self.cut_udp_gso(link);
+        }
+        let rules = [
+            format!("table bridge {LOSS_TABLE} {{"),
+            "counter seen { }".into(),
+            "counter dropped { }".into(),
+            "chain forward {".into(),
+            "type filter hook forward priority 0; policy accept;".into(),
+            r#"meta l4proto udp counter name "seen""#.into(),
+            format!(
+                r#"meta l4proto udp numgen random mod 1000 < {per_mille} counter name "dropped" drop"#
+            ),
+            "}".into(),
+            "}".into(),
+        ]
+        .join("\n");
+        let sw = self.inet.ns();
+        let file = sw.scratch_file("lbloss.nft");
+        std::fs::write(&file, rules).unwrap();
+        let out = sw.run("nft", &["-f", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "nft -f {} in {}: {}",
+            file.display(),
+            sw.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The counters of [`Overlay::lose_udp`]'s rule (zero before it ran).
+    pub fn udp_loss(&self) -> UdpLoss {
+        if !self.lossy.get() {
+            return UdpLoss::default();
+        }
+        let packets = |counter: &str| {
+            let out = self
+                .inet
+                .ns()
+                .run("nft", &["list", "counter", "bridge", LOSS_TABLE, counter]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.split_whitespace()
+                .skip_while(|w| *w != "packets")
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("nft counter {counter}: {text:?}"))
+        };
+        UdpLoss {
+            seen: packets("seen"),
+            dropped: packets("dropped"),
+        }
+    }
+
+    /// `ethtool -K IFACE tx-udp-segmentation off` on both ends of `link`.
+    fn cut_udp_gso(&self, link: &UnderlayLink) {
+        for (ns, iface) in [(&link.ns, &link.ifname), (self.inet.ns(), &link.port)] {
+            let out = ns.run("ethtool", &["-K", iface, "tx-udp-segmentation", "off"]);
+            assert!(
+                out.status.success(),
+                "ethtool -K {iface} tx-udp-segmentation off in {}: {}",
+                ns.name(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// Starts an edge in a new namespace with overlay address `10.10.0.{n}`.

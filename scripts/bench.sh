@@ -20,6 +20,8 @@ RTT between network namespaces:
   virtual -> LAN  an edge host to a LAN host through 'lanbridge bridge'
   LAN -> virtual  the other direction
 The bridge rows run only when 'lanbridge bridge --help' succeeds.
+With --loss, an n2n row (edge N1 -- supernode -- edge N2) joins the relay
+rows when n2n 1.3's 'supernode' and 'edge' are installed (or with --n2n).
 Prints a table with ratios to the reference. Needs root, ip, ping, iperf3,
 and python3 or jq. Everything it makes is named lbb<pid>-* and removed
 on exit, also on Ctrl-C.
@@ -34,6 +36,17 @@ Options:
   --keep-logs DIR  copy the relay, edge, bridge and iperf3 logs into DIR at exit
   --no-offload     run edges and the bridge with --no-offload (super-frames cut
                    into MTU-sized frames before sending), to compare
+  --loss PER_MILLE make every path lossy: drop PER_MILLE in 1000 (0..1000;
+                   10 = 1 %) of the UDP datagrams on each underlay hop (the
+                   internet switch forwards them; a relayed path crosses two
+                   hops each way), with UDP GSO cut at every sender's device
+                   so single datagrams are lost; the references (kernel
+                   bridge, LAN<->LAN) lose the same share of their IP packets,
+                   cut to MTU size by their switch ports. Adds the measured
+                   loss beside each row. Needs nft and ethtool. --loss 0 sets
+                   up the same paths without dropping, as a baseline
+  --n2n            add the n2n row (default: with --loss, when installed)
+  --no-n2n         leave the n2n row out
   -h, --help       this text
 EOF
 }
@@ -44,6 +57,8 @@ ONLY=""
 STREAMS=4
 KEEP_LOGS=""
 MEMBER_ARGS=()
+LOSS=""
+N2N=auto
 while (($#)); do
     case $1 in
     --time) TIME=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
@@ -57,6 +72,10 @@ while (($#)); do
     --keep-logs) KEEP_LOGS=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
     --keep-logs=*) KEEP_LOGS=${1#*=}; shift ;;
     --no-offload) MEMBER_ARGS+=(--no-offload); shift ;;
+    --loss) LOSS=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+    --loss=*) LOSS=${1#*=}; shift ;;
+    --n2n) N2N=1; shift ;;
+    --no-n2n) N2N=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) lb_log "unknown argument: $1"; usage >&2; exit 2 ;;
     esac
@@ -64,10 +83,27 @@ done
 [[ $TIME =~ ^[1-9][0-9]*$ ]] && ((TIME <= 600)) || lb_die "--time must be 1..600 seconds, not '$TIME'"
 [[ $STREAMS =~ ^[1-9][0-9]*$ ]] && ((STREAMS <= 64)) || lb_die "--streams must be 1..64, not '$STREAMS'"
 case $ONLY in "" | relay | bridge) ;; *) lb_die "--only takes 'relay' or 'bridge', not '$ONLY'" ;; esac
+if [[ -n $LOSS ]]; then
+    [[ $LOSS =~ ^[0-9]+$ ]] && ((10#$LOSS <= 1000)) || lb_die "--loss must be 0..1000 (per mille), not '$LOSS'"
+    LOSS=$((10#$LOSS))
+fi
 
 # ---- prerequisites ---------------------------------------------------------
 ((EUID == 0)) || lb_die "needs root (network namespaces); try: sudo $0 $*"
 lb_need ip ping iperf3 ss timeout awk
+[[ -n $LOSS ]] && lb_need nft ethtool
+# n2n 1.3 (Debian package n2n): 'supernode' and an 'edge' that says n2n.
+have_n2n() {
+    command -v supernode >/dev/null 2>&1 && command -v edge >/dev/null 2>&1 &&
+        edge -h 2>&1 | grep -qi n2n
+}
+N2N_WHY=""
+case $N2N in
+auto) N2N=0 N2N_WHY="n2n not installed"; [[ -n $LOSS ]] && have_n2n && N2N=1 ;;
+1) have_n2n || lb_die "--n2n: n2n's 'supernode' and 'edge' are not installed (apt-get install n2n)" ;;
+0) N2N_WHY="--no-n2n" ;;
+esac
+[[ $ONLY == bridge ]] && N2N=0 N2N_WHY="--only bridge"
 if command -v python3 >/dev/null 2>&1; then JSONTOOL=python3
 elif command -v jq >/dev/null 2>&1; then JSONTOOL=jq
 else lb_die "missing required commands: python3 or jq (to read iperf3 -J output)"
@@ -114,12 +150,15 @@ import json, sys
 try:
     d = json.load(open(sys.argv[1]))
     e = d["end"]
-    print("%.3f %s" % (e["sum_received"]["bits_per_second"] / 1e9,
-                       e.get("sum_sent", {}).get("retransmits", "?")))
+    g = e["sum_received"]["bits_per_second"] / 1e9
+    # Lossy runs can fall below 10 Mbit/s: keep their digits.
+    print(("%.3f %s" if g >= 0.01 else "%.5f %s") % (g,
+          e.get("sum_sent", {}).get("retransmits", "?")))
 except Exception:
     print("fail")' "$out")
     else
-        v=$(jq -r '"\(.end.sum_received.bits_per_second / 1e9 * 1000 | round / 1000) \(.end.sum_sent.retransmits // "?")"' "$out" 2>/dev/null) || v=fail
+        v=$(jq -r '(.end.sum_received.bits_per_second / 1e9) as $g | (if $g >= 0.01 then 1000 else 100000 end) as $k
+            | "\($g * $k | round / $k) \(.end.sum_sent.retransmits // "?")"' "$out" 2>/dev/null) || v=fail
     fi
     if [[ $v =~ ^([0-9.]+)\ (.*)$ ]]; then
         lb_log "  $src -> $dst, $par stream(s): ${BASH_REMATCH[1]} Gbit/s, ${BASH_REMATCH[2]} retransmits"
@@ -140,27 +179,39 @@ rtt_us() {
     return 0
 }
 
-ROWS=() T1=() TN=() RTT=() REF=()
+ROWS=() T1=() TN=() RTT=() REF=() LOST=()
+
+# With --loss: the lbloss tables (FAMILY:SHORT, see lb_loss_counts) the next
+# measured row's packets cross; set by each section before it measures.
+LOSS_AT=()
 
 # measure LABEL SRC DST DSTIP REFROW: runs the iperf3 server in DST, the
 # clients in SRC, then pings; appends a row whose ratios are against row
-# index REFROW (-1: this row is a reference).
+# index REFROW (-1: this row is a reference). With --loss, also the share
+# of packets the row's loss rules dropped during the two TCP tests.
 measure() {
-    local label=$1 src=$2 dst=$3 ip=$4 ref=$5 spid t1=fail tn=fail
+    local label=$1 src=$2 dst=$3 ip=$4 ref=$5 spid t1=fail tn=fail seen0 drop0 seen drop lost=-
     lb_log "measuring: $label ($TIME s x 2 + ping)"
     lb_spawn "$dst" "$LB_WORK/iperf3-server-$dst.log" iperf3 -s -B "$ip" -p $IPERF_PORT
     spid=$LB_LAST_PID
     if lb_wait_for 5 iperf_listening "$dst"; then
+        [[ -n $LOSS ]] && read -r seen0 drop0 < <(lb_loss_counts "${LOSS_AT[@]}")
         iperf_gbps "$src" "$ip" 1
         t1=$GBPS
         iperf_gbps "$src" "$ip" "$STREAMS"
         tn=$GBPS
+        if [[ -n $LOSS ]]; then
+            read -r seen drop < <(lb_loss_counts "${LOSS_AT[@]}")
+            seen=$((seen - seen0)) drop=$((drop - drop0))
+            ((seen > 0)) && lost=$(awk -v s="$seen" -v d="$drop" 'BEGIN { printf "%.2f", 100 * d / s }')
+            lb_log "  loss rules: dropped $drop of $seen packets ($lost %)"
+        fi
     else
         lb_log "  iperf3 server in $dst did not start: $(head -c 300 "$LB_WORK/iperf3-server-$dst.log")"
     fi
     lb_stop "$spid"
     rtt_us "$src" "$ip"
-    ROWS+=("$label") T1+=("$t1") TN+=("$tn") RTT+=("$RTT_US") REF+=("$ref")
+    ROWS+=("$label") T1+=("$t1") TN+=("$tn") RTT+=("$RTT_US") REF+=("$ref") LOST+=("$lost")
 }
 iperf_listening() {
     [[ -n $(lb_x "$1" ss -Htln "sport = :$IPERF_PORT" 2>/dev/null) ]]
@@ -197,14 +248,37 @@ RELAY_IP=172.16.0.1
 RELAY_PORT=7171
 NEXT_UNDERLAY=10
 HAVE_RELAY=0
+HAVE_UNDERLAY=0
+
+# The "internet" switch; with --loss it drops that share of the UDP
+# datagrams it forwards.
+start_underlay() {
+    ((HAVE_UNDERLAY)) && return 0
+    lb_switch inet
+    if [[ -n $LOSS ]]; then
+        lb_loss_switch inet "$LOSS"
+        lb_ethtool_off inet br0 tx-udp-segmentation
+    fi
+    HAVE_UNDERLAY=1
+}
+
+# underlay_plugged SHORT IFNAME: with --loss, cuts UDP GSO on the veth just
+# plugged into the internet switch (both ends), so every datagram crosses
+# the switch on its own and the loss rule drops single datagrams.
+underlay_plugged() {
+    [[ -z $LOSS ]] && return 0
+    lb_ethtool_off "$1" "$2" tx-udp-segmentation
+    lb_ethtool_off inet "${LB_PORTS[-1]}" tx-udp-segmentation
+}
 
 # The "internet" switch with a relay on it.
 start_relay() {
     ((HAVE_RELAY)) && return 0
     (umask 077 && "$BIN" genkey >"$KEY") || lb_die "lanbridge genkey failed"
-    lb_switch inet
+    start_underlay
     lb_ns relay
     lb_plug relay eth0 inet "$RELAY_IP/24"
+    underlay_plugged relay eth0
     lb_spawn relay "$LB_WORK/relay.log" "$BIN" relay --listen "$RELAY_IP:$RELAY_PORT" --key-file "$KEY"
     RELAY_PID=$LB_LAST_PID
     HAVE_RELAY=1
@@ -214,6 +288,8 @@ start_relay() {
 underlay_host() {
     lb_ns "$1"
     lb_plug "$1" "${2:-eth0}" inet "172.16.0.$NEXT_UNDERLAY/24"
+    underlay_plugged "$1" "${2:-eth0}"
+    UNDERLAY_IP=172.16.0.$NEXT_UNDERLAY
     NEXT_UNDERLAY=$((NEXT_UNDERLAY + 1))
 }
 
@@ -228,16 +304,28 @@ start_edge() {
     fi
 }
 
+# reference_host SHORT SWITCH CIDR PEERIP: plugs SHORT into SWITCH; with
+# --loss, the switch port towards it cuts TCP segmentation (so it receives
+# MTU-sized packets, as from a wire) and it drops the loss share of the IP
+# packets from PEERIP, the other end of the reference path.
+reference_host() {
+    lb_plug "$1" eth0 "$2" "$3"
+    [[ -z $LOSS ]] && return 0
+    lb_ethtool_off "$2" "${LB_PORTS[-1]}" tx-tcp-segmentation tx-tcp6-segmentation
+    lb_loss_from "$1" "$LOSS" "$4"
+}
+
 KREF=-1
 section_kernel() {
     lb_log "== kernel bridge: A -- br0 -- B"
     lb_switch sw
     lb_ns a
     lb_ns b
-    lb_plug a eth0 sw 10.0.0.1/24
-    lb_plug b eth0 sw 10.0.0.2/24
+    reference_host a sw 10.0.0.1/24 10.0.0.2
+    reference_host b sw 10.0.0.2/24 10.0.0.1
     lb_wait_ping a 10.0.0.2 10 || lb_die "kernel bridge baseline does not ping"
     KREF=${#ROWS[@]}
+    LOSS_AT=(inet:a inet:b)
     measure "kernel bridge A->B" a b 10.0.0.2 -1
 }
 
@@ -251,9 +339,69 @@ section_overlay() {
         show_log "$LB_WORK/edge-e1.log"
         lb_die "overlay E1 -> E2 does not ping"
     fi
+    LOSS_AT=(bridge:inet)
     measure "overlay E1->E2" e1 e2 10.10.0.2 "$KREF"
     udp_drops e1 relay e2
 }
+
+# n2n 1.3 (reference peer): a supernode and two edges on the same underlay,
+# TAP n2n0 (10.30.0.0/24), encrypted with a throwaway key. n2n edges talk
+# directly once they find each other; the internet switch drops UDP between
+# them, so everything goes through the supernode, as lanbridge's goes
+# through its relay (same hops, same loss).
+N2N_PORT=7654
+section_n2n() {
+    lb_log "== n2n: edge N1 -- supernode -- edge N2"
+    start_underlay
+    underlay_host sn
+    local sn=$UNDERLAY_IP n2nkey n1ip
+    n2nkey=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    lb_spawn sn "$LB_WORK/n2n-supernode.log" supernode -l $N2N_PORT
+    underlay_host n1
+    n1ip=$UNDERLAY_IP
+    underlay_host n2
+    # Before the loss rule (priority -10), so it counts none of these.
+    lb_x inet nft -f - <<EOF || lb_die "nftables rule against direct n2n traffic failed"
+table bridge lbnodirect {
+    chain forward {
+        type filter hook forward priority -10; policy accept;
+        ip saddr { $n1ip, $UNDERLAY_IP } ip daddr { $n1ip, $UNDERLAY_IP } meta l4proto udp counter drop
+    }
+}
+EOF
+    # An n2n 1.3 edge whose first REGISTER to the supernode is lost on the
+    # lossy underlay stayed mute for more than 20 s here (it re-registers
+    # only much later). So start the edges afresh, up to 3 times.
+    local try e1pid e2pid up=0
+    for try in 1 2 3; do
+        # The key goes in through the environment, not the command line.
+        lb_spawn n1 "$LB_WORK/n2n-edge-n1-$try.log" env N2N_KEY="$n2nkey" edge -d n2n0 -a 10.30.0.1 \
+            -s 255.255.255.0 -c lbbench -l "$sn:$N2N_PORT"
+        e1pid=$LB_LAST_PID
+        lb_spawn n2 "$LB_WORK/n2n-edge-n2-$try.log" env N2N_KEY="$n2nkey" edge -d n2n0 -a 10.30.0.2 \
+            -s 255.255.255.0 -c lbbench -l "$sn:$N2N_PORT"
+        e2pid=$LB_LAST_PID
+        if lb_wait_ping n1 10.30.0.2 10; then
+            up=1
+            break
+        fi
+        lb_log "  n2n: N1 -> N2 does not ping (attempt $try of 3)"
+        lb_stop "$e1pid"
+        lb_stop "$e2pid"
+    done
+    if ((!up)); then
+        show_log "$LB_WORK/n2n-supernode.log"
+        show_log "$LB_WORK/n2n-edge-n1-3.log"
+        NOTE_N2N="n2n row failed: N1 -> N2 does not ping through n2n (edges started 3 times)"
+        lb_log "== $NOTE_N2N"
+        return 0
+    fi
+    ((try > 1)) && NOTE_N2N="n2n edges came up only at start $try of 3 (the first registrations were lost)"
+    LOSS_AT=(bridge:inet)
+    measure "n2n N1->N2" n1 n2 10.30.0.2 "$KREF"
+    lb_log "  direct N1<->N2 datagrams dropped (n2n must use its supernode): $(lb_x inet nft list chain bridge lbnodirect forward | grep -o 'packets [0-9]*')"
+}
+NOTE_N2N=""
 
 NOTE_BRIDGE=""
 section_bridge() {
@@ -267,8 +415,8 @@ section_bridge() {
     lb_switch lan
     lb_ns l1
     lb_ns l2
-    lb_plug l1 eth0 lan 192.168.77.11/24
-    lb_plug l2 eth0 lan 192.168.77.12/24
+    reference_host l1 lan 192.168.77.11/24 192.168.77.12
+    reference_host l2 lan 192.168.77.12/24 192.168.77.11
     underlay_host bh eth1
     lb_plug bh eth0 lan 192.168.77.2/24
     lb_spawn bh "$LB_WORK/bridge.log" "$BIN" bridge --iface eth0 \
@@ -282,7 +430,9 @@ section_bridge() {
         lb_die "virtual V -> LAN L1 does not ping through the bridge"
     fi
     local lref=${#ROWS[@]}
+    LOSS_AT=(inet:l1 inet:l2)
     measure "LAN L1->L2" l1 l2 192.168.77.12 -1
+    LOSS_AT=(bridge:inet)
     measure "virtual V->LAN L1" v l1 192.168.77.11 "$lref"
     measure "LAN L1->virtual V" l1 v 192.168.77.100 "$lref"
     udp_drops v relay bh
@@ -294,11 +444,20 @@ echo "lanbridge bench: $("$BIN" --version 2>&1 | head -1) ($BIN)"
 echo "machine: nproc=$(nproc), kernel $(uname -r), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 echo "tools: $(iperf3 --version 2>&1 | head -1); iperf3 -t $TIME, ping -c $RTT_COUNT -i 0.01"
 echo "members: super-frames $([[ ${#MEMBER_ARGS[@]} -gt 0 ]] && echo "cut before sending (--no-offload)" || echo "carried whole where every member takes them (default)")"
+if [[ -n $LOSS ]]; then
+    echo "loss: $LOSS in 1000 UDP datagrams dropped on each underlay hop (nftables in the internet"
+    echo "  switch; UDP GSO cut at every sender's device); relayed rows cross two hops each way."
+    echo "  References: each end drops $LOSS in 1000 IP packets from the other (TCP cut to MTU"
+    echo "  size by its switch port). Column 'loss': share the rules dropped during the row's TCP tests."
+    ((N2N)) && echo "  n2n row: edge to edge only through the supernode (direct UDP between them dropped)."
+    ((N2N)) || echo "  n2n row: left out ($N2N_WHY)"
+fi
 echo
 
 if [[ $ONLY != bridge ]]; then
     section_kernel
     section_overlay
+    ((N2N)) && section_n2n
 fi
 if [[ $ONLY != relay ]]; then
     section_bridge
@@ -307,12 +466,22 @@ fi
 # ---- report ----------------------------------------------------------------
 echo
 W=22
-FMT="%-${W}s | %14s | %14s | %11s | %-26s | %s\n"
-# shellcheck disable=SC2059
-printf "$FMT" path "TCP 1 stream" "TCP $STREAMS streams" "RTT avg" "ratio to kernel bridge" "RTT ratio"
-# shellcheck disable=SC2059
-printf "$FMT" "" "Gbit/s" "Gbit/s" "us" "(1 stream / $STREAMS streams)" "(row / reference)"
-printf '%s\n' "$(printf -- '-%.0s' $(seq 1 118))"
+if [[ -n $LOSS ]]; then
+    # The same table with the measured loss beside the throughput.
+    FMT="%-${W}s | %14s | %14s | %8s | %11s | %-26s | %s\n"
+    # shellcheck disable=SC2059
+    printf "$FMT" path "TCP 1 stream" "TCP $STREAMS streams" "loss" "RTT avg" "ratio to kernel bridge" "RTT ratio"
+    # shellcheck disable=SC2059
+    printf "$FMT" "" "Gbit/s" "Gbit/s" "%, hop" "us" "(1 stream / $STREAMS streams)" "(row / reference)"
+    printf '%s\n' "$(printf -- '-%.0s' $(seq 1 129))"
+else
+    FMT="%-${W}s | %14s | %14s | %11s | %-26s | %s\n"
+    # shellcheck disable=SC2059
+    printf "$FMT" path "TCP 1 stream" "TCP $STREAMS streams" "RTT avg" "ratio to kernel bridge" "RTT ratio"
+    # shellcheck disable=SC2059
+    printf "$FMT" "" "Gbit/s" "Gbit/s" "us" "(1 stream / $STREAMS streams)" "(row / reference)"
+    printf '%s\n' "$(printf -- '-%.0s' $(seq 1 118))"
+fi
 for i in "${!ROWS[@]}"; do
     ref=${REF[$i]}
     if ((ref < 0)); then
@@ -321,13 +490,19 @@ for i in "${!ROWS[@]}"; do
         rat="$(ratio "${T1[$i]}" "${T1[$ref]}") / $(ratio "${TN[$i]}" "${TN[$ref]}")"
         rr="x$(ratio "${RTT[$i]}" "${RTT[$ref]}")"
     fi
-    # shellcheck disable=SC2059
-    printf "$FMT" "${ROWS[$i]}" "${T1[$i]}" "${TN[$i]}" "${RTT[$i]}" "$rat" "$rr"
+    if [[ -n $LOSS ]]; then
+        # shellcheck disable=SC2059
+        printf "$FMT" "${ROWS[$i]}" "${T1[$i]}" "${TN[$i]}" "${LOST[$i]}" "${RTT[$i]}" "$rat" "$rr"
+    else
+        # shellcheck disable=SC2059
+        printf "$FMT" "${ROWS[$i]}" "${T1[$i]}" "${TN[$i]}" "${RTT[$i]}" "$rat" "$rr"
+    fi
 done
 echo
 echo "Throughput ratio: the row's Gbit/s divided by its reference's (kernel bridge"
-echo "for the overlay; LAN<->LAN on the same LAN switch for the bridge rows)."
+echo "for the overlay$( ((N2N)) && echo " and n2n"); LAN<->LAN on the same LAN switch for the bridge rows)."
 echo "RTT ratio: the row's average RTT divided by its reference's."
 for n in "${UDP_NOTES[@]}"; do echo "$n"; done
 [[ -n $NOTE_BRIDGE ]] && echo "note: $NOTE_BRIDGE"
+[[ -n $NOTE_N2N ]] && echo "note: $NOTE_N2N"
 echo "run took $((SECONDS - START)) s (plus build)"

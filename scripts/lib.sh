@@ -23,7 +23,7 @@ lb_need() {
     local missing=() c
     for c in "$@"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
     if ((${#missing[@]})); then
-        lb_die "missing required commands: ${missing[*]} (Debian/Ubuntu: apt-get install iproute2 iputils-ping iperf3)"
+        lb_die "missing required commands: ${missing[*]} (Debian/Ubuntu: apt-get install iproute2 iputils-ping iperf3; for losses also nftables ethtool)"
     fi
 }
 
@@ -141,6 +141,69 @@ lb_wait_for() {
         sleep 0.1
     done
     return 1
+}
+
+# ---- lossy paths ----------------------------------------------------------
+# nftables has no delay and this kernel no sch_netem: loss is a rule that
+# drops a random share of packets (numgen random mod 1000 < N). Each table
+# counts what its rule looked at ("seen") and what it dropped ("dropped").
+
+# lb_ethtool_off SHORT IFACE FEATURE...: turns the offload features off on
+# IFACE in namespace SHORT (e.g. tx-udp-segmentation, so a UDP GSO burst is
+# cut into single datagrams at that device, before any rule sees it).
+lb_ethtool_off() {
+    local ns=$1 iface=$2 f args=()
+    shift 2
+    for f in "$@"; do args+=("$f" off); done
+    lb_x "$ns" ethtool -K "$iface" "${args[@]}" >/dev/null ||
+        lb_die "ethtool -K $iface ${args[*]} in $ns failed"
+}
+
+# lb_loss_switch SWITCH PERMILLE: SWITCH's kernel bridge drops PERMILLE in
+# 1000 of the UDP datagrams it forwards, in both directions and on every hop
+# through it (table bridge lbloss).
+lb_loss_switch() {
+    lb_x "$1" nft -f - <<EOF || lb_die "nftables loss rule in $1 failed"
+table bridge lbloss {
+    counter seen { }
+    counter dropped { }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        meta l4proto udp counter name "seen"
+        meta l4proto udp numgen random mod 1000 < $2 counter name "dropped" drop
+    }
+}
+EOF
+}
+
+# lb_loss_from HOST PERMILLE PEERIP: HOST drops PERMILLE in 1000 of the IPv4
+# packets it receives from PEERIP (table inet lbloss, input hook).
+lb_loss_from() {
+    lb_x "$1" nft -f - <<EOF || lb_die "nftables loss rule in $1 failed"
+table inet lbloss {
+    counter seen { }
+    counter dropped { }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ip saddr $3 counter name "seen"
+        ip saddr $3 numgen random mod 1000 < $2 counter name "dropped" drop
+    }
+}
+EOF
+}
+
+# lb_loss_counts FAMILY:SHORT...: prints "SEEN DROPPED", the packets the
+# lbloss tables of those namespaces looked at and dropped, summed.
+lb_loss_counts() {
+    local spec seen=0 dropped=0 s d
+    for spec in "$@"; do
+        s=$(lb_x "${spec#*:}" nft list counter "${spec%%:*}" lbloss seen 2>/dev/null |
+            awk '$1 == "packets" { print $2 }')
+        d=$(lb_x "${spec#*:}" nft list counter "${spec%%:*}" lbloss dropped 2>/dev/null |
+            awk '$1 == "packets" { print $2 }')
+        seen=$((seen + ${s:-0})) dropped=$((dropped + ${d:-0}))
+    done
+    echo "$seen $dropped"
 }
 
 lb_cleanup() {
