@@ -496,28 +496,20 @@ mod tests {
     /// Recomputes the IPv4 header checksum and the TCP checksum of a frame
     /// built by [`Spec::frame`] and edited.
     fn fix(frame: &mut [u8]) {
-        let (l4, pseudo_of): (usize, Box<dyn Fn(&[u8], usize) -> u32>) =
-            match u16::from_be_bytes([frame[12], frame[13]]) {
-                ethertype::IPV4 => {
-                    let hl = usize::from(frame[14] & 0x0f) * 4;
-                    Ipv4Packet::new_unchecked(&mut frame[14..]).fill_checksum();
-                    (
-                        14 + hl,
-                        Box::new(|f: &[u8], len| {
-                            let ip = Ipv4Packet::new_unchecked(&f[14..]);
-                            checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), 6, len as u16)
-                        }),
-                    )
-                }
-                _ => (
-                    54,
-                    Box::new(|f: &[u8], len| {
-                        let ip = Ipv6Packet::new_unchecked(&f[14..]);
-                        checksum::pseudo_header_v6(&ip.src_addr(), &ip.dst_addr(), 6, len as u32)
-                    }),
-                ),
-            };
-        let pseudo = pseudo_of(frame, frame.len() - l4);
+        let (l4, pseudo) = if u16::from_be_bytes([frame[12], frame[13]]) == ethertype::IPV4 {
+            let l4 = 14 + usize::from(frame[14] & 0x0f) * 4;
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+            ip.fill_checksum();
+            let len = (frame.len() - l4) as u16;
+            let ip = Ipv4Packet::new_unchecked(&frame[14..]);
+            let pseudo = checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), 6, len);
+            (l4, pseudo)
+        } else {
+            let len = (frame.len() - 54) as u32;
+            let ip = Ipv6Packet::new_unchecked(&frame[14..]);
+            let pseudo = checksum::pseudo_header_v6(&ip.src_addr(), &ip.dst_addr(), 6, len);
+            (54, pseudo)
+        };
         TcpPacket::new_unchecked(&mut frame[l4..]).fill_checksum_with_pseudo(pseudo);
     }
 
@@ -982,7 +974,7 @@ mod tests {
         let arp = vec![0xff; 42];
         for other in [udp, arp] {
             let mut c = Coalescer::new();
-            let input = [&frames[..2], &[other.clone()], &frames[2..]].concat();
+            let input = [&frames[..2], std::slice::from_ref(&other), &frames[2..]].concat();
             let out = run(&mut c, &input);
             assert_eq!(out.len(), 3);
             check_super(&out[0], &spec.frame(&data[..2000]), V::V6, 1000);
@@ -1129,7 +1121,7 @@ mod tests {
         let mut c = Coalescer::new();
         // Frames pushed and not yet seen leave, oldest first.
         let mut queue = std::collections::VecDeque::new();
-        let mut check = |queue: &mut std::collections::VecDeque<Vec<u8>>, out: Out| {
+        let check = |queue: &mut std::collections::VecDeque<Vec<u8>>, out: Out| {
             for (h, f) in out {
                 if h == VnetHdr::NONE {
                     assert_eq!(queue.pop_front(), Some(f), "out of order or changed");
