@@ -174,17 +174,6 @@ impl VnetHdr {
         self.encode(u16::to_ne_bytes)
     }
 
-    /// Reads the header as an OffloadFrame carries it (little-endian,
-    /// docs/protocol.md).
-    pub fn from_wire(bytes: &[u8; Self::LEN]) -> Self {
-        Self::decode(bytes, u16::from_le_bytes)
-    }
-
-    /// The header as an OffloadFrame carries it (little-endian).
-    pub fn to_wire(&self) -> [u8; Self::LEN] {
-        self.encode(u16::to_le_bytes)
-    }
-
     fn decode(b: &[u8; Self::LEN], u16_from: fn([u8; 2]) -> u16) -> Self {
         let u16_at = |at: usize| u16_from([b[at], b[at + 1]]);
         VnetHdr {
