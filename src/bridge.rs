@@ -30,7 +30,7 @@ use crate::{
         packet_socket::{Captured, PacketSocket},
         plain,
         tap::{self, Tap},
-        udp::Received,
+        udp::{Received, RECV_BURST},
     },
     report::DropReport,
     signals::Shutdown,
@@ -243,8 +243,23 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 };
                 match &mut overlay {
                     Overlay::Relay(uplink) => {
-                        for datagram in received.datagrams(&ovl_buf) {
-                            uplink.handle_datagram(now, received.from, datagram, &mut to_lan);
+                        // What is queued now is one batch (see Socket::try_recv).
+                        let mut received = received;
+                        for more in (0..RECV_BURST).rev() {
+                            for datagram in received.datagrams(&ovl_buf) {
+                                uplink.handle_datagram(now, received.from, datagram, &mut to_lan);
+                            }
+                            if more == 0 {
+                                break;
+                            }
+                            match uplink.try_recv(&mut ovl_buf) {
+                                Ok(r) => received = r,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    debug!("overlay recv: {}", plain(&e));
+                                    break;
+                                }
+                            }
                         }
                         uplink.flush(&mut to_lan);
                     }

@@ -9,7 +9,7 @@ use crate::{
     cli::{read_key_file, EdgeArgs},
     control::Ops,
     core::{drop::DropReason, mac::MacAddr, offload::VnetHdr},
-    io::{netlink::Netlink, plain, tap::Tap},
+    io::{netlink::Netlink, plain, tap::Tap, udp::RECV_BURST},
     signals::Shutdown,
     status::{EdgeStatus, Role, Status},
     uplink::Uplink,
@@ -67,15 +67,9 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 uplink.send_frame(&hdr, &mut tap_buf[..n], mtu);
             }
             r = uplink.recv(&mut udp_buf) => {
-                let received = match r {
-                    Ok(v) => v,
-                    Err(e) => {
-                        debug!("recv: {}", plain(&e));
-                        continue;
-                    }
-                };
-                // HOT PATH: one batch (a GRO burst) at a time, so that the
-                // segments in it are put back together before the TAP.
+                // HOT PATH: what is queued now is one batch (GRO bursts, or
+                // single datagrams), so that the segments in it are put back
+                // together before the TAP.
                 let (mut drops, mut gone) = (Vec::new(), false);
                 let mut deliver = |hdr: &VnetHdr, frame: &[u8]| {
                     match tap.deliver(hdr, frame, mtu, &mut seg_buf) {
@@ -85,8 +79,23 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                     }
                 };
                 let now = Instant::now();
-                for datagram in received.datagrams(&udp_buf) {
-                    uplink.handle_datagram(now, received.from, datagram, &mut deliver);
+                let mut r = r;
+                for more in (0..RECV_BURST).rev() {
+                    let received = match r {
+                        Ok(v) => v,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            debug!("recv: {}", plain(&e));
+                            break;
+                        }
+                    };
+                    for datagram in received.datagrams(&udp_buf) {
+                        uplink.handle_datagram(now, received.from, datagram, &mut deliver);
+                    }
+                    if more == 0 {
+                        break;
+                    }
+                    r = uplink.try_recv(&mut udp_buf);
                 }
                 uplink.flush(&mut deliver);
                 for (reason, n) in drops {

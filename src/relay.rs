@@ -22,7 +22,7 @@ use crate::{
     },
     io::{
         plain,
-        udp::{SendBatch, Socket},
+        udp::{SendBatch, Socket, RECV_BURST},
     },
     report::DropReport,
     signals::Shutdown,
@@ -76,49 +76,59 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 break;
             }
             r = socket.recv(&mut buf) => {
-                let received = match r {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // ICMP errors from earlier sends surface here; keep going.
-                        debug!("recv: {}", plain(&e));
-                        continue;
-                    }
-                };
-                let (from, local) = (received.from, received.local);
+                // What is queued now is one burst (see Socket::try_recv):
+                // runs of forwards to one peer share GSO sends across it.
                 let now = Instant::now();
-                let mut learned = false;
-                // HOT PATH
-                for datagram in received.datagrams(&buf) {
-                    let action = relay.handle_datagram(now, from, datagram);
-                    if !learned && matches!(action, RelayAction::Forward(_) | RelayAction::Reply(_)) {
-                        // Authenticated: answer and forward from where it came.
-                        if let Some(local) = local {
-                            local_of.insert(from, local);
+                let mut r = r;
+                for more in (0..RECV_BURST).rev() {
+                    let received = match r {
+                        Ok(v) => v,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // ICMP errors from earlier sends surface here; keep going.
+                            debug!("recv: {}", plain(&e));
+                            break;
                         }
-                        learned = true;
-                    }
-                    match action {
-                        // A run of forwards to one peer leaves in one GSO send.
-                        RelayAction::Forward(&[to]) => {
-                            let from_ip = local_of.get(&to).copied();
-                            send_errors += batch.push(&socket, datagram, to, from_ip) as u64;
+                    };
+                    let (from, local) = (received.from, received.local);
+                    let mut learned = false;
+                    // HOT PATH
+                    for datagram in received.datagrams(&buf) {
+                        let action = relay.handle_datagram(now, from, datagram);
+                        if !learned && matches!(action, RelayAction::Forward(_) | RelayAction::Reply(_)) {
+                            // Authenticated: answer and forward from where it came.
+                            if let Some(local) = local {
+                                local_of.insert(from, local);
+                            }
+                            learned = true;
                         }
-                        RelayAction::Forward(targets) => {
-                            send_errors += batch.flush(&socket) as u64;
-                            for to in targets {
-                                if socket.try_send(datagram, *to, local_of.get(to).copied()).is_err() {
+                        match action {
+                            // A run of forwards to one peer leaves in one GSO send.
+                            RelayAction::Forward(&[to]) => {
+                                let from_ip = local_of.get(&to).copied();
+                                send_errors += batch.push(&socket, datagram, to, from_ip) as u64;
+                            }
+                            RelayAction::Forward(targets) => {
+                                send_errors += batch.flush(&socket) as u64;
+                                for to in targets {
+                                    if socket.try_send(datagram, *to, local_of.get(to).copied()).is_err() {
+                                        send_errors += 1;
+                                    }
+                                }
+                            }
+                            RelayAction::Reply(bytes) => {
+                                send_errors += batch.flush(&socket) as u64;
+                                if socket.try_send(bytes, from, local).is_err() {
                                     send_errors += 1;
                                 }
                             }
+                            RelayAction::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                         }
-                        RelayAction::Reply(bytes) => {
-                            send_errors += batch.flush(&socket) as u64;
-                            if socket.try_send(bytes, from, local).is_err() {
-                                send_errors += 1;
-                            }
-                        }
-                        RelayAction::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
                     }
+                    if more == 0 {
+                        break;
+                    }
+                    r = socket.try_recv(&mut buf);
                 }
                 send_errors += batch.flush(&socket) as u64;
             }

@@ -126,6 +126,11 @@ impl Uplink {
         self.socket.recv(buf).await
     }
 
+    /// [`Uplink::recv`] without waiting (see [`Socket::try_recv`]).
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.socket.try_recv(buf)
+    }
+
     /// Seals a local frame, with the offload metadata its device gave
     /// (`VnetHdr::NONE` for a plain frame), and sends it to the relay: a
     /// super-frame goes as one datagram per segment

@@ -43,6 +43,10 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 /// datagram the relay can't pass on to every peer is no use).
 pub const MAX_DATAGRAM: usize = 65507;
 
+/// Receives per wake-up at most (see [`Socket::try_recv`]): a bound, so
+/// that a flood on the socket can't starve the driver's other work.
+pub const RECV_BURST: usize = 64;
+
 /// At most this many datagrams per GSO send or `sendmmsg` call (the kernel's
 /// `UDP_MAX_SEGMENTS` was 64 before Linux 6.9).
 const MAX_BATCH: usize = 64;
@@ -179,6 +183,18 @@ impl Socket {
                 recv_msg(self.socket.as_raw_fd(), buf)
             })
             .await
+    }
+
+    /// [`Socket::recv`] without waiting: `WouldBlock` when nothing is
+    /// queued. Drivers take what is already queued after each wake-up (up
+    /// to [`RECV_BURST`] receives), so that where the kernel does not
+    /// coalesce (no UDP GRO on the path, e.g. a veth without NAPI) the
+    /// segments of one flow still meet in one batch, and forwards share GSO
+    /// sends, without waiting for anything that has not arrived.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.socket.try_io(Interest::READABLE, || {
+            recv_msg(self.socket.as_raw_fd(), buf)
+        })
     }
 
     /// Sends one datagram without waiting, from `local` when given (on a
