@@ -34,8 +34,9 @@ Options:
   --streams N      parallel streams of the second TCP test (default 4; the
                    first test is always 1 stream)
   --keep-logs DIR  copy the relay, edge, bridge and iperf3 logs into DIR at exit
-  --no-offload     run edges and the bridge with --no-offload (super-frames cut
-                   into MTU-sized frames before sending), to compare
+  --no-offload     run edges and the bridge with --no-offload (one MTU-sized
+                   frame per TAP read and write, no coalescing, Frame datagrams
+                   the relay decrypts), to compare
   --loss PER_MILLE make every path lossy: drop PER_MILLE in 1000 (0..1000;
                    10 = 1 %) of the UDP datagrams on each underlay hop (the
                    internet switch forwards them; a relayed path crosses two
@@ -443,7 +444,7 @@ START=$SECONDS
 echo "lanbridge bench: $("$BIN" --version 2>&1 | head -1) ($BIN)"
 echo "machine: nproc=$(nproc), kernel $(uname -r), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 echo "tools: $(iperf3 --version 2>&1 | head -1); iperf3 -t $TIME, ping -c $RTT_COUNT -i 0.01"
-echo "members: super-frames $([[ ${#MEMBER_ARGS[@]} -gt 0 ]] && echo "cut before sending (--no-offload)" || echo "carried whole where every member takes them (default)")"
+echo "members: $([[ ${#MEMBER_ARGS[@]} -gt 0 ]] && echo "--no-offload (one frame per TAP read/write)" || echo "fast path (super-frames sent one segment per datagram, put back together on receive; default)")"
 if [[ -n $LOSS ]]; then
     echo "loss: $LOSS in 1000 UDP datagrams dropped on each underlay hop (nftables in the internet"
     echo "  switch; UDP GSO cut at every sender's device); relayed rows cross two hops each way."

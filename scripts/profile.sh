@@ -20,7 +20,7 @@ Usage: scripts/profile.sh [--scale N] [--top N] [FILTER...]
 Profiles the core micro-benchmark under callgrind (instruction counts).
   --scale N   run 1/N of the benchmark's frames (default 20; callgrind is ~50x slower)
   --top N     functions to show (default 25)
-  FILTER      only cases whose name contains FILTER (e.g. "offload", "nat")
+  FILTER      only cases whose name contains FILTER (e.g. "super-frame", "nat")
 Needs valgrind (apt-get install valgrind) and cargo.
 USAGE
 }
