@@ -122,10 +122,6 @@ pub struct ClientStats {
     pub drops: DropCounters,
 }
 
-/// Frames at most this long are looked at for a SYN to clamp: the longest
-/// SYN (802.1Q tag, IPv6, 60-byte TCP header) is 18 + 40 + 60 = 118 bytes.
-const SHORT_FRAME: usize = 128;
-
 /// The relay client state machine.
 pub struct Client {
     config: ClientConfig,
@@ -145,8 +141,8 @@ pub struct Client {
     gro: Option<Coalescer>,
     /// Plaintext of the datagram being opened.
     scratch: Vec<u8>,
-    /// A short received frame, copied to clamp a SYN in it.
-    short: Vec<u8>,
+    /// A received SYN, copied to clamp its MSS.
+    syn: Vec<u8>,
     /// One segment of a super-frame being sent.
     segment: Vec<u8>,
     out: Vec<u8>,
@@ -176,7 +172,7 @@ impl Client {
             keys: KeyCache::default(),
             reassembler: Reassembler::default(),
             scratch: Vec::with_capacity(2048),
-            short: Vec::with_capacity(SHORT_FRAME),
+            syn: Vec::with_capacity(128),
             segment: Vec::with_capacity(2048),
             out: Vec::with_capacity(128),
             stats: ClientStats::default(),
@@ -240,8 +236,11 @@ impl Client {
         emit: &mut dyn FnMut(&[u8]),
     ) {
         let max_frame = wire::max_frame_in_one_datagram(self.config.max_datagram);
+        // A SYN is never a super-frame; any other frame leaves clamp_mss
+        // after a few reads. No length limit: a SYN may carry data (TCP
+        // Fast Open) or IPv4 options.
         if self.config.clamp_mss
-            && frame.len() <= SHORT_FRAME
+            && hdr.gso_type == 0
             && mss::clamp_mss(frame, max_frame, hdr.needs_csum()).is_some()
         {
             self.stats.mss_clamped += 1;
@@ -385,14 +384,14 @@ impl Client {
         self.stats.frames_in += 1;
         // A SYN from a peer that didn't clamp (an older version) is clamped
         // here, so what the local host sends back fits one datagram.
-        let frame = if self.config.clamp_mss && frame.len() <= SHORT_FRAME {
-            self.short.clear();
-            self.short.extend_from_slice(frame);
+        let frame = if self.config.clamp_mss && mss::is_syn(frame) {
+            self.syn.clear();
+            self.syn.extend_from_slice(frame);
             let max_frame = wire::max_frame_in_one_datagram(self.config.max_datagram);
-            if mss::clamp_mss(&mut self.short, max_frame, false).is_some() {
+            if mss::clamp_mss(&mut self.syn, max_frame, false).is_some() {
                 self.stats.mss_clamped += 1;
             }
-            &self.short[..]
+            &self.syn[..]
         } else {
             frame
         };
@@ -681,7 +680,8 @@ mod tests {
     #[test]
     fn syn_mss_is_clamped_both_ways() {
         let key = NetworkKey::from_bytes([9; 32]);
-        let syn = || {
+        // A plain SYN, and one carrying 100 bytes (TCP Fast Open).
+        let syn = |data: usize| {
             let mut v = Vec::new();
             etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
                 .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
@@ -689,7 +689,7 @@ mod tests {
                 .syn()
                 .options_raw(&[2, 4, 0x05, 0xb4, 4, 2, 1, 1])
                 .unwrap()
-                .write(&mut v, &[])
+                .write(&mut v, &vec![7; data])
                 .unwrap();
             v
         };
@@ -698,12 +698,14 @@ mod tests {
         plain.config.clamp_mss = false;
         let mut a = registered(&key, 1, true, 0);
         let mut b = registered(&key, 2, true, 0);
-        for (from, clamped_by_sender) in [(&mut a, 1), (&mut plain, 0)] {
+        for (sender, clamped_by_sender, data) in [(0, 1, 0), (1, 0, 0), (0, 1, 100), (1, 0, 100)] {
+            let from = if sender == 0 { &mut a } else { &mut plain };
             let mut datagrams = Vec::new();
-            from.handle_frame(&VnetHdr::NONE, &mut syn(), 1500, &mut |d| {
+            let before_out = from.stats().mss_clamped;
+            from.handle_frame(&VnetHdr::NONE, &mut syn(data), 1500, &mut |d| {
                 datagrams.push(d.to_vec())
             });
-            assert_eq!(from.stats().mss_clamped, clamped_by_sender);
+            assert_eq!(from.stats().mss_clamped - before_out, clamped_by_sender);
             let before = b.stats().mss_clamped;
             let got = receive(&mut b, &datagrams);
             assert_eq!(got.len(), 1);

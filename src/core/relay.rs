@@ -361,12 +361,24 @@ impl Relay {
                         None => return Err(DropReason::NoDestination),
                     },
                     Route::Flood => {
+                        let mut skipped = false;
                         for (_, p) in net.peers.iter().filter(|(s, _)| **s != session) {
                             if p.caps & needs == needs {
                                 self.targets.push(p.addr);
                             } else {
                                 // Counted here: the frame still reaches others.
                                 self.stats.drops.add(DropReason::NoOffload);
+                                skipped = true;
+                            }
+                        }
+                        // The sender missed the push that said a peer can't
+                        // take routed frames: tell it again (once a second
+                        // at most), or its broadcasts (ARP first) never
+                        // reach that peer until its next keepalive.
+                        if skipped && Self::hint_due(net, session, now) {
+                            let mut ack = Vec::new();
+                            if Self::ack(&self.config, &mut self.sealer, net, &mut ack).is_ok() {
+                                self.pushes.push((from, ack));
                             }
                         }
                     }
@@ -425,7 +437,23 @@ impl Relay {
         }
     }
 
-    /// An routed frame for a peer that can't take one: the sender missed the
+    /// True, and remembered, when `session` may be told the network's
+    /// capabilities again: once a second at most.
+    fn hint_due(net: &mut Network, session: SessionId, now: Instant) -> bool {
+        match net.peers.get_mut(&session) {
+            Some(sender)
+                if sender
+                    .hinted
+                    .is_none_or(|t| now.saturating_duration_since(t) >= NOT_REGISTERED_EVERY) =>
+            {
+                sender.hinted = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A routed frame for a peer that can't take one: the sender missed the
     /// push that said so (lost, or overtaken). Counted, and answered with a
     /// RegisterAck carrying the network's capabilities, once a second at most.
     fn hint(
@@ -437,12 +465,8 @@ impl Relay {
         out: &mut Vec<u8>,
         stats: &mut RelayStats,
     ) -> Result<Decision, DropReason> {
-        let recent = |t: Option<Instant>| {
-            t.is_some_and(|t| now.saturating_duration_since(t) < NOT_REGISTERED_EVERY)
-        };
-        match net.peers.get_mut(&session) {
-            Some(sender) if !recent(sender.hinted) => sender.hinted = Some(now),
-            _ => return Err(DropReason::NoOffload),
+        if !Self::hint_due(net, session, now) {
+            return Err(DropReason::NoOffload);
         }
         stats.drops.add(DropReason::NoOffload);
         Self::ack(config, sealer, net, out)?;
@@ -688,6 +712,9 @@ mod tests {
                 RelayAction::Forward(&[addr(2)])
             );
         }
+        // The broadcast skipped the old peer: A is told (a push beside the
+        // forward), so its next ARP goes as Frame and reaches everyone.
+        assert_eq!(pushed(r), [(addr(1), 0)]);
         // The old peer's MAC is learned; a unicast routed frame to it drops.
         let mut learn = frame();
         learn[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
@@ -696,9 +723,10 @@ mod tests {
         }
         let mut to_old = frame();
         to_old[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
-        // The sender missed the push (say it was lost): the first drop is
-        // answered with the network's capabilities, later ones within a
-        // second are only counted.
+        // The sender missed that too (say it was lost): the first drop a
+        // second later is answered with the network's capabilities, later
+        // ones within a second are only counted.
+        let t0 = t0 + Duration::from_millis(1500);
         let drops = r.stats().drops.get(DropReason::NoOffload);
         for (i, d) in sealed_frames_of(&cipher, &mut a, &to_old, true)
             .iter()
@@ -736,6 +764,13 @@ mod tests {
             );
         }
         assert!(r.stats().drops.get(DropReason::NoOffload) > before);
+        // Still flooding routed frames a second later (the answer was lost
+        // too): the sender is told again, by a push beside the forward.
+        let t1 = t0 + Duration::from_millis(1500);
+        for d in sealed_frames_of(&cipher, &mut a, &frame(), true) {
+            let _ = r.handle_datagram(t1, addr(1), &d);
+        }
+        assert_eq!(pushed(r), [(addr(1), 0)]);
         // The old peer falls silent and is forgotten: the others hear at once
         // that routed frames may go again.
         let later = t0 + RelayConfig::default().peer_timeout + Duration::from_secs(1);

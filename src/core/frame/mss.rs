@@ -81,6 +81,16 @@ pub fn clamp_mss(frame: &mut [u8], max_frame: usize, csum_partial: bool) -> Opti
     changed
 }
 
+/// True if `frame` is a TCP SYN or SYN-ACK that [`clamp_mss`] would look at
+/// (the same parsing, nothing written): a receiver copies only those to
+/// clamp them.
+// HOT PATH: one look per received frame.
+pub fn is_syn(frame: &[u8]) -> bool {
+    locate_tcp(frame)
+        .and_then(|(start, end)| TcpPacket::new_checked(frame.get(start..end)?).ok())
+        .is_some_and(|t| t.flags() & flags::SYN != 0)
+}
+
 /// Where the TCP segment lies in `frame`: (offset of its header, end of the
 /// IP payload), or `None` if the frame is not an IPv4 packet (first fragment
 /// or unfragmented) or an IPv6 packet whose next header is TCP.
