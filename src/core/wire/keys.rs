@@ -20,7 +20,7 @@ use std::{fmt, str::FromStr};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 
-use super::{field, WireError, RELAY_TAG_LEN, TAG_LEN};
+use super::{header::field, WireError, RELAY_TAG_LEN, TAG_LEN};
 
 const NETWORK_ID_CONTEXT: &str = "lanbridge v1 network id";
 const AEAD_KEY_CONTEXT: &str = "lanbridge v1 aead key";
