@@ -3,7 +3,7 @@
 //!
 //! Invariants this file keeps:
 //! - The header's 36 bytes are the AEAD's associated data: all of it is
-//!   authentic once [`open`](super::open) succeeded, none of it before.
+//!   authentic once [`open`](fn@super::open) succeeded, none of it before.
 //! - [`peek_header`] checks only what needs no key (length, version, kind,
 //!   flags); what it returns serves to pick a key and to check the replay
 //!   window cheaply, never to act on.
@@ -65,7 +65,7 @@ impl Kind {
     }
 }
 
-/// The clear header of a datagram. Only authentic once [`open`](super::open)
+/// The clear header of a datagram. Only authentic once [`open`](fn@super::open)
 /// succeeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {

@@ -12,9 +12,9 @@
 //!   refuses to seal ([`WireError::CounterExhausted`]) rather than wrap.
 //! - **Nothing is trusted before the tag verifies**, except what
 //!   [`peek_header`] returns, which only serves to pick a key and to check the
-//!   replay window cheaply. [`open`] checks the network id before decrypting.
+//!   replay window cheaply. [`fn@open`] checks the network id before decrypting.
 //! - **Replay is the caller's step**, in this order: [`ReplayGuard::check`]
-//!   before [`open`] (cheap), [`ReplayGuard::update`] only after [`open`]
+//!   before [`fn@open`] (cheap), [`ReplayGuard::update`] only after [`fn@open`]
 //!   succeeded, so forged datagrams cannot move the window.
 //! - **Bounded memory.** [`ReplayGuard`] and [`Reassembler`] have caps and
 //!   evict; no buffer grows past [`MAX_FRAME`] / [`MAX_DATAGRAM`] bytes, and
@@ -32,7 +32,7 @@
 //! - `header.rs`: the clear header's field table, [`Kind`], [`peek_header`];
 //! - `message.rs`: the plaintext payloads, [`Message`] and [`Fragment`];
 //! - `seal.rs`: the [`Sealer`], where every nonce is made;
-//! - `open.rs`: [`open`], [`open_cached`], and [`check_route`] /
+//! - `open.rs`: [`fn@open`], [`open_cached`], and [`check_route`] /
 //!   [`open_routed`] for RoutedFrames;
 //! - `replay.rs`: [`ReplayWindow`] and [`ReplayGuard`];
 //! - `reassembly.rs`: the [`Reassembler`].

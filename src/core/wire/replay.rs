@@ -6,7 +6,7 @@
 //!   [`REPLAY_WINDOW`] behind the highest accepted so far; out-of-order
 //!   delivery within the window is fine.
 //! - `check` changes nothing and is cheap; only `update` records. Callers
-//!   update only after [`open`](super::open) succeeded, so forged datagrams
+//!   update only after [`open`](fn@super::open) succeeded, so forged datagrams
 //!   cannot move a window.
 //! - **Bounded memory**: a window is a fixed bitmap; a guard holds at most
 //!   `cap` sessions and evicts the least recently seen. A forgotten
@@ -118,7 +118,7 @@ impl ReplayGuard {
     }
 
     /// True if `counter` from `session` would be accepted (an unknown session
-    /// accepts anything). Cheap; call before [`open`](super::open).
+    /// accepts anything). Cheap; call before [`open`](fn@super::open).
     pub fn check(&self, session: SessionId, counter: u64) -> bool {
         self.sessions
             .get(&session)
@@ -126,9 +126,9 @@ impl ReplayGuard {
     }
 
     /// Records `counter` from `session` at `now`; false if it was replayed.
-    /// Call only after [`open`](super::open) verified the datagram. Evicting to make room
-    /// for a new session scans all sessions (new sessions are rare, and only
-    /// authenticated senders can create them).
+    /// Call only after [`open`](fn@super::open) verified the datagram.
+    /// Evicting to make room for a new session scans all sessions (new
+    /// sessions are rare, and only authenticated senders can create them).
     pub fn update(&mut self, now: Instant, session: SessionId, counter: u64) -> bool {
         if !self.sessions.contains_key(&session) && self.sessions.len() >= self.cap {
             let oldest = self
