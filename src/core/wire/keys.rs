@@ -214,11 +214,17 @@ impl Cipher {
         self.network_id
     }
 
-    /// The relay tag of a RoutedFrame datagram: keyed BLAKE3 of its header
-    /// and route (the first [`HEADER_LEN`](super::HEADER_LEN) +
-    /// [`ROUTE_LEN`](super::ROUTE_LEN) bytes), truncated.
-    pub(super) fn relay_tag(&self, header_and_route: &[u8]) -> [u8; RELAY_TAG_LEN] {
-        let hash = blake3::keyed_hash(&self.relay_key, header_and_route);
+    /// The relay tag of a RoutedFrame datagram of `len` bytes: keyed BLAKE3
+    /// of its header and route (the first [`HEADER_LEN`](super::HEADER_LEN)
+    /// + [`ROUTE_LEN`](super::ROUTE_LEN) bytes) and its length (4 bytes,
+    /// big-endian), truncated. The length is in so that nobody on the path
+    /// can make the relay forward a padded copy, bigger than what the sender
+    /// sent, to every peer.
+    pub(super) fn relay_tag(&self, header_and_route: &[u8], len: usize) -> [u8; RELAY_TAG_LEN] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.relay_key);
+        hasher.update(header_and_route);
+        hasher.update(&(len as u32).to_be_bytes());
+        let hash = hasher.finalize();
         let mut tag = [0u8; RELAY_TAG_LEN];
         tag.copy_from_slice(&hash.as_bytes()[..RELAY_TAG_LEN]);
         tag

@@ -102,15 +102,16 @@ fn routed_parts<'d>(cipher: &Cipher, datagram: &'d [u8]) -> Result<RoutedParts<'
 /// Checks a RoutedFrame datagram the way a relay can, without decrypting:
 /// its network id and relay tag; returns its header and its fragment, whose
 /// MACs are in clear and whose chunk is still ciphertext. Does not check
-/// replay. The relay tag covers header and route only: an altered chunk
-/// passes here and fails the receiver's AEAD, costing that datagram alone.
+/// replay. The relay tag covers header, route and length, not the chunk: a
+/// chunk altered in place passes here and fails the receiver's AEAD,
+/// costing that datagram alone.
 // HOT PATH: every RoutedFrame datagram at the relay.
 pub fn check_route<'d>(
     cipher: &Cipher,
     datagram: &'d [u8],
 ) -> Result<(Header, Fragment<'d>), WireError> {
     let parts = routed_parts(cipher, datagram)?;
-    let expected = cipher.relay_tag(parts.signed);
+    let expected = cipher.relay_tag(parts.signed, datagram.len());
     // Constant time: no early exit on the first differing byte.
     if expected
         .iter()
@@ -350,6 +351,17 @@ mod tests {
                 assert!(member.iter().all(|r| r.is_err()), "byte {pos}: {member:?}");
             }
         }
+        // Padded (or cut) in the middle, the relay tag no longer holds: the
+        // relay never forwards a datagram bigger than what was sealed.
+        for extra in [1usize, 1000, 60_000] {
+            let mut padded = two[0].clone();
+            let at = padded.len() - TAG_LEN - RELAY_TAG_LEN;
+            padded.splice(at..at, std::iter::repeat_n(0u8, extra));
+            assert_eq!(check_route(&c, &padded).unwrap_err(), WireError::Forged);
+        }
+        let mut cut = two[0].clone();
+        cut.drain(100..101);
+        assert_eq!(check_route(&c, &cut).unwrap_err(), WireError::Forged);
         // The next frame goes through whatever happened to the last one.
         let mut next = Vec::new();
         sealer

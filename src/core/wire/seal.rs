@@ -19,7 +19,7 @@ use std::fmt;
 use super::{
     header::field, Cipher, Kind, Message, SessionId, SessionKey, WireError, FRAG_HEADER_LEN,
     HEADER_LEN, MACS_LEN, MAX_DATAGRAM, MAX_FRAGMENTS, MAX_FRAME, MIN_FRAME, OVERHEAD,
-    ROUTED_OVERHEAD, ROUTE_LEN, TAG_LEN, VERSION,
+    RELAY_TAG_LEN, ROUTED_OVERHEAD, ROUTE_LEN, TAG_LEN, VERSION,
 };
 
 /// The sending side of one session: owns the session id and the counter, so
@@ -204,12 +204,14 @@ impl Sealer {
 
     /// Encrypts `out[HEADER_LEN + ROUTE_LEN..]` in place with header and
     /// route as associated data, appends the AEAD tag and the relay tag over
-    /// header and route, uses up the counter. The plan checked the size.
+    /// header, route and length, uses up the counter. The plan checked the
+    /// size.
     fn finish_routed(&mut self, cipher: &Cipher, out: &mut Vec<u8>) {
         let key = self.key_for(cipher);
+        let len = out.len() + TAG_LEN + RELAY_TAG_LEN;
         let (signed, chunk) = out.split_at_mut(HEADER_LEN + ROUTE_LEN);
         let tag = key.seal_with(&signed[field::COUNTER], signed, chunk);
-        let relay_tag = cipher.relay_tag(signed);
+        let relay_tag = cipher.relay_tag(signed, len);
         self.key = Some(key);
         out.extend_from_slice(&tag);
         out.extend_from_slice(&relay_tag);
@@ -444,9 +446,10 @@ mod tests {
         assert_eq!(&d[54..n - 32], &chunk[..]);
         assert_eq!(&d[n - 32..n - 16], &tag[..]);
         let relay_key = key.relay_key();
+        let signed = [&d[..54], &(n as u32).to_be_bytes()[..]].concat();
         assert_eq!(
             &d[n - 16..],
-            &blake3::keyed_hash(&relay_key, &d[..54]).as_bytes()[..16]
+            &blake3::keyed_hash(&relay_key, &signed).as_bytes()[..16]
         );
     }
 }
