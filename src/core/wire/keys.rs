@@ -216,7 +216,7 @@ impl Cipher {
 
     /// The relay tag of a RoutedFrame datagram of `len` bytes: keyed BLAKE3
     /// of its header and route (the first [`HEADER_LEN`](super::HEADER_LEN)
-    /// + [`ROUTE_LEN`](super::ROUTE_LEN) bytes) and its length (4 bytes,
+    /// plus [`ROUTE_LEN`](super::ROUTE_LEN) bytes) and its length (4 bytes,
     /// big-endian), truncated. The length is in so that nobody on the path
     /// can make the relay forward a padded copy, bigger than what the sender
     /// sent, to every peer.

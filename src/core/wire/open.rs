@@ -356,7 +356,7 @@ mod tests {
         for extra in [1usize, 1000, 60_000] {
             let mut padded = two[0].clone();
             let at = padded.len() - TAG_LEN - RELAY_TAG_LEN;
-            padded.splice(at..at, std::iter::repeat_n(0u8, extra));
+            padded.splice(at..at, vec![0u8; extra]);
             assert_eq!(check_route(&c, &padded).unwrap_err(), WireError::Forged);
         }
         let mut cut = two[0].clone();
