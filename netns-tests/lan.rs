@@ -179,7 +179,8 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Sends `data` over one TCP connection from a socket in `from` to a
-/// listener on `port` in `to` (reached at `to_ip`) and returns what the
+/// listener on `port` in `to` (reached at `to_ip`: an IPv4 address, or an
+/// IPv6 one in brackets) and returns what the
 /// listener read until EOF. Fails if anything takes longer than `timeout`
 /// in all.
 pub fn tcp_transfer(
@@ -201,7 +202,12 @@ pub fn tcp_transfer(
     std::thread::scope(|s| {
         let receiver = s.spawn(move || {
             to.enter(move || {
-                let listener = TcpListener::bind(("0.0.0.0", port)).context("bind")?;
+                let any: std::net::IpAddr = if addr.is_ipv6() {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                };
+                let listener = TcpListener::bind((any, port)).context("bind")?;
                 listener.set_nonblocking(true)?;
                 let _ = ready_tx.send(());
                 let mut stream = None;
