@@ -239,7 +239,7 @@ async fn scenario() -> Result<(Seen, usize)> {
         }
         seen.payload += len;
         seen.frames.push((n, hdr.gso_type, hdr.gso_size));
-        if seen.largest.map_or(true, |(_, m)| n > m) {
+        if seen.largest.is_none_or(|(_, m)| n > m) {
             seen.largest = Some((hdr, n));
         }
     }

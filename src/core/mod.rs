@@ -13,6 +13,7 @@ pub mod mac;
 pub mod nat;
 #[cfg(test)]
 mod netsim;
+pub mod noise;
 pub mod offload;
 pub mod relay;
 #[cfg(test)]

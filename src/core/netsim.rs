@@ -288,7 +288,7 @@ impl Net {
                 let last_of_batch = self
                     .queue
                     .front()
-                    .map_or(true, |n| n.to != d.to || n.from != d.from);
+                    .is_none_or(|n| n.to != d.to || n.from != d.from);
                 self.deliver_to_node(cx, d, last_of_batch, &mut arrived);
             }
         }

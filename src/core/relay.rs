@@ -442,9 +442,9 @@ impl Relay {
     fn hint_due(net: &mut Network, session: SessionId, now: Instant) -> bool {
         match net.peers.get_mut(&session) {
             Some(sender)
-                if sender.hinted.map_or(true, |t| {
-                    now.saturating_duration_since(t) >= NOT_REGISTERED_EVERY
-                }) =>
+                if sender
+                    .hinted
+                    .is_none_or(|t| now.saturating_duration_since(t) >= NOT_REGISTERED_EVERY) =>
             {
                 sender.hinted = Some(now);
                 true

@@ -122,7 +122,7 @@ impl ReplayGuard {
     pub fn check(&self, session: SessionId, counter: u64) -> bool {
         self.sessions
             .get(&session)
-            .map_or(true, |(w, _)| w.check(counter))
+            .is_none_or(|(w, _)| w.check(counter))
     }
 
     /// Records `counter` from `session` at `now`; false if it was replayed.
