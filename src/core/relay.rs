@@ -346,6 +346,9 @@ impl Relay {
                     .handle(now, session, fragment.src(), fragment.dst())
                 {
                     Route::Unicast(port) => match net.peers.get(&port).map(|p| (p.addr, p.caps)) {
+                        // An older session of the sender itself (it restarted
+                        // from the same address): never back to the sender.
+                        Some((addr, _)) if addr == from => return Err(DropReason::Loop),
                         Some((addr, caps)) if caps & needs == needs => self.targets.push(addr),
                         Some(_) => {
                             return Self::hint(
@@ -362,7 +365,15 @@ impl Relay {
                     },
                     Route::Flood => {
                         let mut skipped = false;
-                        for (_, p) in net.peers.iter().filter(|(s, _)| **s != session) {
+                        // Not back to the sender's address either: an older
+                        // session of a member that restarted from the same
+                        // address would echo its own broadcasts to it (IPv6
+                        // duplicate address detection would then fail).
+                        let others = net
+                            .peers
+                            .iter()
+                            .filter(|(s, p)| **s != session && p.addr != from);
+                        for (_, p) in others {
                             if p.caps & needs == needs {
                                 self.targets.push(p.addr);
                             } else {
@@ -782,6 +793,55 @@ mod tests {
         assert_eq!(pushed(r), []);
         r.expire(later);
         assert_eq!(pushed(r), [(addr(1), CAP_ROUTED), (addr(2), CAP_ROUTED)]);
+    }
+
+    /// A member that restarts from the same address (a new session, the old
+    /// one not yet forgotten) never gets its own frames back: not flooded
+    /// to the old session, not sent to it as unicast.
+    #[test]
+    fn nothing_goes_back_to_the_senders_address() {
+        let key = NetworkKey::from_bytes([7; 32]);
+        let cipher = Cipher::new(&key);
+        let t0 = Instant::now();
+        let mut r = Relay::new(
+            RelayConfig::default(),
+            vec![cipher.clone()],
+            SessionId([1; 16]),
+        );
+        let a_addr = SocketAddr::from(([198, 51, 100, 1], 5000));
+        let b_addr = SocketAddr::from(([198, 51, 100, 2], 5000));
+        let (mut old, mut new, mut b) = (
+            Sealer::new(SessionId([2; 16])),
+            Sealer::new(SessionId([3; 16])),
+            Sealer::new(SessionId([4; 16])),
+        );
+        for (s, at) in [(&mut old, a_addr), (&mut new, a_addr), (&mut b, b_addr)] {
+            let mut d = Vec::new();
+            s.seal(&cipher, &Message::Register { caps: 0 }, &mut d)
+                .unwrap();
+            let _ = r.handle_datagram(t0, at, &d);
+        }
+        // The old session once sent from MAC :0a; the new one floods.
+        let mut from_old = frame();
+        from_old[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xa]);
+        for d in sealed_frames_of(&cipher, &mut old, &from_old, false) {
+            let _ = r.handle_datagram(t0, a_addr, &d);
+        }
+        for d in sealed_frames_of(&cipher, &mut new, &frame(), false) {
+            assert_eq!(
+                r.handle_datagram(t0, a_addr, &d),
+                RelayAction::Forward(&[b_addr])
+            );
+        }
+        let mut to_old = frame();
+        to_old[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xa]);
+        to_old[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
+        for d in sealed_frames_of(&cipher, &mut new, &to_old, false) {
+            assert_eq!(
+                r.handle_datagram(t0, a_addr, &d),
+                RelayAction::Drop(DropReason::Loop)
+            );
+        }
     }
 
     fn sealed_frames_of(
