@@ -9,11 +9,13 @@ pub mod drop;
 pub mod fasthash;
 pub mod frame;
 pub mod gro;
+pub mod guard;
 pub mod mac;
 pub mod nat;
 #[cfg(test)]
 mod netsim;
 pub mod offload;
+pub mod probe;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;
