@@ -20,8 +20,9 @@
 //! all nodes with a neighbour advertisement.
 //!
 //! At most [`CLAIM_CAP`] claims are pending at once, so a virtual host that
-//! claims address after address makes at most `CLAIM_CAP * PROBES` probes a
-//! [`PROBES`]`*`[`PROBE_INTERVAL`] on the LAN; claims beyond the cap wait.
+//! claims address after address puts at most `CLAIM_CAP * PROBES` probes on
+//! the LAN per `PROBES * PROBE_INTERVAL` (128 a second); claims beyond the
+//! cap wait for a free slot.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
