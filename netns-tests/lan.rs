@@ -357,18 +357,30 @@ pub fn dhcp_server(lab: &Lab, ns: &Ns, iface: &str) -> Proc {
 /// unicast replies) until it gets a lease or `timeout` passes. Its script
 /// puts the address on `iface`. Returns the leased address.
 pub fn dhcp_client(lab: &Lab, ns: &Ns, iface: &str, timeout: Duration) -> Option<Ipv4Addr> {
+    dhcp_client_with(lab, ns, iface, timeout, &[])
+}
+
+/// [`dhcp_client`] with more udhcpc options, e.g. `-B` (ask for broadcast
+/// replies) or `-t 3` (three discovers per run; the last `-t` wins). Each
+/// run lasts until a lease or its last discover times out, so a `timeout`
+/// shorter than a run means one run.
+pub fn dhcp_client_with(
+    lab: &Lab,
+    ns: &Ns,
+    iface: &str,
+    timeout: Duration,
+    extra: &[&str],
+) -> Option<Ipv4Addr> {
     let lease = lab.dir().join(format!("{}-{iface}.lease", ns.short()));
     let script = udhcpc_script(lab.dir(), &format!("{}-{iface}", ns.short()), &lease);
     let script = script.to_str().unwrap();
+    let mut args = vec![
+        "udhcpc", "-i", iface, "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script,
+    ];
+    args.extend_from_slice(extra);
     let mut got = None;
     wait_until(timeout, || {
-        let _ = ns.try_run(
-            "busybox",
-            &[
-                "udhcpc", "-i", iface, "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script,
-            ],
-            Duration::from_secs(15),
-        );
+        let _ = ns.try_run("busybox", &args, Duration::from_secs(15));
         got = std::fs::read_to_string(&lease)
             .ok()
             .and_then(|s| s.trim().parse().ok());

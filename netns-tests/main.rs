@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod edge;
 mod fastpath;
+mod guard;
 mod harness;
 mod lan;
 mod lossy;

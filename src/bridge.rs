@@ -22,7 +22,7 @@ use crate::{
     core::mac::MacAddr,
     core::{
         drop::{DropCounters, DropReason},
-        nat::{LanMeta, Nat, NatConfig, Verdict},
+        nat::{LanMeta, Nat, NatConfig, Prefix, Refusal, Verdict},
         offload::{self, VnetHdr},
     },
     io::{
@@ -83,7 +83,12 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let index = netlink.index(&args.iface).await?;
     let (mac, mtu) = netlink.mac_and_mtu(&args.iface).await?;
     let lan = PacketSocket::open(&args.iface, index)?;
-    let mut nat = Nat::new(NatConfig::new(mac));
+    let mut nat = Nat::new(NatConfig {
+        allow_router_advertisements: args.allow_router_advertisements,
+        allow_dhcp_servers: args.allow_dhcp_servers,
+        nd_inspection: !args.no_nd_inspection,
+        ..NatConfig::new(mac)
+    });
     let mut host_addrs = Vec::new();
     refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await?;
     warn_if_forwarding(&args.iface);
@@ -129,10 +134,13 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut refresh = tokio::time::interval(ADDRESS_REFRESH);
     let max_frame = mtu as usize + 14 + 4;
     let mut warned_too_big = false;
-    let mut spoof_log = RateLimit::default();
+    let mut refusal_log = RateLimit::default();
 
     loop {
-        let sleep = tokio::time::sleep_until(next_poll.into());
+        // The uplink's timers, or the engine's (a probe, a grant), whichever
+        // comes first.
+        let wake = nat.next_deadline().map_or(next_poll, |t| t.min(next_poll));
+        let sleep = tokio::time::sleep_until(wake.into());
         tokio::select! {
             sig = shutdown.recv() => {
                 info!("{sig}: bridge stopping");
@@ -227,14 +235,15 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                                 args.iface
                             );
                         }
-                        Verdict::Drop(DropReason::Spoofed) => {
-                            if let Some((ip, mac)) = nat.take_spoofed() {
-                                if spoof_log.first_in_a_while(ip, now) {
-                                    warn!(
-                                        %ip, virtual_mac = %mac,
-                                        "refused: a virtual host claims an address of this host or \
-                                         of a live LAN host (repeats are counted as 'spoofed')"
-                                    );
+                        Verdict::Drop(
+                            DropReason::Spoofed
+                            | DropReason::NdInspection
+                            | DropReason::RaGuard
+                            | DropReason::DhcpSnooping,
+                        ) => {
+                            if let Some(r) = nat.take_refusal() {
+                                if refusal_log.first_in_a_while(r, now) {
+                                    log_refusal(&r);
                                 }
                             }
                         }
@@ -269,14 +278,19 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                         }
                     }
                 }
+                // A claim in this batch may want its first probe now.
+                send_probes(&mut nat, &lan, now, &mut local);
             }
             _ = sleep => {
                 let now = Instant::now();
-                next_poll = match &mut overlay {
-                    Overlay::Relay(uplink) => uplink.poll(now).await,
-                    Overlay::Tap(_) => now + Duration::from_secs(1),
-                };
+                if now >= next_poll {
+                    next_poll = match &mut overlay {
+                        Overlay::Relay(uplink) => uplink.poll(now).await,
+                        Overlay::Tap(_) => now + Duration::from_secs(1),
+                    };
+                }
                 nat.expire(now);
+                send_probes(&mut nat, &lan, now, &mut local);
                 nat_drops.maybe_log(now, nat.counters());
                 local_drops.maybe_log(now, &local.0);
             }
@@ -306,7 +320,7 @@ fn snapshot(
     local: &LocalDrops,
     iface: &str,
     mac: MacAddr,
-    host_addrs: &[IpAddr],
+    host_addrs: &[Prefix],
 ) -> Status {
     let now = Instant::now();
     let aged = |(a, age): (String, Duration)| AgedEntry {
@@ -324,7 +338,7 @@ fn snapshot(
     s.bridge = Some(BridgeStatus {
         nic: iface.to_string(),
         mac: mac.to_string(),
-        host_addresses: host_addrs.iter().map(IpAddr::to_string).collect(),
+        host_addresses: host_addrs.iter().map(|p| p.addr().to_string()).collect(),
         ip_table: nat
             .ip_entries(now)
             .map(|e| IpMacEntry {
@@ -341,6 +355,15 @@ fn snapshot(
             .lan_ips(now)
             .map(|(ip, age)| aged((ip.to_string(), age)))
             .collect(),
+        overlay_macs: nat
+            .overlay_macs(now)
+            .map(|(m, age)| aged((m.to_string(), age)))
+            .collect(),
+        on_link: nat
+            .on_link_prefixes()
+            .iter()
+            .map(Prefix::to_string)
+            .collect(),
         nat: NatCounters {
             lan_forwarded: n.lan_forwarded,
             overlay_forwarded: n.overlay_forwarded,
@@ -349,6 +372,11 @@ fn snapshot(
             ip_evictions: n.ip_evictions,
             lan_mac_evictions: n.lan_mac_evictions,
             lan_ip_evictions: n.lan_ip_evictions,
+            overlay_mac_evictions: n.overlay_mac_evictions,
+            probes_sent: n.probes_sent,
+            claims_granted: n.claims_granted,
+            claims_refused: n.claims_refused,
+            claims_pending: nat.pending_claims() as u64,
         },
         uplink,
         tap,
@@ -356,16 +384,59 @@ fn snapshot(
     s
 }
 
-/// Remembers when each IP was last reported, so a host that keeps claiming
-/// an address is named once a minute, not once a frame. Bounded.
+/// Puts the engine's due probes on the LAN.
+fn send_probes(nat: &mut Nat, lan: &PacketSocket, now: Instant, local: &mut LocalDrops) {
+    while let Some(probe) = nat.poll_transmit(now) {
+        if lan
+            .try_send_offload(&VnetHdr::NONE, probe.as_bytes())
+            .is_err()
+        {
+            local.0.add(DropReason::SendFailed);
+        }
+    }
+}
+
+/// Names a frame a guard refused, with the flag that would let it through.
+fn log_refusal(r: &Refusal) {
+    let (ip, mac) = (r.ip.map(|ip| ip.to_string()), r.mac);
+    let ip = ip.as_deref().unwrap_or("-");
+    match r.reason {
+        DropReason::Spoofed => warn!(
+            %ip, virtual_mac = %mac,
+            "refused: a virtual host claims an address of this host or of a live LAN host \
+             (repeats are counted as 'spoofed')"
+        ),
+        DropReason::NdInspection => warn!(
+            target = %ip, virtual_mac = %mac,
+            "refused: a virtual host advertises an address of this host or of a live LAN \
+             host (ND inspection; repeats are counted as 'nd_inspection', \
+             --no-nd-inspection turns it off)"
+        ),
+        DropReason::RaGuard => warn!(
+            virtual_mac = %mac,
+            "dropped a router advertisement or redirect from a virtual host (RA guard; \
+             repeats are counted as 'ra_guard', --allow-router-advertisements forwards them)"
+        ),
+        DropReason::DhcpSnooping => warn!(
+            virtual_mac = %mac,
+            "dropped a DHCP server message from a virtual host (DHCP snooping; repeats are \
+             counted as 'dhcp_snooping', --allow-dhcp-servers forwards them)"
+        ),
+        other => warn!(virtual_mac = %mac, %ip, "refused ({other})"),
+    }
+}
+
+/// Remembers when each refusal (guard, MAC, address) was last reported, so
+/// a host that keeps trying is named once a minute, not once a frame.
+/// Bounded.
 #[derive(Default)]
-struct RateLimit(HashMap<IpAddr, Instant>);
+struct RateLimit(HashMap<Refusal, Instant>);
 
 impl RateLimit {
     const EVERY: Duration = Duration::from_secs(60);
     const CAP: usize = 256;
 
-    fn first_in_a_while(&mut self, ip: IpAddr, now: Instant) -> bool {
+    fn first_in_a_while(&mut self, ip: Refusal, now: Instant) -> bool {
         if let Some(last) = self.0.get(&ip) {
             if now.saturating_duration_since(*last) < Self::EVERY {
                 return false;
@@ -400,17 +471,19 @@ async fn overlay_recv(overlay: &Overlay, buf: &mut [u8]) -> std::io::Result<(Rec
     }
 }
 
-/// Reads the NIC's addresses and hands them to the engine when they changed.
+/// Reads the NIC's addresses and hands them, and their prefixes, to the
+/// engine when they changed.
 async fn refresh_addresses(
     netlink: &Netlink,
     index: u32,
     iface: &str,
     nat: &mut Nat,
-    current: &mut Vec<IpAddr>,
+    current: &mut Vec<Prefix>,
 ) -> anyhow::Result<()> {
-    let mut addrs = netlink.addresses(index).await?;
-    addrs.sort();
-    if addrs != *current {
+    let mut prefixes = netlink.addresses(index).await?;
+    prefixes.sort();
+    if prefixes != *current {
+        let addrs: Vec<IpAddr> = prefixes.iter().map(Prefix::addr).collect();
         let v4: Vec<_> = addrs
             .iter()
             .filter_map(|a| match a {
@@ -426,8 +499,14 @@ async fn refresh_addresses(
             })
             .collect();
         nat.set_host_addrs(&v4, &v6);
-        info!(%iface, addresses = ?addrs, "host addresses");
-        *current = addrs;
+        nat.set_on_link_prefixes(&prefixes);
+        let on_link: Vec<String> = nat
+            .on_link_prefixes()
+            .iter()
+            .map(Prefix::to_string)
+            .collect();
+        info!(%iface, addresses = ?addrs, ?on_link, "host addresses");
+        *current = prefixes;
     }
     Ok(())
 }

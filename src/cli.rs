@@ -166,6 +166,27 @@ pub struct BridgeArgs {
     #[arg(long, value_name = "TAPNAME", conflicts_with_all = ["relay", "key_file"])]
     pub tap: Option<String>,
 
+    /// Forward IPv6 router advertisements and redirects from virtual hosts
+    /// onto the LAN, for a virtual router. By default they are dropped (RA
+    /// guard, RFC 6105): no virtual host can give LAN hosts addresses or
+    /// routes.
+    #[arg(long)]
+    pub allow_router_advertisements: bool,
+
+    /// Forward DHCP server messages (DHCPv4 and DHCPv6) from virtual hosts
+    /// onto the LAN, for a virtual DHCP server. By default they are dropped
+    /// (DHCP snooping): no virtual host can hand out leases on the LAN.
+    #[arg(long)]
+    pub allow_dhcp_servers: bool,
+
+    /// Let neighbour advertisements and redirects from virtual hosts name
+    /// any target. By default a target that is the bridge host's or a live
+    /// LAN host's address is dropped, and other targets are probed for
+    /// first (ND inspection): no virtual host can redirect a LAN host's
+    /// IPv6 address to the bridge.
+    #[arg(long)]
+    pub no_nd_inspection: bool,
+
     #[command(flatten)]
     pub tuning: TuningArgs,
 

@@ -253,6 +253,12 @@ pub fn render(s: &Status) -> String {
             "IPs seen live on the LAN.",
             b.lan_ips.len(),
         );
+        t.one(
+            "lanbridge_bridge_overlay_macs",
+            "gauge",
+            "MACs seen as sources from the overlay (no LAN host may use them).",
+            b.overlay_macs.len(),
+        );
         let n = &b.nat;
         t.family(
             "lanbridge_bridge_forwarded_total",
@@ -274,6 +280,7 @@ pub fn render(s: &Status) -> String {
             ("ip", n.ip_evictions),
             ("lan_mac", n.lan_mac_evictions),
             ("lan_ip", n.lan_ip_evictions),
+            ("overlay_mac", n.overlay_mac_evictions),
         ] {
             t.sample("lanbridge_bridge_evictions_total", &[("table", table)], v);
         }
@@ -288,6 +295,26 @@ pub fn render(s: &Status) -> String {
             "counter",
             "IPv6 neighbour-discovery messages rewritten.",
             n.ndp_rewritten,
+        );
+        t.one(
+            "lanbridge_bridge_probes_sent_total",
+            "counter",
+            "ARP probes and DAD neighbour solicitations put on the LAN for claimed addresses.",
+            n.probes_sent,
+        );
+        t.family(
+            "lanbridge_bridge_claims_total",
+            "counter",
+            "Addresses claimed from the overlay and probed for, by outcome.",
+        );
+        for (result, v) in [("granted", n.claims_granted), ("refused", n.claims_refused)] {
+            t.sample("lanbridge_bridge_claims_total", &[("result", result)], v);
+        }
+        t.one(
+            "lanbridge_bridge_claims_pending",
+            "gauge",
+            "Claimed addresses being probed for.",
+            n.claims_pending,
         );
         if let Some(u) = &b.uplink {
             uplink(&mut t, u);

@@ -193,6 +193,14 @@ pub struct BridgeStatus {
     pub lan_macs: Vec<AgedEntry>,
     /// IPs seen live on the LAN.
     pub lan_ips: Vec<AgedEntry>,
+    /// MACs seen as sources from the overlay: no LAN host may use them
+    /// (mirror guard).
+    #[serde(default)]
+    pub overlay_macs: Vec<AgedEntry>,
+    /// The NIC's on-link prefixes, which decide what is learned as live on
+    /// the LAN and which claims are probed for.
+    #[serde(default)]
+    pub on_link: Vec<String>,
     /// Translation counters.
     pub nat: NatCounters,
     /// The relay connection (with `--relay`).
@@ -240,6 +248,21 @@ pub struct NatCounters {
     pub lan_mac_evictions: u64,
     /// LAN IPs evicted because the table was full.
     pub lan_ip_evictions: u64,
+    /// Overlay MACs evicted because the table was full.
+    #[serde(default)]
+    pub overlay_mac_evictions: u64,
+    /// Probes for claimed addresses put on the LAN.
+    #[serde(default)]
+    pub probes_sent: u64,
+    /// Claims granted after unanswered probes.
+    #[serde(default)]
+    pub claims_granted: u64,
+    /// Claims refused: a LAN host answered or used the address.
+    #[serde(default)]
+    pub claims_refused: u64,
+    /// Claims being probed for now.
+    #[serde(default)]
+    pub claims_pending: u64,
 }
 
 impl Status {
@@ -434,6 +457,7 @@ fn render_bridge(out: &mut String, b: &BridgeStatus) {
         ("nic", b.nic.clone()),
         ("mac", b.mac.clone()),
         ("host addresses", b.host_addresses.join(" ")),
+        ("on-link", b.on_link.join(" ")),
     ];
     if let Some(tap) = &b.tap {
         p.push(("tap", tap.clone()));
@@ -449,6 +473,7 @@ fn render_bridge(out: &mut String, b: &BridgeStatus) {
     for (title, head, entries) in [
         ("lan macs", "MAC", &b.lan_macs),
         ("lan ips", "IP", &b.lan_ips),
+        ("overlay macs (virtual hosts)", "MAC", &b.overlay_macs),
     ] {
         section(out, title);
         let rows: Vec<Vec<String>> = entries
@@ -469,6 +494,15 @@ fn render_bridge(out: &mut String, b: &BridgeStatus) {
             ("ip evictions", n.ip_evictions.to_string()),
             ("lan mac evictions", n.lan_mac_evictions.to_string()),
             ("lan ip evictions", n.lan_ip_evictions.to_string()),
+            ("overlay mac evictions", n.overlay_mac_evictions.to_string()),
+            ("probes sent", n.probes_sent.to_string()),
+            (
+                "claims",
+                format!(
+                    "{} granted, {} refused, {} pending",
+                    n.claims_granted, n.claims_refused, n.claims_pending
+                ),
+            ),
         ],
     );
     if let Some(u) = &b.uplink {
@@ -527,6 +561,7 @@ pub(crate) mod tests {
     pub(crate) fn bridge_fixture() -> Status {
         let mut counters = DropCounters::default();
         counters.add(DropReason::NotForUs);
+        counters.add(DropReason::RaGuard);
         let mut s = Status::new(Role::Bridge, &[&counters]);
         s.version = "0.1.0".into();
         s.pid = 7;
@@ -545,10 +580,17 @@ pub(crate) mod tests {
                 age_seconds: 2.0,
             }],
             lan_ips: vec![],
+            overlay_macs: vec![AgedEntry {
+                address: "02:00:00:00:32:65".into(),
+                age_seconds: 1.5,
+            }],
+            on_link: vec!["192.168.50.2/24".into()],
             nat: NatCounters {
                 lan_forwarded: 10,
                 overlay_forwarded: 9,
                 ip_evictions: 1,
+                probes_sent: 2,
+                claims_granted: 1,
                 ..NatCounters::default()
             },
             uplink: Some(UplinkStatus {

@@ -69,11 +69,28 @@ pub enum DropReason {
     /// one (an older version); its sender switches to Frame (kind 6) when
     /// the relay tells it (at once, or at its next keepalive).
     NoOffload,
+    /// From the overlay, an IPv6 router advertisement or redirect (RA guard,
+    /// RFC 6105); `--allow-router-advertisements` forwards them.
+    RaGuard,
+    /// From the overlay, a DHCPv4 or DHCPv6 server message (DHCP snooping);
+    /// `--allow-dhcp-servers` forwards them.
+    DhcpSnooping,
+    /// From the overlay, a neighbour advertisement (or redirect) whose target
+    /// is an address of the bridge host or of a live LAN host, or is not a
+    /// unicast address (ND inspection); `--no-nd-inspection` turns it off.
+    NdInspection,
+    /// From the LAN, a frame whose source MAC belongs to a virtual host (the
+    /// mirror guard): no LAN host can take over a virtual host's MAC.
+    MirrorGuard,
+    /// From the overlay, a claim of an address the bridge is still probing
+    /// the LAN for (RFC 5227 style); or, from the LAN, the answer to such a
+    /// probe.
+    Probing,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 33] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -102,6 +119,11 @@ impl DropReason {
         DropReason::LinkLocal,
         DropReason::Vlan,
         DropReason::NoOffload,
+        DropReason::RaGuard,
+        DropReason::DhcpSnooping,
+        DropReason::NdInspection,
+        DropReason::MirrorGuard,
+        DropReason::Probing,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -135,6 +157,11 @@ impl DropReason {
             DropReason::LinkLocal => "link_local",
             DropReason::Vlan => "vlan",
             DropReason::NoOffload => "no_offload",
+            DropReason::RaGuard => "ra_guard",
+            DropReason::DhcpSnooping => "dhcp_snooping",
+            DropReason::NdInspection => "nd_inspection",
+            DropReason::MirrorGuard => "mirror_guard",
+            DropReason::Probing => "probing",
         }
     }
 }
@@ -146,8 +173,15 @@ impl fmt::Display for DropReason {
 }
 
 /// One counter per [`DropReason`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+// By hand: `Default` is derived for arrays of at most 32 elements.
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters([0; DropReason::ALL.len()])
+    }
+}
 
 impl DropCounters {
     /// Counts one drop.

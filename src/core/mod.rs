@@ -9,12 +9,14 @@ pub mod drop;
 pub mod fasthash;
 pub mod frame;
 pub mod gro;
+pub mod guard;
 pub mod mac;
 pub mod nat;
 #[cfg(test)]
 mod netsim;
 pub mod noise;
 pub mod offload;
+pub mod probe;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;

@@ -1,16 +1,31 @@
 //! The bridge's MAC translation: the seed's rules 1-5 plus DESIGN.md's
-//! additions, as a pure state machine over frame buffers.
+//! additions, as a pure state machine over frame buffers; and the guards of
+//! a first-hop switch ("The bridge as a first-hop switch" in DESIGN.md).
 //!
 //! A bridge host on a physical LAN has NIC MAC `N`. Frames captured on the
 //! NIC go to the overlay ([`Nat::handle_lan`]); frames from the overlay go
 //! onto the LAN ([`Nat::handle_overlay`]). Both rewrite in the caller's
-//! buffer and return a [`Verdict`]; nothing here does I/O or reads a clock.
+//! buffer and return a [`Verdict`]; the engine's own frames for the LAN
+//! (probes) come from [`Nat::poll_transmit`]. Nothing here does I/O or
+//! reads a clock.
 //!
 //! # Invariant
 //! The LAN only ever sees `N`: every frame [`Nat::handle_overlay`] forwards
-//! has Ethernet source `N`, an ARP sender hardware address `N`, NDP
-//! source/target link-layer options `N`, and a unicast destination that was
-//! seen as a source on the LAN. Virtual MACs never appear on the LAN.
+//! and every probe [`Nat::poll_transmit`] returns has Ethernet source `N`, an
+//! ARP sender hardware address `N`, NDP source/target link-layer options `N`,
+//! and a unicast destination that was seen as a source on the LAN. Virtual
+//! MACs never appear on the LAN; a MAC the overlay owns is never taken for a
+//! LAN host's (the mirror guard), so it can't become such a destination.
+//!
+//! # On-link addresses
+//! The driver tells the engine the NIC's addresses with their prefix lengths
+//! ([`Nat::set_host_addrs`], [`Nat::set_on_link_prefixes`]). An address is
+//! *on-link* when it is link-local (`169.254.0.0/16`, `fe80::/10`) or inside
+//! one of those prefixes (host routes, `/32` and `/128`, and link-local
+//! prefixes say nothing about the LAN and don't count). An address is
+//! *asserted on the link* by ARP (the sender IP) and by neighbour discovery
+//! (the IPv6 source of any NDP message, which only on-link nodes send with
+//! hop limit 255, and a neighbour advertisement's target).
 //!
 //! # LAN → overlay ([`Nat::handle_lan`])
 //! * `PACKET_OUTGOING` → [`DropReason::Outgoing`]. On Linux an AF_PACKET send
@@ -18,11 +33,22 @@
 //!   frames would only teach virtual hosts to send to `N`.
 //! * `PACKET_OTHERHOST` → [`DropReason::NotForUs`] (rule 2). A real NIC
 //!   filters these in hardware; nothing here depends on seeing them.
-//! * Learn: a unicast source MAC other than `N` goes into the LAN-MAC table;
-//!   the source IP (ARP sender IP, IPv4/IPv6 source; never unspecified) into
-//!   the live-on-LAN set, which also evicts that IP from the IP→MAC table.
 //! * IEEE 802.1D link-local groups (`01:80:c2:00:00:0x`: STP, LACP, LLDP)
-//!   → [`DropReason::LinkLocal`], in both directions.
+//!   → [`DropReason::LinkLocal`], in both directions; other VLANs →
+//!   [`DropReason::Vlan`].
+//! * Mirror guard: a source MAC the overlay owns (seen as a source from the
+//!   overlay, and not first seen on the LAN) → [`DropReason::MirrorGuard`],
+//!   before anything is learned from the frame: the MAC never enters the
+//!   LAN-MAC table, so no frame to it is ever put on the LAN, and the
+//!   virtual host's own frames are not taken for a loop.
+//! * Learn: a unicast source MAC other than `N` goes into the LAN-MAC table.
+//!   Addresses go into the live-on-LAN set (which also evicts them from the
+//!   IP→MAC table) when they are real unicast addresses, not the host's own,
+//!   and either asserted on the link (ARP sender IP, NDP source, NA target)
+//!   or an IPv4/IPv6 source that is on-link. When the NIC has no prefix of
+//!   a family (no address, or only link-local ones), every source address
+//!   of that family is learned, as there is nothing to tell on-link by.
+//!   An address seen so ends a pending claim of it (see probing below).
 //! * Broadcast/multicast → forward, destination unchanged (rule 1).
 //! * Unicast not to `N` → [`DropReason::NotForUs`] (rule 2).
 //! * To `N`: only ARP, RARP, IPv4, IPv6, else [`DropReason::EtherType`]
@@ -30,15 +56,50 @@
 //!   [`DropReason::OwnAddress`] (rule 4); else the IP→MAC table gives the
 //!   virtual MAC, written to the Ethernet destination and, for ARP, to the
 //!   target hardware address *only if it was `N`* (requests carry zeros);
-//!   no entry → [`DropReason::UnknownIp`] (rule 5).
+//!   no entry → [`DropReason::UnknownIp`] (rule 5). An ARP answer to a
+//!   probe (target IP `0.0.0.0`) goes to the virtual host that probed; an
+//!   answer to the bridge's own probe is [`DropReason::Probing`].
 //! * LAN hosts keep their own MACs as source, so two bridges on two LANs
 //!   on one relay make one subnet.
 //!
 //! # Overlay → LAN ([`Nat::handle_overlay`])
 //! * Source MAC not unicast → [`DropReason::BadSourceMac`]; `N` or seen on
-//!   our LAN → [`DropReason::Loop`].
-//! * Learn source IP → source MAC (ARP sender IP, IPv4/IPv6 source), unless
-//!   the IP is the host's own or live on the LAN → [`DropReason::Spoofed`].
+//!   our LAN → [`DropReason::Loop`]. Otherwise the source MAC is the
+//!   overlay's (the mirror guard's table), until it ages out: whichever
+//!   side a MAC is first seen on owns it.
+//! * First-hop guards ([`crate::core::guard`] reads the packet; extension
+//!   headers are walked, and what hides its upper layer is
+//!   [`DropReason::Malformed`]). Nothing is learned from a frame they drop.
+//!   - RA guard (RFC 6105): router advertisements (ICMPv6 134) and redirects
+//!     (137) → [`DropReason::RaGuard`], unless
+//!     [`NatConfig::allow_router_advertisements`].
+//!   - DHCP snooping: DHCPv4 server messages (UDP 67 → 68, or from 67 with
+//!     op BOOTREPLY) and DHCPv6 server messages (UDP 547 → 546, or from 547
+//!     with type ADVERTISE, REPLY, RECONFIGURE or RELAY-REPL) →
+//!     [`DropReason::DhcpSnooping`], unless [`NatConfig::allow_dhcp_servers`].
+//!   - ND inspection ([`NatConfig::nd_inspection`]): a neighbour
+//!     advertisement claims its target for its sender, so its target must be
+//!     a unicast address that is neither the host's own nor live on the LAN
+//!     → else [`DropReason::NdInspection`]; the same holds for the target of
+//!     a redirect (when redirects are allowed), which its target link-layer
+//!     option, rewritten to `N`, would point at the bridge. A neighbour
+//!     solicitation's target is only the address being resolved, so a
+//!     virtual host may solicit a LAN host's or the bridge host's address;
+//!     only a multicast target (invalid, RFC 4861 section 7.1.1) is dropped.
+//!     The source link-layer option of every NDP message vouches for the
+//!     IPv6 source, which the spoofing guard checks below.
+//! * Spoofing guard: a source IP (ARP sender IP, IPv4/IPv6 source) that is
+//!   the host's own or live on the LAN → [`DropReason::Spoofed`].
+//! * Claims and probing: a source IP not in the IP→MAC table is a claim. A
+//!   claim of an on-link or link-asserted address (and, with ND inspection,
+//!   an NA target other than the source) is granted only after the LAN was
+//!   probed for it ([`crate::core::probe`]: two ARP probes or DAD neighbour
+//!   solicitations from `N`, 0.5 s apart, then 0.5 s more); meanwhile the
+//!   claimant's frames are [`DropReason::Probing`] (its ARP or NDP retries,
+//!   as every stack does). An answer from a LAN host makes the address live
+//!   on the LAN, so the claim is refused and later frames are
+//!   [`DropReason::Spoofed`]. Granted, the address goes into the IP→MAC
+//!   table. Other source IPs (routed from off the link) are learned at once.
 //! * Destination `N`, or destination IP one of the host's own →
 //!   [`DropReason::ForHost`]: an AF_PACKET socket cannot inject into the
 //!   host's own stack (a send goes out the wire). [`Nat::take_for_host_notice`]
@@ -53,20 +114,28 @@
 //!   *partial* checksum (`csum_partial`, vnet `NEEDS_CSUM`) is left alone: it
 //!   holds only the pseudo-header sum and the kernel sums the payload later.
 //!
+//! [`Nat::take_refusal`] names, for the driver's log, the last frame refused
+//! by the spoofing guard, ND inspection, RA guard or DHCP snooping.
+//!
 //! # Bounded tables
-//! The IP→MAC table, the LAN-MAC table and the live-on-LAN set each have a
-//! cap and a maximum age. When full, the least recently refreshed entry is
-//! evicted and counted ([`NatStats`]). Under a flood of fake addresses real
-//! entries get evicted too; they are learned again from the next frame that
-//! carries them. Expiry runs lazily at the start of each `handle_*` call
-//! (amortised O(1)) and on [`Nat::expire`]; [`Nat::next_deadline`] tells a
-//! driver when the next entry would age out.
+//! The IP→MAC table, the LAN-MAC table, the overlay-MAC table and the
+//! live-on-LAN set each have a cap and a maximum age; pending claims are
+//! capped too ([`crate::core::probe::CLAIM_CAP`]). When a table is full, the
+//! least recently refreshed entry is evicted and counted ([`NatStats`]).
+//! Under a flood of fake addresses real entries get evicted too; they are
+//! learned again from the next frame that carries them. Expiry runs lazily
+//! at the start of each `handle_*` call (amortised O(1)) and on
+//! [`Nat::expire`]; [`Nat::next_deadline`] tells a driver when the next
+//! entry would age out or the next probe or grant is due.
 //!
 //! References: RFC 826 (ARP), RFC 903 (RARP), RFC 2131 (DHCP, broadcast
-//! flag), RFC 4861 (NDP), RFC 1624 (incremental checksum update).
+//! flag), RFC 4861 (NDP), RFC 1624 (incremental checksum update), RFC 5227
+//! (ARP probes), RFC 4862 (duplicate address detection), RFC 6105 (RA
+//! guard), RFC 8415 (DHCPv6).
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt,
     hash::Hash,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
@@ -83,7 +152,9 @@ use crate::core::{
         ipv6::Ipv6Packet,
         udp::UdpPacket,
     },
+    guard::{self, FirstHop},
     mac::MacAddr,
+    probe::{self, Claims, Transmit},
 };
 
 /// The packet type AF_PACKET reports for a captured frame (`sll_pkttype`).
@@ -126,11 +197,20 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// Sizes and ages of the tables, and the NIC's MAC.
+/// Sizes and ages of the tables, the NIC's MAC, and the first-hop guards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NatConfig {
     /// The bridged NIC's MAC (`N`).
     pub host_mac: MacAddr,
+    /// Forward router advertisements and redirects from the overlay (RA
+    /// guard off), for a virtual router.
+    pub allow_router_advertisements: bool,
+    /// Forward DHCP server messages from the overlay (DHCP snooping off),
+    /// for a virtual DHCP server.
+    pub allow_dhcp_servers: bool,
+    /// Check the targets of neighbour advertisements and redirects from the
+    /// overlay, and probe for NA targets (ND inspection).
+    pub nd_inspection: bool,
     /// Most IP→MAC entries learned from the overlay.
     pub ip_table_cap: usize,
     /// Age after which an IP→MAC entry is forgotten.
@@ -139,6 +219,10 @@ pub struct NatConfig {
     pub lan_mac_cap: usize,
     /// Age after which a LAN MAC is forgotten.
     pub lan_mac_max_age: Duration,
+    /// Most MACs remembered as the overlay's (mirror guard).
+    pub overlay_mac_cap: usize,
+    /// Age after which an overlay MAC is forgotten.
+    pub overlay_mac_max_age: Duration,
     /// Most IPs remembered as live on the LAN (spoofing guard).
     pub lan_ip_cap: usize,
     /// Age after which a live-on-LAN IP is forgotten.
@@ -146,20 +230,105 @@ pub struct NatConfig {
 }
 
 impl NatConfig {
-    /// Defaults: 4096 entries and 300 s for every table.
+    /// Defaults: every guard on; 4096 entries and 300 s for every table.
     pub fn new(host_mac: MacAddr) -> Self {
         const CAP: usize = 4096;
         const AGE: Duration = Duration::from_secs(300);
         NatConfig {
             host_mac,
+            allow_router_advertisements: false,
+            allow_dhcp_servers: false,
+            nd_inspection: true,
             ip_table_cap: CAP,
             ip_max_age: AGE,
             lan_mac_cap: CAP,
             lan_mac_max_age: AGE,
+            overlay_mac_cap: CAP,
+            overlay_mac_max_age: AGE,
             lan_ip_cap: CAP,
             lan_ip_max_age: AGE,
         }
     }
+}
+
+/// An on-link prefix of the bridged NIC: one of its addresses with the
+/// prefix length, e.g. `192.168.1.10/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// `addr/len`; a length beyond the address's bits is cut to them.
+    pub fn new(addr: IpAddr, len: u8) -> Prefix {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        Prefix {
+            addr,
+            len: len.min(bits),
+        }
+    }
+
+    /// The address it was made from.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// True if `ip` is inside the prefix (same family, same leading bits).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// True if it tells which LAN addresses are on-link: not a host route
+    /// (`/32`, `/128`) and not link-local (those are on-link anyway).
+    fn is_informative(&self) -> bool {
+        let host = if self.addr.is_ipv4() { 32 } else { 128 };
+        self.len < host && !is_link_local(self.addr)
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// `169.254.0.0/16` or `fe80::/10`.
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// A frame refused by a guard, for the driver to name in its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Refusal {
+    /// Which guard: [`DropReason::Spoofed`], [`DropReason::NdInspection`],
+    /// [`DropReason::RaGuard`] or [`DropReason::DhcpSnooping`].
+    pub reason: DropReason,
+    /// The virtual MAC that sent it.
+    pub mac: MacAddr,
+    /// The address it claimed (the source IP, or the NA or redirect
+    /// target), if the guard is about one.
+    pub ip: Option<IpAddr>,
 }
 
 /// One IP→MAC entry learned from the overlay, for a status display.
@@ -190,6 +359,15 @@ pub struct NatStats {
     pub lan_mac_evictions: u64,
     /// Live-on-LAN IPs evicted because the set was full.
     pub lan_ip_evictions: u64,
+    /// Overlay MACs evicted because the table was full.
+    pub overlay_mac_evictions: u64,
+    /// Probes put on the LAN (ARP probes, DAD neighbour solicitations).
+    pub probes_sent: u64,
+    /// Claims granted: probed for, and no LAN host answered.
+    pub claims_granted: u64,
+    /// Claims refused: a LAN host answered the probe, or used the address,
+    /// while it was pending.
+    pub claims_refused: u64,
 }
 
 /// Entries refreshed more recently than this are not re-stamped, which
@@ -448,21 +626,26 @@ pub struct Nat {
     config: NatConfig,
     host_v4: Vec<Ipv4Addr>,
     host_v6: Vec<Ipv6Addr>,
+    /// The NIC's informative on-link prefixes.
+    on_link: Vec<Prefix>,
     /// IP → virtual MAC, learned from the overlay.
     ip_table: Table<IpAddr, MacAddr>,
     /// MACs seen as sources on the LAN.
     lan_macs: Table<MacAddr, ()>,
+    /// MACs seen as sources from the overlay (mirror guard).
+    overlay_macs: Table<MacAddr, ()>,
     /// IPs seen as sources on the LAN (spoofing guard).
     lan_ips: Table<IpAddr, ()>,
     /// ARP probes (RFC 5227) from the overlay: probed IP → prober's MAC. The
     /// answer carries target IP 0.0.0.0, so rule 5 alone can't route it.
-    probes: Table<Ipv4Addr, MacAddr>,
+    overlay_probes: Table<Ipv4Addr, MacAddr>,
+    /// Claims from the overlay the bridge is probing the LAN for.
+    claims: Claims,
     counters: DropCounters,
     stats: NatStats,
     for_host: Notice,
-    /// The last overlay claim refused by the spoofing guard, for the driver
-    /// to report: the IP and the virtual MAC that claimed it.
-    spoofed: Option<(IpAddr, MacAddr)>,
+    /// The last frame a guard refused, for the driver to report.
+    refusal: Option<Refusal>,
 }
 
 /// How long an overlay ARP probe waits for its answer (RFC 5227 probes take
@@ -477,20 +660,24 @@ impl Nat {
         Nat {
             ip_table: Table::new(config.ip_table_cap, config.ip_max_age),
             lan_macs: Table::new(config.lan_mac_cap, config.lan_mac_max_age),
+            overlay_macs: Table::new(config.overlay_mac_cap, config.overlay_mac_max_age),
             lan_ips: Table::new(config.lan_ip_cap, config.lan_ip_max_age),
-            probes: Table::new(PROBE_CAP, PROBE_MAX_AGE),
+            overlay_probes: Table::new(PROBE_CAP, PROBE_MAX_AGE),
+            claims: Claims::default(),
             config,
             host_v4: Vec::new(),
             host_v6: Vec::new(),
+            on_link: Vec::new(),
             counters: DropCounters::default(),
             stats: NatStats::default(),
             for_host: Notice::Never,
-            spoofed: None,
+            refusal: None,
         }
     }
 
     /// Replaces the bridge host's own addresses (the driver follows address
-    /// changes). Entries learned from the overlay for these IPs are removed.
+    /// changes). Entries learned from the overlay for these IPs, and claims
+    /// of them, are removed.
     pub fn set_host_addrs(&mut self, v4: &[Ipv4Addr], v6: &[Ipv6Addr]) {
         self.host_v4 = v4.to_vec();
         self.host_v6 = v6.to_vec();
@@ -500,7 +687,24 @@ impl Nat {
             .chain(v6.iter().map(|&a| a.into()))
         {
             self.ip_table.remove(&ip);
+            self.claims.cancel(ip);
         }
+    }
+
+    /// Replaces the NIC's on-link prefixes (its addresses with their prefix
+    /// lengths; the driver follows changes). Host routes and link-local
+    /// prefixes are ignored (see the module docs).
+    pub fn set_on_link_prefixes(&mut self, prefixes: &[Prefix]) {
+        self.on_link = prefixes
+            .iter()
+            .copied()
+            .filter(Prefix::is_informative)
+            .collect();
+    }
+
+    /// The informative on-link prefixes in use.
+    pub fn on_link_prefixes(&self) -> &[Prefix] {
+        &self.on_link
     }
 
     /// The configuration.
@@ -513,6 +717,23 @@ impl Nat {
             IpAddr::V4(a) => self.host_v4.contains(&a),
             IpAddr::V6(a) => self.host_v6.contains(&a),
         }
+    }
+
+    /// Link-local, or inside one of the NIC's prefixes.
+    fn is_on_link(&self, ip: IpAddr) -> bool {
+        is_link_local(ip) || self.on_link.iter().any(|p| p.contains(ip))
+    }
+
+    /// Whether a source address seen on the LAN goes into the live-on-LAN
+    /// set: asserted on the link, on-link, or of a family the NIC has no
+    /// prefix of.
+    fn lan_learnable(&self, ip: IpAddr, asserted: bool) -> bool {
+        asserted
+            || self.is_on_link(ip)
+            || !self
+                .on_link
+                .iter()
+                .any(|p| p.addr.is_ipv4() == ip.is_ipv4())
     }
 
     /// A frame captured on the NIC, to go to the overlay. Rewrites `frame`
@@ -550,17 +771,14 @@ impl Nat {
         if meta.vlan.is_some_and(|v| v != 0) || tagged_vlan(frame, &p) != 0 {
             return Err(DropReason::Vlan);
         }
+        let mut answered = false;
         if p.src.is_unicast() && p.src != n {
-            self.lan_macs.touch(now, p.src, ());
-            if let Some(ip) =
-                p.l3.src_ip()
-                    .filter(|&ip| learnable(ip) && !self.is_host_ip(ip))
-            {
-                if self.lan_ips.touch(now, ip, ()) {
-                    // Live on the LAN wins over an overlay claim.
-                    self.ip_table.remove(&ip);
-                }
+            // The mirror guard: a MAC the overlay owns is no LAN host's.
+            if self.overlay_macs.contains(now, &p.src) {
+                return Err(DropReason::MirrorGuard);
             }
+            self.lan_macs.touch(now, p.src, ());
+            answered = self.learn_lan_addresses(now, frame, &p);
         }
         // Rule 1.
         if p.dst.is_multicast() {
@@ -578,9 +796,14 @@ impl Nat {
         }
         // Rule 5.
         let mac = match p.l3 {
-            // The answer to an overlay host's ARP probe: target IP 0.0.0.0,
-            // sender IP the probed address.
-            L3::Arp { spa, tpa, .. } if tpa.is_unspecified() => self.probes.get(now, &spa),
+            // The answer to an ARP probe: target IP 0.0.0.0, sender IP the
+            // probed address; an overlay host's probe, or the bridge's own.
+            L3::Arp { spa, tpa, .. } if tpa.is_unspecified() => {
+                match self.overlay_probes.get(now, &spa) {
+                    None if answered => return Err(DropReason::Probing),
+                    mac => mac,
+                }
+            }
             _ => self.ip_table.get(now, &dst_ip),
         }
         .ok_or(DropReason::UnknownIp)?;
@@ -592,6 +815,41 @@ impl Nat {
             }
         }
         Ok(())
+    }
+
+    /// Learns the addresses a LAN frame shows live (see the module docs);
+    /// true if one of them was pending as a claim from the overlay (which
+    /// is then refused).
+    // HOT PATH
+    fn learn_lan_addresses(&mut self, now: Instant, frame: &[u8], p: &Parsed) -> bool {
+        let (asserted, target) = match p.l3 {
+            L3::Arp { .. } => (true, None),
+            L3::Ipv4 { .. } => (false, None),
+            L3::Ipv6 { .. } => match guard::inspect_ipv6(&frame[p.l3_off..]) {
+                Ok(FirstHop::NeighborAdvert { target }) => (true, Some(target)),
+                Ok(hop) => (hop.is_ndp(), None),
+                Err(_) => (false, None),
+            },
+            L3::Other => return false,
+        };
+        let mut answered = false;
+        for (ip, asserted) in [(p.l3.src_ip(), asserted), (target.map(IpAddr::from), true)] {
+            let Some(ip) = ip.filter(|&ip| learnable(ip) && !self.is_host_ip(ip)) else {
+                continue;
+            };
+            if !self.lan_learnable(ip, asserted) {
+                continue;
+            }
+            if self.lan_ips.touch(now, ip, ()) {
+                // Live on the LAN wins over an overlay claim.
+                self.ip_table.remove(&ip);
+            }
+            if self.claims.cancel(ip) {
+                self.stats.claims_refused += 1;
+                answered = true;
+            }
+        }
+        answered
     }
 
     /// A frame from the overlay, to go onto the LAN. `csum_partial` says its
@@ -639,16 +897,29 @@ impl Nat {
         if p.src == n || self.lan_macs.contains(now, &p.src) {
             return Err(DropReason::Loop);
         }
+        self.overlay_macs.touch(now, p.src, ());
+        let hop = match p.l3 {
+            L3::Ipv4 { .. } => guard::inspect_ipv4(&frame[p.l3_off..])?,
+            L3::Ipv6 { .. } => guard::inspect_ipv6(&frame[p.l3_off..])?,
+            L3::Arp { .. } | L3::Other => FirstHop::Other,
+        };
+        self.first_hop_guards(now, hop, p.src)?;
         if let Some(ip) = p.l3.src_ip().filter(|&ip| learnable(ip)) {
             if self.is_host_ip(ip) || self.lan_ips.contains(now, &ip) {
-                self.spoofed = Some((ip, p.src));
-                return Err(DropReason::Spoofed);
+                return Err(self.refuse(DropReason::Spoofed, p.src, Some(ip)));
             }
-            self.ip_table.touch(now, ip, p.src);
+            let on_link = matches!(p.l3, L3::Arp { .. }) || hop.is_ndp() || self.is_on_link(ip);
+            self.claim(now, ip, p.src, on_link)?;
+        }
+        if let FirstHop::NeighborAdvert { target } = hop {
+            let target = IpAddr::from(target);
+            if self.config.nd_inspection && Some(target) != p.l3.src_ip() {
+                self.claim(now, target, p.src, true)?;
+            }
         }
         if let L3::Arp { spa, tpa, .. } = p.l3 {
             if spa.is_unspecified() && !tpa.is_unspecified() {
-                self.probes.touch(now, tpa, p.src);
+                self.overlay_probes.touch(now, tpa, p.src);
             }
         }
         if p.dst == n || p.l3.dst_ip().is_some_and(|ip| self.is_host_ip(ip)) {
@@ -679,6 +950,95 @@ impl Nat {
         Ok(())
     }
 
+    /// RA guard, DHCP snooping and ND inspection (see the module docs).
+    fn first_hop_guards(
+        &mut self,
+        now: Instant,
+        hop: FirstHop,
+        mac: MacAddr,
+    ) -> Result<(), DropReason> {
+        let c = &self.config;
+        match hop {
+            FirstHop::RouterAdvert | FirstHop::Redirect { .. }
+                if !c.allow_router_advertisements =>
+            {
+                Err(self.refuse(DropReason::RaGuard, mac, None))
+            }
+            FirstHop::DhcpServer if !c.allow_dhcp_servers => {
+                Err(self.refuse(DropReason::DhcpSnooping, mac, None))
+            }
+            FirstHop::NeighborAdvert { target } | FirstHop::Redirect { target }
+                if c.nd_inspection =>
+            {
+                let ip = IpAddr::from(target);
+                if target.is_multicast()
+                    || target.is_unspecified()
+                    || self.is_host_ip(ip)
+                    || self.lan_ips.contains(now, &ip)
+                {
+                    return Err(self.refuse(DropReason::NdInspection, mac, Some(ip)));
+                }
+                Ok(())
+            }
+            FirstHop::NeighborSolicit { target } if c.nd_inspection && target.is_multicast() => {
+                Err(self.refuse(DropReason::NdInspection, mac, Some(target.into())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Notes a refusal for [`Nat::take_refusal`]; returns its reason.
+    fn refuse(&mut self, reason: DropReason, mac: MacAddr, ip: Option<IpAddr>) -> DropReason {
+        self.refusal = Some(Refusal { reason, mac, ip });
+        reason
+    }
+
+    /// `mac` claims `ip` (not the host's, not live on the LAN). Known, or
+    /// not worth a probe (`probe` false: routed from off the link): learned
+    /// at once. Otherwise the LAN is probed for it first, and until the
+    /// claim is granted the claimant's frames are [`DropReason::Probing`].
+    fn claim(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        mac: MacAddr,
+        probe: bool,
+    ) -> Result<(), DropReason> {
+        if !probe || self.ip_table.contains(now, &ip) {
+            self.ip_table.touch(now, ip, mac);
+            return Ok(());
+        }
+        if !self.claims.is_pending(ip) {
+            // When CLAIM_CAP claims are pending, this one waits for a slot.
+            let _ = self.claims.start(now, ip, mac);
+        }
+        Err(DropReason::Probing)
+    }
+
+    /// The next frame the engine itself puts on the LAN, if one is due at
+    /// `now`: a probe for a pending claim. Call until `None` after every
+    /// batch of overlay frames and when [`Nat::next_deadline`] passes.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.settle_claims(now);
+        let ip = self.claims.poll_probe(now)?;
+        self.stats.probes_sent += 1;
+        let n = self.config.host_mac;
+        Some(match ip {
+            IpAddr::V4(ip) => probe::arp_probe(n, ip),
+            IpAddr::V6(ip) => probe::ns_probe(n, ip),
+        })
+    }
+
+    /// Grants the claims whose probes went unanswered.
+    fn settle_claims(&mut self, now: Instant) {
+        while let Some((ip, mac)) = self.claims.take_granted(now) {
+            if !self.is_host_ip(ip) && !self.lan_ips.contains(now, &ip) {
+                self.ip_table.touch(now, ip, mac);
+                self.stats.claims_granted += 1;
+            }
+        }
+    }
+
     fn dropped(&mut self, reason: DropReason) -> Verdict {
         self.counters.add(reason);
         if reason == DropReason::ForHost && self.for_host == Notice::Never {
@@ -687,10 +1047,11 @@ impl Nat {
         Verdict::Drop(reason)
     }
 
-    /// The last overlay claim the spoofing guard refused (IP, virtual MAC),
-    /// once: the driver names it in the log.
-    pub fn take_spoofed(&mut self) -> Option<(IpAddr, MacAddr)> {
-        self.spoofed.take()
+    /// The last frame from the overlay that the spoofing guard, ND
+    /// inspection, RA guard or DHCP snooping refused, once: the driver
+    /// names it in the log.
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
     }
 
     /// True exactly once: on the first call after the first
@@ -706,20 +1067,26 @@ impl Nat {
         }
     }
 
-    /// Forgets aged-out entries in every table; returns how many.
+    /// Forgets aged-out entries in every table and grants the claims whose
+    /// probes went unanswered; returns how many entries aged out.
     pub fn expire(&mut self, now: Instant) -> usize {
+        self.settle_claims(now);
         self.ip_table.expire(now)
             + self.lan_macs.expire(now)
+            + self.overlay_macs.expire(now)
             + self.lan_ips.expire(now)
-            + self.probes.expire(now)
+            + self.overlay_probes.expire(now)
     }
 
-    /// When the next entry ages out, if any.
+    /// When the next entry ages out, or the next probe or grant is due, if
+    /// ever.
     pub fn next_deadline(&self) -> Option<Instant> {
         [
             self.ip_table.next_deadline(),
             self.lan_macs.next_deadline(),
+            self.overlay_macs.next_deadline(),
             self.lan_ips.next_deadline(),
+            self.claims.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -737,6 +1104,7 @@ impl Nat {
             ip_evictions: self.ip_table.evictions,
             lan_mac_evictions: self.lan_macs.evictions,
             lan_ip_evictions: self.lan_ips.evictions,
+            overlay_mac_evictions: self.overlay_macs.evictions,
             ..self.stats
         }
     }
@@ -757,6 +1125,17 @@ impl Nat {
     /// MACs seen on the LAN with their ages, least recently refreshed first.
     pub fn lan_macs(&self, now: Instant) -> impl Iterator<Item = (MacAddr, Duration)> + '_ {
         self.lan_macs.iter(now).map(|(m, (), age)| (m, age))
+    }
+
+    /// MACs the overlay owns (seen as sources from it) with their ages,
+    /// least recently refreshed first.
+    pub fn overlay_macs(&self, now: Instant) -> impl Iterator<Item = (MacAddr, Duration)> + '_ {
+        self.overlay_macs.iter(now).map(|(m, (), age)| (m, age))
+    }
+
+    /// Claims from the overlay being probed for.
+    pub fn pending_claims(&self) -> usize {
+        self.claims.len()
     }
 
     /// IPs seen live on the LAN with their ages, least recently refreshed
@@ -812,10 +1191,12 @@ fn set_dhcp_broadcast(ip: &mut [u8], csum_partial: bool) -> bool {
 /// carry a virtual MAC that cannot be rewritten.
 fn rewrite_ndp(ip: &mut [u8], mac: MacAddr, csum_partial: bool) -> Result<bool, DropReason> {
     let mut ip = Ipv6Packet::new_unchecked(ip);
-    let (next, off) = ip.upper_layer().map_err(|_| DropReason::Malformed)?;
-    if next != protocol::ICMPV6 {
+    let upper = ip.locate_upper_layer().map_err(|_| DropReason::Malformed)?;
+    // A fragmented NDP message never gets here (see core::guard).
+    if upper.protocol != protocol::ICMPV6 || upper.fragment.is_some() {
         return Ok(false);
     }
+    let off = upper.offset;
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     let mut icmp = Icmpv6Packet::new_checked(&mut ip.payload_mut()[off..])
         .map_err(|_| DropReason::Malformed)?;
@@ -872,12 +1253,9 @@ mod tests {
         }
     }
 
-    /// A Nat that knows L1 (10.0.0.1, fe80::1:1) on the LAN and V
-    /// (10.0.0.100, fe80::2:1) on the overlay.
-    fn base(now: Instant) -> Nat {
-        let mut nat = Nat::new(NatConfig::new(N));
-        nat.set_host_addrs(&[HOST.into()], &[ip6(HOST6)]);
-        let steps: [(bool, Vec<u8>); 4] = [
+    /// The frames that teach `base` its hosts: (from the LAN, frame).
+    fn base_steps() -> [(bool, Vec<u8>); 5] {
+        [
             (true, sim::arp_request(L1, ip("10.0.0.1"), ip("10.0.0.99"))),
             (
                 true,
@@ -906,16 +1284,62 @@ mod tests {
                     (opt::TARGET_LLA, V),
                 ),
             ),
-        ];
-        for (from_lan, mut f) in steps {
-            let v = if from_lan {
-                let meta = lan(sim::packet_type(&f, N));
-                nat.handle_lan(now, meta, &mut f)
-            } else {
-                nat.handle_overlay(now, false, &mut f)
-            };
-            assert_eq!(v, Verdict::Forward);
+            (
+                false,
+                sim::arp_request(V2, ip("10.0.0.101"), ip("10.0.0.1")),
+            ),
+        ]
+    }
+
+    fn step(nat: &mut Nat, now: Instant, from_lan: bool, f: &mut [u8]) -> Verdict {
+        if from_lan {
+            let meta = lan(sim::packet_type(f, N));
+            nat.handle_lan(now, meta, f)
+        } else {
+            nat.handle_overlay(now, false, f)
         }
+    }
+
+    /// Runs the engine's timers from `from` to `to` in steps of 100 ms;
+    /// returns the probes it put on the LAN.
+    fn run_timers(nat: &mut Nat, from: Instant, to: Instant) -> Vec<Vec<u8>> {
+        let mut probes = Vec::new();
+        let mut now = from;
+        while now <= to {
+            nat.expire(now);
+            while let Some(t) = nat.poll_transmit(now) {
+                probes.push(t.as_bytes().to_vec());
+            }
+            now += Duration::from_millis(100);
+        }
+        probes
+    }
+
+    /// A Nat on 10.0.0.0/24 that knows L1 (10.0.0.1, fe80::1:1) on the LAN,
+    /// and V (10.0.0.100, fe80::2:1) and V2 (10.0.0.101) on the overlay: the
+    /// virtual hosts' claims were probed for 2 s before `now` and granted,
+    /// and every entry was last refreshed at `now`.
+    fn base(now: Instant) -> Nat {
+        let mut nat = Nat::new(NatConfig::new(N));
+        nat.set_host_addrs(&[HOST.into()], &[ip6(HOST6)]);
+        nat.set_on_link_prefixes(&[Prefix::new(IpAddr::from(HOST), 24)]);
+        let t0 = now.checked_sub(Duration::from_secs(2)).unwrap();
+        for (from_lan, mut f) in base_steps() {
+            let want = if from_lan {
+                Verdict::Forward
+            } else {
+                Verdict::Drop(DropReason::Probing)
+            };
+            assert_eq!(step(&mut nat, t0, from_lan, &mut f), want);
+        }
+        let probes = run_timers(&mut nat, t0, t0 + Duration::from_secs(1));
+        assert_eq!(probes.len(), 6, "two probes for each of three claims");
+        assert_eq!(nat.stats().claims_granted, 3);
+        for (from_lan, mut f) in base_steps() {
+            assert_eq!(step(&mut nat, now, from_lan, &mut f), Verdict::Forward);
+        }
+        nat.counters = DropCounters::default();
+        nat.stats = NatStats::default();
         nat
     }
 
@@ -929,10 +1353,40 @@ mod tests {
         name: &'static str,
         dir: Dir,
         frame: Vec<u8>,
+        /// A flag of the operator's, set on `base`'s config for this case.
+        tweak: Option<Tweak>,
     }
 
+    /// A flag's name and how it changes the config.
+    type Tweak = (&'static str, fn(&mut NatConfig));
+
     fn case(name: &'static str, dir: Dir, frame: Vec<u8>) -> Case {
-        Case { name, dir, frame }
+        Case {
+            name,
+            dir,
+            frame,
+            tweak: None,
+        }
+    }
+
+    /// A case run with an operator's flag.
+    fn with(flag: &'static str, tweak: fn(&mut NatConfig), c: Case) -> Case {
+        Case {
+            tweak: Some((flag, tweak)),
+            ..c
+        }
+    }
+
+    fn allow_ra(c: &mut NatConfig) {
+        c.allow_router_advertisements = true;
+    }
+
+    fn allow_dhcp(c: &mut NatConfig) {
+        c.allow_dhcp_servers = true;
+    }
+
+    fn no_nd_inspection(c: &mut NatConfig) {
+        c.nd_inspection = false;
     }
 
     fn run(nat: &mut Nat, now: Instant, dir: Dir, frame: &mut [u8]) -> Verdict {
@@ -982,6 +1436,29 @@ mod tests {
             (opt::TARGET_LLA, V2),
         );
         bad_ndp[14 + 40 + 24 + 1] = 0; // option length 0
+        let all_nodes = (MacAddr([0x33, 0x33, 0, 0, 0, 1]), ip6("ff02::1"));
+        let na = |target: &str| {
+            sim::ndp(
+                (V, ip6("fe80::2:1")),
+                all_nodes,
+                msg::NEIGHBOR_ADVERT,
+                ip6(target),
+                (opt::TARGET_LLA, V),
+            )
+        };
+        let rogue_ra = sim::router_advert((V, ip6("fe80::2:1")), ip6("2001:db8:bad::"));
+        let redirect = sim::redirect(
+            (V, ip6("fe80::2:1")),
+            (L1, ip6("fe80::1:1")),
+            ip6("fe80::1:2"),
+            ip6("2001:db8::1"),
+            V,
+        );
+        let dhcpv6_advertise = sim::udp_v6(
+            (V, ip6("fe80::2:1"), 547),
+            (L1, ip6("fe80::1:1"), 546),
+            &[2, 0, 0, 1],
+        );
         vec![
             // LAN -> overlay
             case(
@@ -1169,13 +1646,152 @@ mod tests {
                 with_udp_checksum(sim::dhcp_discover(V2, V2, false), 0),
             ),
             case(
-                "overlay: DHCP reply (67->68) is not touched",
+                "overlay: DHCP server reply (67->68) is DHCP snooping",
                 Overlay(false),
-                sim::udp_v4(
-                    (V2, v2, 67),
-                    (MacAddr::BROADCAST, Ipv4Addr::BROADCAST, 68),
-                    &[2; 300],
+                sim::dhcp_offer(V2, v2),
+            ),
+            with(
+                "allow_dhcp_servers",
+                allow_dhcp,
+                case(
+                    "overlay: DHCP server reply is forwarded untouched when allowed",
+                    Overlay(false),
+                    sim::dhcp_offer(V2, v2),
                 ),
+            ),
+            case(
+                "overlay: DHCPv6 ADVERTISE (547->546) is DHCP snooping",
+                Overlay(false),
+                dhcpv6_advertise.clone(),
+            ),
+            with(
+                "allow_dhcp_servers",
+                allow_dhcp,
+                case(
+                    "overlay: DHCPv6 ADVERTISE is forwarded when allowed",
+                    Overlay(false),
+                    dhcpv6_advertise,
+                ),
+            ),
+            case(
+                "overlay: router advertisement is RA guard",
+                Overlay(false),
+                rogue_ra.clone(),
+            ),
+            with(
+                "allow_router_advertisements",
+                allow_ra,
+                case(
+                    "overlay: router advertisement allowed: slla becomes N",
+                    Overlay(false),
+                    rogue_ra,
+                ),
+            ),
+            case(
+                "overlay: redirect is RA guard",
+                Overlay(false),
+                redirect.clone(),
+            ),
+            with(
+                "allow_router_advertisements",
+                allow_ra,
+                case(
+                    "overlay: redirect allowed, to a target nobody on the LAN has: tlla becomes N",
+                    Overlay(false),
+                    redirect,
+                ),
+            ),
+            with(
+                "allow_router_advertisements",
+                allow_ra,
+                case(
+                    "overlay: redirect allowed, naming a LAN host as target, is ND inspection",
+                    Overlay(false),
+                    sim::redirect(
+                        (V, ip6("fe80::2:1")),
+                        (L1, ip6("fe80::1:1")),
+                        ip6("fe80::1:1"),
+                        ip6("2001:db8::1"),
+                        V,
+                    ),
+                ),
+            ),
+            case(
+                "overlay: NA naming a LAN host's address is ND inspection",
+                Overlay(false),
+                na("fe80::1:1"),
+            ),
+            case(
+                "overlay: NA naming the host's own address is ND inspection",
+                Overlay(false),
+                na(HOST6),
+            ),
+            case(
+                "overlay: NA with a multicast target is ND inspection",
+                Overlay(false),
+                na("ff02::1"),
+            ),
+            with(
+                "no_nd_inspection",
+                no_nd_inspection,
+                case(
+                    "overlay: NA naming a LAN host's address passes without ND inspection",
+                    Overlay(false),
+                    na("fe80::1:1"),
+                ),
+            ),
+            case(
+                "overlay: NA naming an address nobody is known to have is probed for first",
+                Overlay(false),
+                na("fe80::2:99"),
+            ),
+            case(
+                "overlay: NS for the host's own address passes (it only resolves it)",
+                Overlay(false),
+                sim::ndp(
+                    (V, ip6("fe80::2:1")),
+                    (
+                        MacAddr([0x33, 0x33, 0xff, 0, 0, 0x0a]),
+                        ip6("ff02::1:ff00:a"),
+                    ),
+                    msg::NEIGHBOR_SOLICIT,
+                    ip6(HOST6),
+                    (opt::SOURCE_LLA, V),
+                ),
+            ),
+            case(
+                "overlay: RA behind a fragment header is malformed (RFC 6980)",
+                Overlay(false),
+                {
+                    let ra = sim::router_advert((V, ip6("fe80::2:1")), ip6("2001:db8:bad::"));
+                    let mut f = ra[..14 + 40].to_vec();
+                    f[14 + 6] = 44; // next header: fragment
+                    f.extend_from_slice(&[58, 0, 0, 1, 0, 0, 0, 7]); // offset 0, M
+                    f.extend_from_slice(&ra[14 + 40..]);
+                    let len = (f.len() - 14 - 40) as u16;
+                    f[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
+                    f
+                },
+            ),
+            case(
+                "overlay: ARP from a new virtual host is probed for first",
+                Overlay(false),
+                sim::arp_request(X, ip("10.0.0.102"), l1),
+            ),
+            case(
+                "overlay: IPv4 from an off-link source is learned at once",
+                Overlay(false),
+                echo((X, ip("192.0.2.7")), (L1, l1)),
+            ),
+            case(
+                "lan: unicast from a virtual host's MAC is the mirror guard",
+                Lan(Host, false),
+                echo((V, l2), (N, v2)),
+            ),
+            case(
+                "lan: broadcast from a virtual host's MAC is the mirror guard",
+                Lan(Broadcast, false),
+                sim::arp_request(V2, l2, l1),
             ),
             case(
                 "overlay: multicast NS: slla becomes N, checksum recomputed",
@@ -1235,12 +1851,18 @@ mod tests {
         let mut out = String::new();
         for c in cases() {
             let mut nat = base(now);
+            if let Some((_, tweak)) = c.tweak {
+                tweak(&mut nat.config);
+            }
             let mut frame = c.frame.clone();
             let verdict = run(&mut nat, now, c.dir, &mut frame);
-            let dir = match c.dir {
+            let mut dir = match c.dir {
                 Dir::Lan(t, p) => format!("lan {t:?}{}", if p { " csum_partial" } else { "" }),
                 Dir::Overlay(p) => format!("overlay{}", if p { " csum_partial" } else { "" }),
             };
+            if let Some((flag, _)) = c.tweak {
+                dir += &format!(" {flag}");
+            }
             writeln!(out, "## {}", c.name).unwrap();
             writeln!(out, "  in  [{dir}] {}", sim::describe(&c.frame, NAMES)).unwrap();
             writeln!(out, "  =>  {verdict:?}").unwrap();
@@ -1431,8 +2053,15 @@ mod tests {
             nat.handle_overlay(now, false, &mut claim),
             Verdict::Drop(DropReason::Spoofed)
         );
-        assert_eq!(nat.take_spoofed(), Some((IpAddr::from(ip("10.0.0.1")), V2)));
-        assert_eq!(nat.take_spoofed(), None);
+        assert_eq!(
+            nat.take_refusal(),
+            Some(Refusal {
+                reason: DropReason::Spoofed,
+                mac: V2,
+                ip: Some(ip("10.0.0.1").into())
+            })
+        );
+        assert_eq!(nat.take_refusal(), None);
     }
 
     #[test]
@@ -1452,6 +2081,26 @@ mod tests {
                 ip6("fe80::2:1"),
                 (opt::TARGET_LLA, V),
             ),
+            sim::router_advert((V, ip6("fe80::2:1")), ip6("2001:db8::")),
+            sim::with_vlan(
+                &sim::router_advert((V, ip6("fe80::2:1")), ip6("2001:db8::")),
+                0,
+            ),
+            sim::dhcp_offer(V2, ip("10.0.0.101")),
+            sim::with_vlan(&sim::dhcp_offer(V2, ip("10.0.0.101")), 0),
+            sim::udp_v6(
+                (V, ip6("fe80::2:1"), 547),
+                (L1, ip6("fe80::1:1"), 546),
+                &[7, 0, 0, 1],
+            ),
+            sim::ndp(
+                (V, ip6("fe80::2:1")),
+                (MacAddr([0x33, 0x33, 0, 0, 0, 1]), ip6("ff02::1")),
+                msg::NEIGHBOR_ADVERT,
+                ip6("fe80::1:1"),
+                (opt::TARGET_LLA, V),
+            ),
+            sim::icmp_echo((V, ip("10.0.0.2")), (N, v), true, 1),
         ];
         let mut nat = base(now);
         let mut checked = 0;
@@ -1492,13 +2141,21 @@ mod tests {
         config.ip_table_cap = 1000;
         config.lan_mac_cap = 500;
         config.lan_ip_cap = 700;
+        config.overlay_mac_cap = 600;
         let mut nat = Nat::new(config);
         for i in 0..100_000u32 {
             let now = t0 + Duration::from_micros(u64::from(i));
             let fake_ip = Ipv4Addr::from(0x0a80_0000 + i);
             let b = i.to_be_bytes();
             let fake_mac = MacAddr([0x02, 0x55, b[0], b[1], b[2], b[3]]);
-            let mut f = sim::arp_request(fake_mac, fake_ip, ip("10.0.0.1"));
+            // IPv4 sources with no on-link prefix known: learned at once
+            // (claims that are probed for are bounded on their own).
+            let mut f = sim::icmp_echo(
+                (fake_mac, fake_ip),
+                (MacAddr::BROADCAST, ip("10.0.0.1")),
+                true,
+                1,
+            );
             assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
             let lan_mac = MacAddr([0x02, 0x66, b[0], b[1], b[2], b[3]]);
             let mut f = sim::arp_request(lan_mac, Ipv4Addr::from(0x0a40_0000 + i), ip("10.0.0.1"));
@@ -1508,14 +2165,25 @@ mod tests {
             );
         }
         assert_eq!(nat.table_lens(), (1000, 500, 700));
+        assert_eq!(nat.overlay_macs(t0).count(), 600);
         let s = nat.stats();
         assert_eq!(
-            (s.ip_evictions, s.lan_mac_evictions, s.lan_ip_evictions),
-            (99_000, 99_500, 99_300)
+            (
+                s.ip_evictions,
+                s.lan_mac_evictions,
+                s.lan_ip_evictions,
+                s.overlay_mac_evictions
+            ),
+            (99_000, 99_500, 99_300, 99_400)
         );
         // A real host evicted by the flood is learned again from its traffic.
         let now = t0 + Duration::from_secs(1);
-        let mut f = sim::arp_request(V, ip("10.0.0.100"), ip("10.0.0.1"));
+        let mut f = sim::icmp_echo(
+            (V, ip("10.0.0.100")),
+            (MacAddr::BROADCAST, ip("10.0.0.1")),
+            true,
+            1,
+        );
         assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
         assert_eq!(nat.lookup(now, ip("10.0.0.100").into()), Some(V));
     }
@@ -1535,19 +2203,26 @@ mod tests {
             entries,
             vec![
                 (ip("10.0.0.100").into(), V, 299),
-                (ip6("fe80::2:1").into(), V, 299)
+                (ip6("fe80::2:1").into(), V, 299),
+                (ip("10.0.0.101").into(), V2, 299),
             ]
         );
         assert_eq!(nat.lan_macs(later).count(), 1);
         assert_eq!(nat.lan_ips(later).count(), 2);
+        assert_eq!(nat.overlay_macs(later).count(), 2);
         let expired = t0 + Duration::from_secs(300);
         assert_eq!(nat.lookup(expired, ip("10.0.0.100").into()), None);
-        assert_eq!(nat.expire(expired), 5);
+        assert_eq!(nat.expire(expired), 8);
         assert_eq!(nat.table_lens(), (0, 0, 0));
         assert_eq!(nat.next_deadline(), None);
-        // With L1 forgotten, unicast to it stays off the LAN again.
+        // V's claim aged out too: its next frame waits for a probe again...
         let mut f = sim::icmp_echo((V, ip("10.0.0.100")), (L1, ip("10.0.0.1")), true, 1);
-        let v = nat.handle_overlay(expired, false, &mut f);
+        let v = nat.handle_overlay(expired, false, &mut f.clone());
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        let granted = expired + Duration::from_secs(1);
+        assert_eq!(run_timers(&mut nat, expired, granted).len(), 2);
+        // ...and with L1 forgotten, unicast to it stays off the LAN again.
+        let v = nat.handle_overlay(granted, false, &mut f);
         assert_eq!(v, Verdict::Drop(DropReason::UnknownUnicast));
     }
 
@@ -1598,6 +2273,302 @@ mod tests {
         assert_eq!(nat.counters().get(DropReason::ForHost), 3);
     }
 
+    #[test]
+    fn ra_guard_and_dhcp_snooping_hold_for_priority_tags_and_refuse_other_vlans() {
+        let now = Instant::now();
+        let ra = sim::router_advert((V, ip6("fe80::2:1")), ip6("2001:db8:bad::"));
+        let offer = sim::dhcp_offer(V2, ip("10.0.0.101"));
+        for (frame, reason) in [(ra, DropReason::RaGuard), (offer, DropReason::DhcpSnooping)] {
+            let mut nat = base(now);
+            for (vid, want) in [(0, reason), (7, DropReason::Vlan)] {
+                let mut f = sim::with_vlan(&frame, vid);
+                assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Drop(want));
+            }
+            let r = nat.take_refusal().unwrap();
+            assert_eq!((r.reason, r.ip), (reason, None));
+            // Allowed, the priority-tagged frame passes, rewritten to N.
+            nat.config.allow_router_advertisements = true;
+            nat.config.allow_dhcp_servers = true;
+            let mut f = sim::with_vlan(&frame, 0);
+            assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+            assert!(sim::macs_in(&f).iter().all(|m| !m.is_unicast() || *m == N));
+        }
+    }
+
+    #[test]
+    fn nd_inspection_checks_na_targets_but_lets_virtual_hosts_solicit_anything() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        let all_nodes = (MacAddr([0x33, 0x33, 0, 0, 0, 1]), ip6("ff02::1"));
+        let na = |target: &str| {
+            sim::ndp(
+                (V, ip6("fe80::2:1")),
+                all_nodes,
+                msg::NEIGHBOR_ADVERT,
+                ip6(target),
+                (opt::TARGET_LLA, V),
+            )
+        };
+        // L1's address (live on the LAN) and the host's own: refused, named.
+        for target in ["fe80::1:1", HOST6] {
+            let mut f = na(target);
+            let v = nat.handle_overlay(now, false, &mut f);
+            assert_eq!(v, Verdict::Drop(DropReason::NdInspection), "{target}");
+            let r = nat.take_refusal().unwrap();
+            assert_eq!((r.mac, r.ip), (V, Some(ip6(target).into())));
+        }
+        // The same, behind a priority tag.
+        let mut f = sim::with_vlan(&na("fe80::1:1"), 0);
+        let v = nat.handle_overlay(now, false, &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::NdInspection));
+        // Soliciting those addresses is only resolving them: forwarded.
+        for target in ["fe80::1:1", HOST6] {
+            let t = ip6(target).octets();
+            let group = MacAddr([0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+            let mut f = sim::ndp(
+                (V, ip6("fe80::2:1")),
+                (group, ip6("ff02::1:ff00:1")),
+                msg::NEIGHBOR_SOLICIT,
+                ip6(target),
+                (opt::SOURCE_LLA, V),
+            );
+            assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+        }
+        // An NA for an address nobody is known to have is a claim: probed
+        // for, and refused when the LAN host that has it answers.
+        let silent = "fe80::1:7";
+        let mut f = na(silent);
+        let v = nat.handle_overlay(now, false, &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        let probe = nat.poll_transmit(now).expect("a DAD probe");
+        let probe = probe.as_bytes().to_vec();
+        assert!(sim::macs_in(&probe)
+            .iter()
+            .all(|m| !m.is_unicast() || *m == N));
+        let mut answer = sim::ndp(
+            (L2, ip6(silent)),
+            all_nodes,
+            msg::NEIGHBOR_ADVERT,
+            ip6(silent),
+            (opt::TARGET_LLA, L2),
+        );
+        let later = now + Duration::from_millis(10);
+        let v = nat.handle_lan(later, lan(PacketType::Multicast), &mut answer);
+        assert_eq!(v, Verdict::Forward);
+        assert_eq!(nat.stats().claims_refused, 1);
+        let mut f = na(silent);
+        let v = nat.handle_overlay(later, false, &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::NdInspection));
+        // An unanswered NA target is granted to its sender.
+        let mut f = na("fe80::2:3");
+        let v = nat.handle_overlay(later, false, &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        let granted = later + Duration::from_secs(1);
+        assert_eq!(run_timers(&mut nat, later, granted).len(), 2);
+        assert_eq!(nat.lookup(granted, ip6("fe80::2:3").into()), Some(V));
+        let mut f = na("fe80::2:3");
+        assert_eq!(nat.handle_overlay(granted, false, &mut f), Verdict::Forward);
+    }
+
+    #[test]
+    fn mirror_guard_keeps_virtual_macs_off_the_lan_and_the_first_owner_wins() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        // A LAN host sends with V's MAC, to N and broadcast: dropped, and V
+        // is not learned as a LAN MAC.
+        let mut f = sim::icmp_echo((V, ip("10.0.0.2")), (N, ip("10.0.0.101")), true, 1);
+        let v = nat.handle_lan(now, lan(PacketType::Host), &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::MirrorGuard));
+        let mut f = sim::arp_request(V, ip("10.0.0.2"), ip("10.0.0.1"));
+        let v = nat.handle_lan(now, lan(PacketType::Broadcast), &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::MirrorGuard));
+        assert!(nat.lan_macs(now).all(|(m, _)| m != V));
+        assert_eq!(nat.lan_ips(now).count(), 2, "nothing learned from them");
+        // So V's own frames are not taken for a loop...
+        let mut f = sim::icmp_echo((V, ip("10.0.0.100")), (L1, ip("10.0.0.1")), true, 2);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);
+        // ...and no frame to V goes onto the LAN.
+        let mut f = sim::icmp_echo((V2, ip("10.0.0.101")), (V, ip("10.0.0.100")), true, 3);
+        let v = nat.handle_overlay(now, false, &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::UnknownUnicast));
+        // The other way round: L1 was first seen on the LAN, so a virtual
+        // host using L1's MAC is a loop, and L1 keeps working.
+        let mut f = sim::icmp_echo((L1, ip("10.0.0.100")), (L2, ip("10.0.0.2")), true, 4);
+        assert_eq!(
+            nat.handle_overlay(now, false, &mut f),
+            Verdict::Drop(DropReason::Loop)
+        );
+        assert!(nat.overlay_macs(now).all(|(m, _)| m != L1));
+        let mut f = sim::icmp_echo((L1, ip("10.0.0.1")), (N, ip("10.0.0.100")), true, 5);
+        let v = nat.handle_lan(now, lan(PacketType::Host), &mut f);
+        assert_eq!(v, Verdict::Forward);
+        // A VLAN-tagged or truncated spoof is dropped too, and never panics.
+        let spoof = sim::icmp_echo((V, ip("10.0.0.2")), (N, ip("10.0.0.101")), true, 6);
+        let mut f = sim::with_vlan(&spoof, 0);
+        let v = nat.handle_lan(now, lan(PacketType::Host), &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::MirrorGuard));
+        for len in 0..spoof.len() {
+            let mut f = spoof[..len].to_vec();
+            let v = nat.handle_lan(now, lan(PacketType::Host), &mut f);
+            assert!(matches!(v, Verdict::Drop(_)), "len {len}");
+        }
+        // Once V has been silent for the overlay-MAC age, the MAC is free.
+        let much_later = now + Duration::from_secs(300);
+        let mut f = sim::arp_request(V, ip("10.0.0.2"), ip("10.0.0.1"));
+        let v = nat.handle_lan(much_later, lan(PacketType::Broadcast), &mut f);
+        assert_eq!(v, Verdict::Forward);
+    }
+
+    #[test]
+    fn a_claim_answered_on_the_lan_is_refused_and_an_unanswered_one_granted() {
+        let t0 = Instant::now();
+        let mut nat = base(t0);
+        let taken = ip("10.0.0.7"); // L2's, but L2 has been quiet
+        let mut claim = sim::arp_request(X, taken, ip("10.0.0.1"));
+        let v = nat.handle_overlay(t0, false, &mut claim.clone());
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        assert!(nat.next_deadline().is_some_and(|d| d <= t0));
+        // The probe: only N, sender IP 0.0.0.0, target the claimed address.
+        let probe = nat.poll_transmit(t0).unwrap().as_bytes().to_vec();
+        assert_eq!(nat.poll_transmit(t0), None);
+        let a = ArpPacket::new_checked(&probe[14..]).unwrap();
+        assert_eq!(
+            (a.sender_ip(), a.target_ip()),
+            (Ipv4Addr::UNSPECIFIED, taken)
+        );
+        assert_eq!(
+            sim::macs_in(&probe),
+            vec![N, MacAddr::BROADCAST, N, MacAddr::ZERO]
+        );
+        // Still probing: the claimant's frames wait.
+        let t1 = t0 + Duration::from_millis(200);
+        let v = nat.handle_overlay(t1, false, &mut claim.clone());
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        // L2 answers the probe (to N, target IP 0.0.0.0): the answer is the
+        // bridge's own, and the claim is refused.
+        let mut answer = sim::arp_reply(L2, taken, N, Ipv4Addr::UNSPECIFIED);
+        let v = nat.handle_lan(t1, lan(PacketType::Host), &mut answer);
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        assert_eq!(nat.pending_claims(), 0);
+        let v = nat.handle_overlay(t1, false, &mut claim);
+        assert_eq!(v, Verdict::Drop(DropReason::Spoofed));
+        assert_eq!(nat.lookup(t1, taken.into()), None);
+
+        // Nobody answers for 10.0.0.8: granted after two probes and 1 s.
+        let free = ip("10.0.0.8");
+        let mut claim = sim::arp_request(X, free, ip("10.0.0.1"));
+        let v = nat.handle_overlay(t1, false, &mut claim.clone());
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        let granted = t1 + Duration::from_millis(1000);
+        assert_eq!(run_timers(&mut nat, t1, granted).len(), 2);
+        assert_eq!(nat.lookup(granted, free.into()), Some(X));
+        let v = nat.handle_overlay(granted, false, &mut claim);
+        assert_eq!(v, Verdict::Forward);
+        let s = nat.stats();
+        assert_eq!(
+            (s.probes_sent, s.claims_granted, s.claims_refused),
+            (3, 1, 1)
+        );
+    }
+
+    #[test]
+    fn claims_are_probed_only_for_on_link_or_link_asserted_addresses() {
+        let now = Instant::now();
+        let mut nat = base(now); // on-link: 10.0.0.0/24
+        let ping = |src: &str| sim::icmp_echo((X, ip(src)), (L1, ip("10.0.0.1")), true, 1);
+        // An IPv4 source inside the prefix is probed; one outside (routed
+        // by a virtual router) is learned at once.
+        assert_eq!(
+            nat.handle_overlay(now, false, &mut ping("10.0.0.60")),
+            Verdict::Drop(DropReason::Probing)
+        );
+        assert_eq!(
+            nat.handle_overlay(now, false, &mut ping("198.51.100.9")),
+            Verdict::Forward
+        );
+        // ARP asserts the address on the link: probed wherever it is.
+        let mut f = sim::arp_request(X, ip("198.51.100.10"), ip("10.0.0.1"));
+        let v = nat.handle_overlay(now, false, &mut f);
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        // IPv6: link-local and NDP sources are probed, a global one (no
+        // IPv6 prefix is known) is not.
+        let v6 = |src: &str| sim::udp_v6((X, ip6(src), 5000), (L1, ip6("fe80::1:1"), 5000), b"x");
+        let v = nat.handle_overlay(now, false, &mut v6("fe80::3:3"));
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        assert_eq!(
+            nat.handle_overlay(now, false, &mut v6("2001:db8::3")),
+            Verdict::Forward
+        );
+        let mut ns = sim::ndp(
+            (X, ip6("2001:db8::4")),
+            (
+                MacAddr([0x33, 0x33, 0xff, 0, 1, 1]),
+                ip6("ff02::1:ff00:101"),
+            ),
+            msg::NEIGHBOR_SOLICIT,
+            ip6("fe80::1:1"),
+            (opt::SOURCE_LLA, X),
+        );
+        let v = nat.handle_overlay(now, false, &mut ns);
+        assert_eq!(v, Verdict::Drop(DropReason::Probing));
+        assert_eq!(nat.pending_claims(), 4);
+    }
+
+    #[test]
+    fn live_lan_addresses_are_learned_on_link_and_from_arp_and_ndp() {
+        let now = Instant::now();
+        let mut nat = base(now); // on-link: 10.0.0.0/24; L1 live at two
+        let live = |nat: &Nat| nat.lan_ips(now).count();
+        let from_l2 = |src: &str| sim::icmp_echo((L2, ip(src)), (N, ip("10.0.0.100")), true, 1);
+        // A source outside the prefix (a router forwarding from afar) is
+        // not live on the LAN; one inside is.
+        let v = nat.handle_lan(now, lan(PacketType::Host), &mut from_l2("203.0.113.5"));
+        assert_eq!((v, live(&nat)), (Verdict::Forward, 2));
+        let v = nat.handle_lan(now, lan(PacketType::Host), &mut from_l2("10.0.0.2"));
+        assert_eq!((v, live(&nat)), (Verdict::Forward, 3));
+        // ARP asserts its sender on the link wherever it is.
+        let mut f = sim::arp_request(L2, ip("203.0.113.6"), ip("203.0.113.1"));
+        let _ = nat.handle_lan(now, lan(PacketType::Broadcast), &mut f);
+        assert_eq!(live(&nat), 4);
+        // IPv6 without a known global prefix: every source is learned (the
+        // fallback); an NA's target too.
+        let mut f = sim::ndp(
+            (L2, ip6("2001:db8::2")),
+            (MacAddr([0x33, 0x33, 0, 0, 0, 1]), ip6("ff02::1")),
+            msg::NEIGHBOR_ADVERT,
+            ip6("2001:db8::22"),
+            (opt::TARGET_LLA, L2),
+        );
+        let _ = nat.handle_lan(now, lan(PacketType::Multicast), &mut f);
+        assert_eq!(live(&nat), 6);
+        // With an IPv6 prefix known, a global source outside it is not.
+        nat.set_on_link_prefixes(&[
+            Prefix::new(IpAddr::from(HOST), 24),
+            Prefix::new(ip6("2001:db8::a").into(), 64),
+            Prefix::new(ip6(HOST6).into(), 64), // link-local: ignored
+            Prefix::new(IpAddr::from(HOST), 32), // a host route: ignored
+        ]);
+        assert_eq!(nat.on_link_prefixes().len(), 2);
+        let mut f = sim::udp_v6((L2, ip6("2001:db9::9"), 1), (N, ip6("fe80::2:1"), 1), b"x");
+        let _ = nat.handle_lan(now, lan(PacketType::Host), &mut f);
+        assert_eq!(live(&nat), 6);
+    }
+
+    #[test]
+    fn prefixes_contain_their_addresses() {
+        let p = Prefix::new(ip("192.168.50.2").into(), 24);
+        assert!(p.contains(ip("192.168.50.200").into()));
+        assert!(!p.contains(ip("192.168.51.2").into()));
+        assert!(!p.contains(ip6("::ffff:192.168.50.2").into()));
+        assert_eq!(p.to_string(), "192.168.50.2/24");
+        let p = Prefix::new(ip6("fd00:50::2").into(), 64);
+        assert!(p.contains(ip6("fd00:50::ffff:1").into()));
+        assert!(!p.contains(ip6("fd00:51::1").into()));
+        let all = Prefix::new(ip("10.0.0.1").into(), 0);
+        assert!(all.contains(ip("203.0.113.1").into()));
+        assert_eq!(Prefix::new(ip("10.0.0.1").into(), 40).prefix_len(), 32);
+    }
+
     /// LAN hosts L1, L2 and virtual host V resolve each other by ARP and
     /// ping both ways through the bridge; no LAN frame ever carries V's MAC.
     #[test]
@@ -1611,6 +2582,12 @@ mod tests {
         nat.set_host_addrs(&[HOST.into()], &[]);
         let mut w = World::new(nat, lan_hosts, virt);
 
+        // V takes its address: the bridge probes the LAN for it, nobody
+        // answers, and the claim is granted a second later.
+        w.act(Side::Overlay, "V", |h| h.announce());
+        let granted = w.now + Duration::from_secs(1);
+        w.run_bridge_timers(granted);
+        assert_eq!(w.nat.lookup(w.now, ip("10.0.0.100").into()), Some(V));
         w.act(Side::Lan, "L1", |h| h.ping(ip("10.0.0.100"), 1));
         w.act(Side::Overlay, "V", |h| h.ping(ip("10.0.0.2"), 2));
         w.act(Side::Overlay, "V", |h| h.ping(ip("10.0.0.1"), 3));

@@ -492,11 +492,26 @@ impl World<Net> {
         w
     }
 
-    /// Moves the clock `by`, running every node's timers (and the relay's
-    /// expiry) when due, and whatever traffic they cause.
+    /// Moves the clock `by`, running every node's timers, the bridge's
+    /// (probes, grants) and the relay's expiry when due, and whatever
+    /// traffic they cause.
     pub(crate) fn advance(&mut self, by: Duration) {
         let end = self.now + by;
-        while let Some(due) = self.fabric.next_poll(self.now).filter(|&t| t <= end) {
+        loop {
+            let net_due = self.fabric.next_poll(self.now).filter(|&t| t <= end);
+            let nat_due = self.nat.next_deadline().filter(|&t| t <= end);
+            let due = match (net_due, nat_due) {
+                (None, None) => break,
+                (Some(due), Some(nat)) if nat < due => {
+                    self.run_bridge_timers(nat);
+                    continue;
+                }
+                (None, Some(nat)) => {
+                    self.run_bridge_timers(nat);
+                    continue;
+                }
+                (Some(due), _) => due,
+            };
             self.now = self.now.max(due);
             let (net, mut cx) = self.split();
             let arrived = net.poll(&mut cx);
@@ -948,6 +963,11 @@ mod tests {
         let virt = vec![Host::new("V", v, ip_v), Host::new("W", vw, ip_w)];
         let mut w = World::relayed(net, nat, lan, virt);
         w.advance(Duration::ZERO);
+        // V and W take their addresses; the bridge probes the LAN for them
+        // and grants them a second later.
+        w.act(Side::Overlay, "V", |h| h.announce());
+        w.act(Side::Overlay, "W", |h| h.announce());
+        w.advance(Duration::from_secs(1));
 
         w.act(Side::Lan, "L1", |h| h.ping(ip_v, 1));
         w.act(Side::Overlay, "V", |h| h.ping(ip(2), 2));

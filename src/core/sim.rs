@@ -245,6 +245,93 @@ pub(crate) fn ndp(
     pad(v)
 }
 
+/// An ICMPv6 message: `rest` is the 4 bytes after the checksum, `body`
+/// what follows (hop limit 255, checksum filled in).
+pub(crate) fn icmpv6(
+    src: (MacAddr, Ipv6Addr),
+    dst: (MacAddr, Ipv6Addr),
+    msg_type: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src.0 .0, dst.0 .0)
+        .ipv6(src.1.octets(), dst.1.octets(), 255)
+        .icmpv6_raw(msg_type, 0, rest)
+        .write(&mut v, body)
+        .unwrap();
+    pad(v)
+}
+
+/// A router advertisement from `src` to all nodes: router lifetime 1800 s,
+/// a source link-layer option, and an autonomous on-link prefix `prefix`/64.
+pub(crate) fn router_advert(src: (MacAddr, Ipv6Addr), prefix: Ipv6Addr) -> Vec<u8> {
+    let mut body = vec![0; 8]; // reachable time, retrans timer
+    body.extend_from_slice(&[icmpv6::opt::SOURCE_LLA, 1]);
+    body.extend_from_slice(&src.0 .0);
+    body.extend_from_slice(&[3, 4, 64, 0xc0]); // prefix information, L and A
+    body.extend_from_slice(&[0, 0, 0x1c, 0x20, 0, 0, 0x0e, 0x10, 0, 0, 0, 0]);
+    body.extend_from_slice(&prefix.octets());
+    let all_nodes = (
+        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+        "ff02::1".parse().unwrap(),
+    );
+    icmpv6(
+        src,
+        all_nodes,
+        icmpv6::msg::ROUTER_ADVERT,
+        [64, 0, 0x07, 0x08],
+        &body,
+    )
+}
+
+/// A redirect from `src` to `dst`: use `target` (at link-layer address
+/// `tlla`) to reach `dest`.
+pub(crate) fn redirect(
+    src: (MacAddr, Ipv6Addr),
+    dst: (MacAddr, Ipv6Addr),
+    target: Ipv6Addr,
+    dest: Ipv6Addr,
+    tlla: MacAddr,
+) -> Vec<u8> {
+    let mut body = target.octets().to_vec();
+    body.extend_from_slice(&dest.octets());
+    body.extend_from_slice(&[icmpv6::opt::TARGET_LLA, 1]);
+    body.extend_from_slice(&tlla.0);
+    icmpv6(src, dst, icmpv6::msg::REDIRECT, [0; 4], &body)
+}
+
+/// A UDP datagram over IPv6 with its checksum filled in.
+pub(crate) fn udp_v6(
+    src: (MacAddr, Ipv6Addr, u16),
+    dst: (MacAddr, Ipv6Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src.0 .0, dst.0 .0)
+        .ipv6(src.1.octets(), dst.1.octets(), 64)
+        .udp(src.2, dst.2)
+        .write(&mut v, payload)
+        .unwrap();
+    pad(v)
+}
+
+/// A DHCPOFFER-like BOOTREPLY from a server at `src` (port 67) broadcast to
+/// port 68.
+pub(crate) fn dhcp_offer(src: MacAddr, ip: Ipv4Addr) -> Vec<u8> {
+    let mut bootp = vec![0u8; 300];
+    bootp[dhcp::field::OP] = dhcp::BOOTREPLY;
+    bootp[dhcp::field::HTYPE] = 1;
+    bootp[dhcp::field::HLEN] = 6;
+    bootp[236..243].copy_from_slice(&[99, 130, 83, 99, 53, 1, 2]);
+    bootp[243] = 255;
+    udp_v4(
+        (src, ip, dhcp::SERVER_PORT),
+        (MacAddr::BROADCAST, Ipv4Addr::BROADCAST, dhcp::CLIENT_PORT),
+        &bootp,
+    )
+}
+
 /// The same frame with an 802.1Q tag (VLAN `vid`) after the MACs.
 pub(crate) fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
     let mut v = frame[..12].to_vec();
@@ -388,6 +475,11 @@ pub(crate) fn describe(frame: &[u8], names: Names) -> String {
                         }
                         Err(e) => s += &format!(" ICMPv6 ({e})"),
                     }
+                } else if let Ok((protocol::UDP, off)) = ip.upper_layer() {
+                    if let Some(ports) = ip.payload().get(off..off + 4) {
+                        let port = |i: usize| u16::from_be_bytes([ports[i], ports[i + 1]]);
+                        s += &format!(" UDP {}>{}", port(0), port(2));
+                    }
                 }
             }
             Err(e) => s += &format!(" IPv6 ({e})"),
@@ -480,6 +572,13 @@ impl Host {
                 vec![arp_request(self.mac, self.ip, dst)]
             }
         }
+    }
+
+    /// Announces its address (RFC 5227 section 2.3: a gratuitous ARP
+    /// request, sender and target IP its own), as a host does when it
+    /// takes an address.
+    pub(crate) fn announce(&mut self) -> Vec<Vec<u8>> {
+        vec![arp_request(self.mac, self.ip, self.ip)]
     }
 
     /// Takes a frame off the wire; returns the frames it sends in answer.
@@ -734,6 +833,13 @@ impl<F: Fabric> World<F> {
         self.settle(frames.into_iter().map(|fr| (side, name, fr)).collect());
     }
 
+    /// Queues the probes the bridge wants on the LAN now.
+    fn queue_probes(&mut self, queue: &mut Queue) {
+        while let Some(probe) = self.nat.poll_transmit(self.now) {
+            queue.push_back((Side::Lan, BRIDGE, probe.as_bytes().to_vec()));
+        }
+    }
+
     /// Hands frames that came out of the fabric to their recipients,
     /// queueing what they send in answer.
     pub(crate) fn arrive(&mut self, arrived: Vec<(&'static str, Vec<u8>)>, queue: &mut Queue) {
@@ -744,6 +850,7 @@ impl<F: Fabric> World<F> {
                 if verdict == crate::core::nat::Verdict::Forward {
                     queue.push_back((Side::Lan, BRIDGE, frame));
                 }
+                self.queue_probes(queue);
             } else {
                 let host = self
                     .overlay
@@ -757,6 +864,26 @@ impl<F: Fabric> World<F> {
                 );
             }
         }
+    }
+
+    /// Moves the clock to `until`, running the bridge's timers when due on
+    /// the way: probes it puts on the LAN (and what they cause), claims it
+    /// grants, entries that age out.
+    pub(crate) fn run_bridge_timers(&mut self, until: Instant) {
+        for _ in 0..1000 {
+            let Some(due) = self.nat.next_deadline().filter(|&t| t <= until) else {
+                self.now = self.now.max(until);
+                return;
+            };
+            self.now = self.now.max(due);
+            self.nat.expire(self.now);
+            let mut queue = Queue::new();
+            while let Some(probe) = self.nat.poll_transmit(self.now) {
+                queue.push_back((Side::Lan, BRIDGE, probe.as_bytes().to_vec()));
+            }
+            self.settle(queue);
+        }
+        panic!("the bridge's timers do not settle");
     }
 
     /// Runs the world until no frame is in flight.
@@ -790,6 +917,7 @@ impl<F: Fabric> World<F> {
                     if verdict == crate::core::nat::Verdict::Forward {
                         queue.push_back((Side::Overlay, BRIDGE, out));
                     }
+                    self.queue_probes(&mut queue);
                 }
                 Side::Overlay => {
                     let line = self.fabric.sent_line(from, &desc);

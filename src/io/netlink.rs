@@ -14,7 +14,10 @@ use rtnetlink::{
     Handle, LinkUnspec,
 };
 
-use crate::{core::mac::MacAddr, io::IoError};
+use crate::{
+    core::{mac::MacAddr, nat::Prefix},
+    io::IoError,
+};
 
 /// Converts a netlink error into an `io::Error` with the kernel's errno.
 fn to_io(e: rtnetlink::Error) -> io::Error {
@@ -132,8 +135,8 @@ impl Netlink {
             })
     }
 
-    /// Every address on the link with index `index`.
-    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, IoError> {
+    /// Every address on the link with index `index`, with its prefix length.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<Prefix>, IoError> {
         let mut stream = self
             .handle
             .address()
@@ -143,7 +146,9 @@ impl Netlink {
         let mut out = Vec::new();
         loop {
             match stream.try_next().await {
-                Ok(Some(msg)) => out.extend(address_of(&msg)),
+                Ok(Some(msg)) => {
+                    out.extend(address_of(&msg).map(|ip| Prefix::new(ip, msg.header.prefix_len)))
+                }
                 Ok(None) => return Ok(out),
                 Err(e) => {
                     return Err(IoError::new(

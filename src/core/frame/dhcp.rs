@@ -1,8 +1,10 @@
-//! BOOTP/DHCP messages (RFC 951, RFC 2131): the fixed part only.
+//! BOOTP/DHCP messages (RFC 951, RFC 2131): the fixed part only; and the
+//! DHCPv6 ports and message types (RFC 8415) that tell a server's message.
 //!
-//! The bridge needs one thing: set the broadcast flag (RFC 2131 section 4.1,
-//! figure 2) in client requests, so that a server answers by broadcast
-//! instead of unicast to `chaddr` (a virtual MAC the LAN never sees).
+//! The bridge needs two things: set the broadcast flag (RFC 2131 section
+//! 4.1, figure 2) in client requests, so that a server answers by broadcast
+//! instead of unicast to `chaddr` (a virtual MAC the LAN never sees); and
+//! tell server messages from client messages (DHCP snooping).
 
 use super::{get_u16, set_u16, Error, Result};
 use crate::core::mac::MacAddr;
@@ -53,6 +55,29 @@ pub const FLAG_BROADCAST: u16 = 0x8000;
 pub const SERVER_PORT: u16 = 67;
 /// UDP port of DHCP clients.
 pub const CLIENT_PORT: u16 = 68;
+
+/// DHCPv6 (RFC 8415 section 7): ports and the message types only servers
+/// and relay agents send towards clients.
+pub mod v6 {
+    /// UDP port clients listen on.
+    pub const CLIENT_PORT: u16 = 546;
+    /// UDP port servers and relay agents listen on.
+    pub const SERVER_PORT: u16 = 547;
+    /// ADVERTISE (server to client).
+    pub const ADVERTISE: u8 = 2;
+    /// REPLY (server to client).
+    pub const REPLY: u8 = 7;
+    /// RECONFIGURE (server to client).
+    pub const RECONFIGURE: u8 = 10;
+    /// RELAY-REPL (server to relay agent, relay agent to relay agent).
+    pub const RELAY_REPL: u8 = 13;
+
+    /// True for the message types only a server (or a relay agent relaying
+    /// a server's answer) sends.
+    pub fn is_server_message(msg_type: u8) -> bool {
+        matches!(msg_type, ADVERTISE | REPLY | RECONFIGURE | RELAY_REPL)
+    }
+}
 
 /// A view over a BOOTP/DHCP message (the UDP payload).
 #[derive(Debug, Clone)]

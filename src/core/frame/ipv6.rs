@@ -28,6 +28,31 @@ pub mod field {
 const HOP_BY_HOP: u8 = 0;
 const ROUTING: u8 = 43;
 const DEST_OPTS: u8 = 60;
+/// Extension headers that [`Ipv6Packet::locate_upper_layer`] also walks.
+const FRAGMENT: u8 = 44;
+const AUTH: u8 = 51;
+
+/// Where an IPv6 packet's upper-layer header is, as
+/// [`Ipv6Packet::locate_upper_layer`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpperLayer {
+    /// The upper-layer protocol (next header after the extension headers).
+    pub protocol: u8,
+    /// Its offset within [`Ipv6Packet::payload`].
+    pub offset: usize,
+    /// The fragment header's fields, if the packet has one.
+    pub fragment: Option<Fragment>,
+}
+
+/// The fields of a fragment header (RFC 8200 section 4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// Fragment offset in 8-byte units; not zero: there is no upper-layer
+    /// header here, and [`UpperLayer::offset`] is where the data starts.
+    pub offset: u16,
+    /// The M flag: more fragments follow.
+    pub more: bool,
+}
 
 /// A view over an IPv6 packet.
 #[derive(Debug, Clone)]
@@ -119,6 +144,57 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         }
         Ok((next, at))
     }
+
+    /// Like [`Ipv6Packet::upper_layer`], but also walks fragment and
+    /// authentication headers (RFC 4302), which a header chain may use to
+    /// hide an upper-layer header from a first-hop filter (RFC 7113). Stops
+    /// after a fragment header whose offset is not zero (no upper-layer
+    /// header follows). The walk ends: each header is at least 8 bytes.
+    pub fn locate_upper_layer(&self) -> Result<UpperLayer> {
+        let payload = self.payload();
+        let (mut next, mut at, mut fragment) = (self.next_header(), 0usize, None);
+        loop {
+            let len = match next {
+                HOP_BY_HOP | ROUTING | DEST_OPTS => {
+                    let hdr = payload.get(at..at + 2).ok_or(Error::Truncated)?;
+                    (usize::from(hdr[1]) + 1) * 8
+                }
+                AUTH => {
+                    let hdr = payload.get(at..at + 2).ok_or(Error::Truncated)?;
+                    (usize::from(hdr[1]) + 2) * 4
+                }
+                FRAGMENT => {
+                    let hdr = payload.get(at..at + 8).ok_or(Error::Truncated)?;
+                    let word = u16::from_be_bytes([hdr[2], hdr[3]]);
+                    let f = Fragment {
+                        offset: word >> 3,
+                        more: word & 1 != 0,
+                    };
+                    fragment = Some(f);
+                    if f.offset != 0 {
+                        return Ok(UpperLayer {
+                            protocol: hdr[0],
+                            offset: at + 8,
+                            fragment,
+                        });
+                    }
+                    8
+                }
+                protocol => {
+                    return Ok(UpperLayer {
+                        protocol,
+                        offset: at,
+                        fragment,
+                    })
+                }
+            };
+            next = payload[at];
+            at += len;
+            if at > payload.len() {
+                return Err(Error::Truncated);
+            }
+        }
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
@@ -169,6 +245,51 @@ mod tests {
         let buf = packet(0, &[58, 4, 0, 0]);
         let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(p.upper_layer(), Err(Error::Truncated));
+    }
+
+    #[test]
+    fn locates_the_upper_layer_behind_fragment_and_auth_headers() {
+        // Hop-by-hop, then AH (length 1: 12 bytes), then ICMPv6.
+        let mut payload = vec![51, 0, 0, 0, 0, 0, 0, 0];
+        payload.extend_from_slice(&[58, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        payload.extend_from_slice(&[134, 0, 0, 0]);
+        let buf = packet(0, &payload);
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(
+            p.locate_upper_layer(),
+            Ok(UpperLayer {
+                protocol: 58,
+                offset: 20,
+                fragment: None
+            })
+        );
+        // A first fragment (offset 0, M set), then UDP.
+        let buf = packet(44, &[17, 0, 0, 1, 0, 0, 0, 7, 2, 35, 2, 34]);
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        let frag = Some(Fragment {
+            offset: 0,
+            more: true,
+        });
+        assert_eq!(
+            p.locate_upper_layer(),
+            Ok(UpperLayer {
+                protocol: 17,
+                offset: 8,
+                fragment: frag
+            })
+        );
+        // A later fragment: no upper-layer header.
+        let buf = packet(44, &[17, 0, 0, 0x18, 0, 0, 0, 7, 1, 2, 3, 4]);
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        let upper = p.locate_upper_layer().unwrap();
+        assert_eq!(upper.fragment.map(|f| f.offset), Some(3));
+        // A chain cut short.
+        let buf = packet(44, &[17, 0, 0, 1]);
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.locate_upper_layer(), Err(Error::Truncated));
+        let buf = packet(51, &[58, 4, 0, 0, 0, 0, 0, 0]);
+        let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.locate_upper_layer(), Err(Error::Truncated));
     }
 
     #[test]
