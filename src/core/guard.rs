@@ -102,7 +102,7 @@ pub fn inspect_ipv4(ip: &[u8]) -> Result<FirstHop, DropReason> {
     let dst = u16::from_be_bytes([ports[2], ports[3]]);
     let op = udp.get(udp::field::HEADER_LEN + dhcp::field::OP).copied();
     let server = src == dhcp::SERVER_PORT
-        && (dst == dhcp::CLIENT_PORT || op.map_or(true, |op| op == dhcp::BOOTREPLY));
+        && (dst == dhcp::CLIENT_PORT || op.is_none_or(|op| op == dhcp::BOOTREPLY));
     Ok(if server {
         FirstHop::DhcpServer
     } else {
@@ -157,7 +157,7 @@ pub fn inspect_ipv6(ip: &[u8]) -> Result<FirstHop, DropReason> {
             let dst = u16::from_be_bytes([ports[2], ports[3]]);
             let kind = l4.get(udp::field::HEADER_LEN).copied();
             let server = src == v6::SERVER_PORT
-                && (dst == v6::CLIENT_PORT || kind.map_or(true, v6::is_server_message));
+                && (dst == v6::CLIENT_PORT || kind.is_none_or(v6::is_server_message));
             Ok(if server {
                 FirstHop::DhcpServer
             } else {
