@@ -931,8 +931,17 @@ impl Nat {
         // Check and rewrite L4 before the Ethernet header, so that a
         // malformed NDP message is dropped whole.
         match p.l3 {
-            L3::Arp { .. } => {
-                ArpPacket::new_unchecked(&mut frame[p.l3_off..]).set_sender_hw_addr(n);
+            L3::Arp { tha, .. } => {
+                let mut arp = ArpPacket::new_unchecked(&mut frame[p.l3_off..]);
+                arp.set_sender_hw_addr(n);
+                // The target hardware address may name a virtual MAC too (a
+                // gratuitous ARP reply, `arping -A`, names the sender's own):
+                // on the LAN it becomes N, like the sender's. Zeros (requests),
+                // group addresses and LAN hosts' MACs stay.
+                if tha != MacAddr::ZERO && !tha.is_multicast() && !self.lan_macs.contains(now, &tha)
+                {
+                    arp.set_target_hw_addr(n);
+                }
             }
             L3::Ipv4 { .. } => {
                 if set_dhcp_broadcast(&mut frame[p.l3_off..], csum_partial) {
@@ -1566,6 +1575,11 @@ mod tests {
                 "overlay: ARP reply to a LAN host: src and sha become N",
                 Overlay(false),
                 sim::arp_reply(V, v, L1, l1),
+            ),
+            case(
+                "overlay: gratuitous ARP reply: src, sha and tha (its own MAC) become N",
+                Overlay(false),
+                sim::arp_frame(V, MacAddr::BROADCAST, arp::op::REPLY, V, v, V, v),
             ),
             case(
                 "overlay: ARP probe from 0.0.0.0 is forwarded, not learned",
