@@ -12,7 +12,9 @@
 //! # Invariant
 //! The LAN only ever sees `N`: every frame [`Nat::handle_overlay`] forwards
 //! and every probe [`Nat::poll_transmit`] returns has Ethernet source `N`, an
-//! ARP sender hardware address `N`, NDP source/target link-layer options `N`,
+//! ARP sender hardware address `N` (and an ARP target hardware address of
+//! zeros, a group, a LAN host's MAC or `N`), NDP source/target link-layer
+//! options `N`,
 //! and a unicast destination that was seen as a source on the LAN. Virtual
 //! MACs never appear on the LAN; a MAC the overlay owns is never taken for a
 //! LAN host's (the mirror guard), so it can't become such a destination.
