@@ -22,9 +22,11 @@ use crate::{
     core::mac::MacAddr,
     core::{
         drop::{DropCounters, DropReason},
+        host,
         nat::{LanMeta, Nat, NatConfig, Prefix, Refusal, Verdict},
         offload::{self, VnetHdr},
     },
+    host_access::{self, HostAccess},
     io::{
         netlink::Netlink,
         packet_socket::{Captured, PacketSocket},
@@ -87,11 +89,22 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         allow_router_advertisements: args.allow_router_advertisements,
         allow_dhcp_servers: args.allow_dhcp_servers,
         nd_inspection: !args.no_nd_inspection,
+        host_tap_mac: (!args.no_host_access).then(|| host::tap_mac(mac)),
         ..NatConfig::new(mac)
     });
     let mut host_addrs = Vec::new();
     refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await?;
     warn_if_forwarding(&args.iface);
+    let mut host_access = match nat.config().host_tap_mac {
+        Some(t) => {
+            let name = args
+                .host_tap
+                .clone()
+                .unwrap_or_else(|| host_access::default_name(&args.iface));
+            Some(HostAccess::open(&netlink, &name, t, mtu, &host_addrs).await?)
+        }
+        None => None,
+    };
 
     let mut overlay = match (&args.relay, &args.tap) {
         (Some(relay), _) => {
@@ -127,6 +140,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut out_buf = vec![0u8; VnetHdr::LEN + 65536 + 4096];
     let mut seg_buf = Vec::with_capacity(2048);
     let mut ovl_buf = vec![0u8; 65536 + 64];
+    let mut host_buf = vec![0u8; 65536 + 64];
     let mut local = LocalDrops::default();
     let mut nat_drops = DropReport::new("frames", Instant::now());
     let mut local_drops = DropReport::new("frames (bridge I/O)", Instant::now());
@@ -175,6 +189,22 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 overlay.send(&hdr, frame, mtu as usize, &mut seg_buf, &mut local);
+            }
+            r = host_recv(host_access.as_ref(), &mut host_buf) => {
+                let n = match r {
+                    Ok((_, n)) => n,
+                    Err(e) if tap::is_gone(&e) => {
+                        anyhow::bail!("the host-access TAP disappeared: {}", plain(&e));
+                    }
+                    Err(e) => {
+                        debug!("host TAP recv: {}", plain(&e));
+                        continue;
+                    }
+                };
+                let frame = &mut host_buf[..n];
+                if nat.handle_host(Instant::now(), frame) == Verdict::Forward {
+                    overlay.send(&VnetHdr::NONE, frame, mtu as usize, &mut seg_buf, &mut local);
+                }
             }
             r = overlay_recv(&overlay, &mut ovl_buf) => {
                 let now = Instant::now();
@@ -226,12 +256,23 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                                 local.0.add(e.drop_reason());
                             }
                         }
+                        Verdict::ToHost => {
+                            if let Some(h) = &host_access {
+                                match h.deliver(hdr, out, mtu as usize, &mut seg_buf) {
+                                    Ok(Some((reason, n))) => local.0.add_n(reason, n),
+                                    Ok(None) => {}
+                                    Err(_) => local.0.add(DropReason::SendFailed),
+                                }
+                            }
+                        }
+                        // The answer waits in nat.poll_host_reply.
+                        Verdict::Answered => {}
                         Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
                             warn!(
                                 "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
                                  cannot deliver into its own host's stack, so this host and the \
-                                 virtual hosts can't talk through {} (give this host an edge if it \
-                                 needs to reach them)",
+                                 virtual hosts can't talk through {} (host access is off: \
+                                 --no-host-access)",
                                 args.iface
                             );
                         }
@@ -280,6 +321,16 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 }
                 // A claim in this batch may want its first probe now.
                 send_probes(&mut nat, &lan, now, &mut local);
+                // Answers given for the host go back into the overlay.
+                while let Some(reply) = nat.poll_host_reply() {
+                    let mut frame = [0u8; 128];
+                    let len = reply.as_bytes().len();
+                    frame[..len].copy_from_slice(reply.as_bytes());
+                    overlay.send(&VnetHdr::NONE, &mut frame[..len], mtu as usize, &mut seg_buf, &mut local);
+                }
+                if let Some(h) = &mut host_access {
+                    h.sync_routes(&netlink, &nat, &host_addrs).await;
+                }
             }
             _ = sleep => {
                 let now = Instant::now();
@@ -291,6 +342,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 }
                 nat.expire(now);
                 send_probes(&mut nat, &lan, now, &mut local);
+                if let Some(h) = &mut host_access {
+                    h.sync_routes(&netlink, &nat, &host_addrs).await;
+                }
                 nat_drops.maybe_log(now, nat.counters());
                 local_drops.maybe_log(now, &local.0);
             }
@@ -451,6 +505,14 @@ impl RateLimit {
         }
         self.0.insert(ip, now);
         true
+    }
+}
+
+/// Waits for the next frame from the host-access TAP; never, without one.
+async fn host_recv(host: Option<&HostAccess>, buf: &mut [u8]) -> std::io::Result<(VnetHdr, usize)> {
+    match host {
+        Some(h) => h.tap().recv(buf).await,
+        None => std::future::pending().await,
     }
 }
 
