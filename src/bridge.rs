@@ -84,7 +84,11 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let netlink = Netlink::connect()?;
     let index = netlink.index(&args.iface).await?;
     let (mac, mtu) = netlink.mac_and_mtu(&args.iface).await?;
-    let lan = PacketSocket::open(&args.iface, index)?;
+    let lan = if args.no_host_access {
+        PacketSocket::open(&args.iface, index)?
+    } else {
+        PacketSocket::open_with_host_resolution(&args.iface, index)?
+    };
     let mut nat = Nat::new(NatConfig {
         allow_router_advertisements: args.allow_router_advertisements,
         allow_dhcp_servers: args.allow_dhcp_servers,

@@ -800,7 +800,13 @@ impl Nat {
         frame: &mut [u8],
     ) -> Result<(), DropReason> {
         match meta.pkt_type {
-            PacketType::Outgoing => return Err(DropReason::Outgoing),
+            PacketType::Outgoing => {
+                return if self.host_resolution(frame) {
+                    Ok(())
+                } else {
+                    Err(DropReason::Outgoing)
+                };
+            }
             PacketType::OtherHost => return Err(DropReason::NotForUs),
             PacketType::Host | PacketType::Broadcast | PacketType::Multicast => {}
         }
@@ -859,6 +865,39 @@ impl Nat {
             }
         }
         Ok(())
+    }
+
+    /// With host access on: true for the host's own outgoing ARP request or
+    /// neighbour solicitation (from one of its addresses, untagged, not
+    /// unicast), which the overlay gets too, unchanged (it names only `N`).
+    /// The host asks on its NIC for an address no host route covers yet;
+    /// a virtual host's answer teaches the engine its address (and so the
+    /// host its route), and the next try goes through the host TAP.
+    fn host_resolution(&self, frame: &[u8]) -> bool {
+        if self.config.host_tap_mac.is_none() {
+            return false;
+        }
+        let Ok(p) = parse(frame) else {
+            return false;
+        };
+        if p.src != self.config.host_mac
+            || !p.dst.is_multicast()
+            || tagged_vlan(frame, &p) != 0
+            || !p.l3.src_ip().is_some_and(|ip| self.is_host_ip(ip))
+        {
+            return false;
+        }
+        match p.l3 {
+            L3::Arp { .. } => {
+                ArpPacket::new_unchecked(&frame[p.l3_off..]).operation()
+                    == crate::core::frame::arp::op::REQUEST
+            }
+            L3::Ipv6 { .. } => matches!(
+                guard::inspect_ipv6(&frame[p.l3_off..]),
+                Ok(FirstHop::NeighborSolicit { .. })
+            ),
+            L3::Ipv4 { .. } | L3::Other => false,
+        }
     }
 
     /// Learns the addresses a LAN frame shows live (see the module docs);
@@ -2206,6 +2245,42 @@ mod tests {
                     "host: a source other than T is refused",
                     Dir::Host,
                     echo((V, v), (V2, v2)),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "lan: the host's own ARP request goes to the overlay too",
+                    Lan(Outgoing, false),
+                    sim::arp_request(N, host, v),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "lan: the host's own NS goes to the overlay too",
+                    Lan(Outgoing, false),
+                    sim::ndp(
+                        (N, ip6(HOST6)),
+                        (
+                            MacAddr([0x33, 0x33, 0xff, 0, 2, 1]),
+                            ip6("ff02::1:ff00:201"),
+                        ),
+                        msg::NEIGHBOR_SOLICIT,
+                        ip6("fe80::2:1"),
+                        (opt::SOURCE_LLA, N),
+                    ),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "lan: the host's other outgoing frames stay out of the overlay",
+                    Lan(Outgoing, false),
+                    echo((N, host), (L1, l1)),
                 ),
             ),
             case(
