@@ -42,6 +42,8 @@ pub struct HostAccess {
     routes: RouteSet,
     /// The engine's IP→MAC table version the routes were last made for.
     seen: Option<u64>,
+    /// The route sources in use (IPv4, IPv6).
+    sources: (Option<IpAddr>, Option<IpAddr>),
     warned_route: bool,
 }
 
@@ -97,6 +99,7 @@ impl HostAccess {
             index,
             routes: RouteSet::default(),
             seen: None,
+            sources: (None, None),
             warned_route: false,
         })
     }
@@ -112,13 +115,10 @@ impl HostAccess {
     }
 
     /// Makes the host routes follow the engine's IP→MAC table, with the
-    /// NIC's first routable address of each family (`nic`) as source.
+    /// NIC's first routable address of each family (`nic`) as source. When
+    /// the sources change, every route is made again.
     pub async fn sync_routes(&mut self, netlink: &Netlink, nat: &Nat, nic: &[Prefix]) {
         let version = nat.ip_table_changes();
-        if self.seen == Some(version) {
-            return;
-        }
-        self.seen = Some(version);
         let routable = |v4: bool| {
             nic.iter().map(Prefix::addr).find(|a| {
                 a.is_ipv4() == v4
@@ -129,6 +129,14 @@ impl HostAccess {
             })
         };
         let (src4, src6) = (routable(true), routable(false));
+        if self.sources != (src4, src6) {
+            // `replace` re-adds the installed ones with the new source.
+            self.sources = (src4, src6);
+            self.routes = RouteSet::default();
+        } else if self.seen == Some(version) {
+            return;
+        }
+        self.seen = Some(version);
         let changes = self.routes.update(nat.host_route_targets(Instant::now()));
         for change in changes {
             let (add, dst) = match change {
