@@ -32,7 +32,10 @@
 //! # LAN → overlay ([`Nat::handle_lan`])
 //! * `PACKET_OUTGOING` → [`DropReason::Outgoing`]. On Linux an AF_PACKET send
 //!   goes out the wire, never into the host, so forwarding the host's own
-//!   frames would only teach virtual hosts to send to `N`.
+//!   frames would only teach virtual hosts to send to `N`. With host access
+//!   (below), the host's own ARP requests and neighbour solicitations from
+//!   one of its addresses are the exception: forwarded unchanged, nothing
+//!   learned from them.
 //! * `PACKET_OTHERHOST` → [`DropReason::NotForUs`] (rule 2). A real NIC
 //!   filters these in hardware; nothing here depends on seeing them.
 //! * IEEE 802.1D link-local groups (`01:80:c2:00:00:0x`: STP, LACP, LLDP)
@@ -105,7 +108,8 @@
 //! * Destination `N`, or destination IP one of the host's own →
 //!   [`DropReason::ForHost`]: an AF_PACKET socket cannot inject into the
 //!   host's own stack (a send goes out the wire). [`Nat::take_for_host_notice`]
-//!   lets the driver log that once.
+//!   lets the driver log that once. With host access on, such frames go to
+//!   the host instead (below).
 //! * Unicast destination not in the LAN-MAC table →
 //!   [`DropReason::UnknownUnicast`] (the relay floods unknown unicast).
 //! * Rewrite: Ethernet source and ARP sender hardware address → `N`; NDP
@@ -115,6 +119,28 @@
 //!   checksum updated incrementally. A zero UDP checksum stays zero, and a
 //!   *partial* checksum (`csum_partial`, vnet `NEEDS_CSUM`) is left alone: it
 //!   holds only the pseudo-header sum and the kernel sums the payload later.
+//!
+//! # Host access ([`NatConfig::host_tap_mac`] `T`)
+//! The bridge host's own stack joins the overlay through a TAP with MAC `T`
+//! ([`crate::core::host`]). After the guards above (so the spoofing guard,
+//! claims and probing hold for frames to the host too):
+//! * an ARP request for a host IPv4 address, or a neighbour solicitation for
+//!   a host IPv6 address, is answered by the engine as `N`
+//!   ([`Verdict::Answered`]; the answer from [`Nat::poll_host_reply`] goes
+//!   back into the overlay), not put on the LAN nor into the TAP;
+//! * a frame to `N` or to a host address is [`Verdict::ToHost`]: `N` becomes
+//!   `T` in the Ethernet destination, the ARP target hardware address and
+//!   NDP link-layer options (ICMPv6 checksum fixed unless partial).
+//!
+//! Frames the host sends through the TAP ([`Nat::handle_host`]) must come
+//! from `T`, be ARP/RARP/IPv4/IPv6, untagged, and go to a group or to a MAC
+//! the overlay owns (else [`DropReason::BadSourceMac`],
+//! [`DropReason::EtherType`], [`DropReason::UnknownUnicast`], ...); `T`
+//! becomes `N` in the Ethernet source, ARP sender hardware address and NDP
+//! options, and they go into the overlay only. So `T` never reaches the
+//! overlay or the LAN, and the invariant above holds unchanged.
+//! [`Nat::host_route_targets`] names the virtual addresses the host should
+//! route through the TAP.
 //!
 //! [`Nat::take_refusal`] names, for the driver's log, the last frame refused
 //! by the spoofing guard, ND inspection, RA guard or DHCP snooping.
