@@ -11,7 +11,7 @@ use lanbridge::core::mac::MacAddr;
 use nix::sys::signal::Signal;
 
 use crate::{
-    harness::{wait_until, Frame, Lab, Switch},
+    harness::{lanbridge_bin, wait_until, Frame, Lab, Switch},
     lan::{assert_ping, lan_host, lan_ip, start_bridge, transfer_intact, BridgedLan},
     overlay::{Overlay, RELAY_IP, RELAY_PORT},
 };
@@ -80,6 +80,20 @@ fn the_bridge_host_and_virtual_hosts_reach_each_other_and_the_lan_sees_only_n() 
             "B's route to {dst}: {route}"
         );
     }
+    // The status names the TAP and counts the routes and frames.
+    let out = b.ns.run(lanbridge_bin(), &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let bridge = &status["bridge"];
+    assert_eq!(bridge["host_tap"], "lbh-eth0", "{status}");
+    assert!(bridge["nat"]["host_routes"].as_u64() >= Some(2), "{status}");
+    assert!(
+        bridge["nat"]["overlay_to_host"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert!(
+        bridge["nat"]["host_to_overlay"].as_u64() > Some(0),
+        "{status}"
+    );
     // V1 knows the bridge host by the NIC's MAC, as the LAN does.
     let entry = v1.ns.neigh(&b.ip).expect("V1 has no entry for B");
     assert_eq!(entry.mac, Some(n), "{entry:?}");

@@ -353,7 +353,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 local_drops.maybe_log(now, &local.0);
             }
             conn = ops.accept() => {
-                ops.serve(conn, || snapshot(&nat, &overlay, &local, &args.iface, mac, &host_addrs));
+                ops.serve(conn, || snapshot(&nat, &overlay, &local, &args.iface, mac, &host_addrs, host_access.as_ref()));
             }
             _ = refresh.tick() => {
                 if let Err(e) = refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await {
@@ -379,6 +379,7 @@ fn snapshot(
     iface: &str,
     mac: MacAddr,
     host_addrs: &[Prefix],
+    host: Option<&HostAccess>,
 ) -> Status {
     let now = Instant::now();
     let aged = |(a, age): (String, Duration)| AgedEntry {
@@ -435,9 +436,14 @@ fn snapshot(
             claims_granted: n.claims_granted,
             claims_refused: n.claims_refused,
             claims_pending: nat.pending_claims() as u64,
+            overlay_to_host: n.overlay_to_host,
+            host_to_overlay: n.host_to_overlay,
+            host_answers: n.host_answers,
+            host_routes: host.map_or(0, |h| h.routes() as u64),
         },
         uplink,
         tap,
+        host_tap: host.map(|h| h.tap().name().to_string()),
     });
     s
 }
