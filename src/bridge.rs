@@ -105,7 +105,18 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 .host_tap
                 .clone()
                 .unwrap_or_else(|| host_access::default_name(&args.iface));
-            Some(HostAccess::open(&netlink, &name, t, mtu, &host_addrs).await?)
+            match HostAccess::open(&netlink, &name, t, mtu, &host_addrs).await {
+                Ok(h) => Some(h),
+                // The bridge itself still works; only the host stays apart.
+                Err(e) => {
+                    warn!(
+                        "host access is off: {e:#}; this host can't reach the virtual hosts \
+                         (--no-host-access silences this)"
+                    );
+                    nat.set_host_tap_mac(None);
+                    None
+                }
+            }
         }
         None => None,
     };

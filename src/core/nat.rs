@@ -1210,6 +1210,12 @@ impl Nat {
         })
     }
 
+    /// Turns host access on (`Some(T)`) or off, e.g. when the driver could
+    /// not make the host TAP.
+    pub fn set_host_tap_mac(&mut self, t: Option<MacAddr>) {
+        self.config.host_tap_mac = t;
+    }
+
     /// Changes whenever an IP→MAC entry comes or goes: a driver that keeps
     /// routes for [`Nat::host_route_targets`] recomputes them only then.
     pub fn ip_table_changes(&self) -> u64 {
