@@ -2761,6 +2761,70 @@ mod tests {
         assert_eq!(v, Verdict::Drop(DropReason::OwnAddress));
     }
 
+    /// Host access, step by step: the bridge host and virtual host V
+    /// (10.0.0.100, granted in `base`) resolve each other and exchange a
+    /// ping both ways; the host sees N as T, the overlay sees T as N, and
+    /// the host's routes follow the IP→MAC table.
+    #[test]
+    fn host_and_virtual_host_resolve_and_ping_each_other() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        host_access(&mut nat.config);
+        let (host, v) = (Ipv4Addr::from(HOST), ip("10.0.0.100"));
+        assert_eq!(
+            nat.host_route_targets(now).collect::<Vec<_>>(),
+            vec![IpAddr::from(v), ip("10.0.0.101").into()],
+            "link-local fe80::2:1 gets no route"
+        );
+        let changes = nat.ip_table_changes();
+
+        // Host → V: ARP out of the TAP, answer into it, ping, reply.
+        let mut f = sim::arp_request(T, host, v);
+        assert_eq!(nat.handle_host(now, &mut f), Verdict::Forward);
+        assert_eq!(f, sim::arp_request(N, host, v));
+        let mut f = sim::arp_reply(V, v, N, host);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::ToHost);
+        assert_eq!(f, sim::arp_reply(V, v, T, host));
+        let mut f = sim::icmp_echo((T, host), (V, v), true, 1);
+        assert_eq!(nat.handle_host(now, &mut f), Verdict::Forward);
+        assert_eq!(f, sim::icmp_echo((N, host), (V, v), true, 1));
+        let mut f = sim::icmp_echo((V, v), (N, host), false, 1);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::ToHost);
+        assert_eq!(f, sim::icmp_echo((V, v), (T, host), false, 1));
+
+        // V → host: the engine answers V's ARP request as N; then a ping.
+        let mut f = sim::arp_request(V, v, host);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Answered);
+        let reply = nat.poll_host_reply().expect("an answer");
+        assert_eq!(reply.as_bytes(), &sim::arp_reply(N, host, V, v)[..]);
+        assert!(nat.poll_host_reply().is_none());
+        let mut f = sim::icmp_echo((V, v), (N, host), true, 2);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::ToHost);
+        let mut f = sim::icmp_echo((T, host), (V, v), false, 2);
+        assert_eq!(nat.handle_host(now, &mut f), Verdict::Forward);
+
+        let s = nat.stats();
+        assert_eq!(
+            (s.overlay_to_host, s.host_to_overlay, s.host_answers),
+            (3, 3, 1)
+        );
+        assert_eq!(
+            s.overlay_forwarded, 0,
+            "nothing for the host went onto the LAN"
+        );
+        assert_eq!(nat.ip_table_changes(), changes, "no address came or went");
+
+        // V's address seen live on the LAN leaves the table, and its route.
+        let mut f = sim::arp_request(L2, v, l1_ip());
+        let _ = nat.handle_lan(now, lan(PacketType::Broadcast), &mut f);
+        assert_ne!(nat.ip_table_changes(), changes);
+        assert!(!nat.host_route_targets(now).any(|ip| ip == IpAddr::from(v)));
+    }
+
+    fn l1_ip() -> Ipv4Addr {
+        ip("10.0.0.1")
+    }
+
     #[test]
     fn for_host_notice_fires_once() {
         let now = Instant::now();
