@@ -286,8 +286,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                             warn!(
                                 "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
                                  cannot deliver into its own host's stack, so this host and the \
-                                 virtual hosts can't talk through {} (host access is off: \
-                                 --no-host-access)",
+                                 virtual hosts can't talk through {} (host access is off)",
                                 args.iface
                             );
                         }
