@@ -134,8 +134,13 @@ pub struct BridgedLan {
 impl BridgedLan {
     /// Builds the standard topology and starts the bridge.
     pub fn new(lab: &Lab) -> BridgedLan {
+        BridgedLan::with_switch(lab, lab.switch("lan"))
+    }
+
+    /// Builds the standard topology on `lan` (e.g. with a capture already
+    /// running on it) and starts the bridge.
+    pub fn with_switch(lab: &Lab, lan: Switch) -> BridgedLan {
         let net = Overlay::new(lab);
-        let lan = lab.switch("lan");
         let l1 = lan_host(lab, &lan, "l1", &lan_ip(11));
         let l2 = lan_host(lab, &lan, "l2", &lan_ip(12));
         let b = relay_bridge(lab, &net, &lan, "b", &lan_ip(2));

@@ -10,6 +10,7 @@ mod edge;
 mod fastpath;
 mod guard;
 mod harness;
+mod hostaccess;
 mod lan;
 mod lossy;
 mod overlay;

@@ -22,9 +22,11 @@ use crate::{
     core::mac::MacAddr,
     core::{
         drop::{DropCounters, DropReason},
+        host,
         nat::{LanMeta, Nat, NatConfig, Prefix, Refusal, Verdict},
         offload::{self, VnetHdr},
     },
+    host_access::{self, HostAccess},
     io::{
         netlink::Netlink,
         packet_socket::{Captured, PacketSocket},
@@ -82,16 +84,42 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let netlink = Netlink::connect()?;
     let index = netlink.index(&args.iface).await?;
     let (mac, mtu) = netlink.mac_and_mtu(&args.iface).await?;
-    let lan = PacketSocket::open(&args.iface, index)?;
+    let lan = if args.no_host_access {
+        PacketSocket::open(&args.iface, index)?
+    } else {
+        PacketSocket::open_with_host_resolution(&args.iface, index)?
+    };
     let mut nat = Nat::new(NatConfig {
         allow_router_advertisements: args.allow_router_advertisements,
         allow_dhcp_servers: args.allow_dhcp_servers,
         nd_inspection: !args.no_nd_inspection,
+        host_tap_mac: (!args.no_host_access).then(|| host::tap_mac(mac)),
         ..NatConfig::new(mac)
     });
     let mut host_addrs = Vec::new();
     refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await?;
     warn_if_forwarding(&args.iface);
+    let mut host_access = match nat.config().host_tap_mac {
+        Some(t) => {
+            let name = args
+                .host_tap
+                .clone()
+                .unwrap_or_else(|| host_access::default_name(&args.iface));
+            match HostAccess::open(&netlink, &name, t, mtu, &host_addrs).await {
+                Ok(h) => Some(h),
+                // The bridge itself still works; only the host stays apart.
+                Err(e) => {
+                    warn!(
+                        "host access is off: {e:#}; this host can't reach the virtual hosts \
+                         (--no-host-access silences this)"
+                    );
+                    nat.set_host_tap_mac(None);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     let mut overlay = match (&args.relay, &args.tap) {
         (Some(relay), _) => {
@@ -127,6 +155,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut out_buf = vec![0u8; VnetHdr::LEN + 65536 + 4096];
     let mut seg_buf = Vec::with_capacity(2048);
     let mut ovl_buf = vec![0u8; 65536 + 64];
+    let mut host_buf = vec![0u8; 65536 + 64];
     let mut local = LocalDrops::default();
     let mut nat_drops = DropReport::new("frames", Instant::now());
     let mut local_drops = DropReport::new("frames (bridge I/O)", Instant::now());
@@ -175,6 +204,22 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 overlay.send(&hdr, frame, mtu as usize, &mut seg_buf, &mut local);
+            }
+            r = host_recv(host_access.as_ref(), &mut host_buf) => {
+                let n = match r {
+                    Ok((_, n)) => n,
+                    Err(e) if tap::is_gone(&e) => {
+                        anyhow::bail!("the host-access TAP disappeared: {}", plain(&e));
+                    }
+                    Err(e) => {
+                        debug!("host TAP recv: {}", plain(&e));
+                        continue;
+                    }
+                };
+                let frame = &mut host_buf[..n];
+                if nat.handle_host(Instant::now(), frame) == Verdict::Forward {
+                    overlay.send(&VnetHdr::NONE, frame, mtu as usize, &mut seg_buf, &mut local);
+                }
             }
             r = overlay_recv(&overlay, &mut ovl_buf) => {
                 let now = Instant::now();
@@ -226,12 +271,22 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                                 local.0.add(e.drop_reason());
                             }
                         }
+                        Verdict::ToHost => {
+                            if let Some(h) = &host_access {
+                                match h.deliver(hdr, out, mtu as usize, &mut seg_buf) {
+                                    Ok(Some((reason, n))) => local.0.add_n(reason, n),
+                                    Ok(None) => {}
+                                    Err(_) => local.0.add(DropReason::SendFailed),
+                                }
+                            }
+                        }
+                        // The answer waits in nat.poll_host_reply.
+                        Verdict::Answered => {}
                         Verdict::Drop(DropReason::ForHost) if nat.take_for_host_notice() => {
                             warn!(
                                 "a virtual host sent a frame to this host itself; an AF_PACKET bridge \
                                  cannot deliver into its own host's stack, so this host and the \
-                                 virtual hosts can't talk through {} (give this host an edge if it \
-                                 needs to reach them)",
+                                 virtual hosts can't talk through {} (host access is off)",
                                 args.iface
                             );
                         }
@@ -280,6 +335,16 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 }
                 // A claim in this batch may want its first probe now.
                 send_probes(&mut nat, &lan, now, &mut local);
+                // Answers given for the host go back into the overlay.
+                while let Some(reply) = nat.poll_host_reply() {
+                    let mut frame = [0u8; 128];
+                    let len = reply.as_bytes().len();
+                    frame[..len].copy_from_slice(reply.as_bytes());
+                    overlay.send(&VnetHdr::NONE, &mut frame[..len], mtu as usize, &mut seg_buf, &mut local);
+                }
+                if let Some(h) = &mut host_access {
+                    h.sync_routes(&netlink, &nat, &host_addrs).await;
+                }
             }
             _ = sleep => {
                 let now = Instant::now();
@@ -291,11 +356,14 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 }
                 nat.expire(now);
                 send_probes(&mut nat, &lan, now, &mut local);
+                if let Some(h) = &mut host_access {
+                    h.sync_routes(&netlink, &nat, &host_addrs).await;
+                }
                 nat_drops.maybe_log(now, nat.counters());
                 local_drops.maybe_log(now, &local.0);
             }
             conn = ops.accept() => {
-                ops.serve(conn, || snapshot(&nat, &overlay, &local, &args.iface, mac, &host_addrs));
+                ops.serve(conn, || snapshot(&nat, &overlay, &local, &args.iface, mac, &host_addrs, host_access.as_ref()));
             }
             _ = refresh.tick() => {
                 if let Err(e) = refresh_addresses(&netlink, index, &args.iface, &mut nat, &mut host_addrs).await {
@@ -321,6 +389,7 @@ fn snapshot(
     iface: &str,
     mac: MacAddr,
     host_addrs: &[Prefix],
+    host: Option<&HostAccess>,
 ) -> Status {
     let now = Instant::now();
     let aged = |(a, age): (String, Duration)| AgedEntry {
@@ -377,9 +446,14 @@ fn snapshot(
             claims_granted: n.claims_granted,
             claims_refused: n.claims_refused,
             claims_pending: nat.pending_claims() as u64,
+            overlay_to_host: n.overlay_to_host,
+            host_to_overlay: n.host_to_overlay,
+            host_answers: n.host_answers,
+            host_routes: host.map_or(0, |h| h.routes() as u64),
         },
         uplink,
         tap,
+        host_tap: host.map(|h| h.tap().name().to_string()),
     });
     s
 }
@@ -451,6 +525,14 @@ impl RateLimit {
         }
         self.0.insert(ip, now);
         true
+    }
+}
+
+/// Waits for the next frame from the host-access TAP; never, without one.
+async fn host_recv(host: Option<&HostAccess>, buf: &mut [u8]) -> std::io::Result<(VnetHdr, usize)> {
+    match host {
+        Some(h) => h.tap().recv(buf).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -187,6 +187,18 @@ pub struct BridgeArgs {
     #[arg(long)]
     pub no_nd_inspection: bool,
 
+    /// Don't join this host's own stack to the virtual hosts. By default the
+    /// bridge adds a TAP (--host-tap) with host routes to the virtual
+    /// addresses it has learned, so this host reaches them with its LAN
+    /// addresses and they reach it; the LAN still sees only the NIC's MAC.
+    #[arg(long)]
+    pub no_host_access: bool,
+
+    /// The name of the host-access TAP; default `lbh-` and the NIC's name,
+    /// cut to 15 characters. It and its routes go away with the bridge.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_host_access")]
+    pub host_tap: Option<String>,
+
     #[command(flatten)]
     pub tuning: TuningArgs,
 

@@ -11,6 +11,7 @@ pub mod control;
 pub mod core;
 pub mod demo;
 pub mod edge;
+pub mod host_access;
 pub mod io;
 pub mod lab;
 pub mod metrics;

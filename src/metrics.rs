@@ -316,6 +316,33 @@ pub fn render(s: &Status) -> String {
             "Claimed addresses being probed for.",
             n.claims_pending,
         );
+        t.family(
+            "lanbridge_bridge_host_frames_total",
+            "counter",
+            "Host access: frames between the host TAP and the overlay, by direction.",
+        );
+        for (dir, v) in [
+            ("to_host", n.overlay_to_host),
+            ("from_host", n.host_to_overlay),
+        ] {
+            t.sample(
+                "lanbridge_bridge_host_frames_total",
+                &[("direction", dir)],
+                v,
+            );
+        }
+        t.one(
+            "lanbridge_bridge_host_answers_total",
+            "counter",
+            "Host access: ARP requests and neighbour solicitations for the host answered by the bridge.",
+            n.host_answers,
+        );
+        t.one(
+            "lanbridge_bridge_host_routes",
+            "gauge",
+            "Host access: host routes to virtual addresses through the host TAP.",
+            n.host_routes,
+        );
         if let Some(u) = &b.uplink {
             uplink(&mut t, u);
         }

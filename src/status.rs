@@ -209,6 +209,9 @@ pub struct BridgeStatus {
     /// The local TAP (with `--tap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
+    /// The host-access TAP, unless `--no-host-access`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_tap: Option<String>,
 }
 
 /// One IP→MAC entry of a bridge.
@@ -263,6 +266,19 @@ pub struct NatCounters {
     /// Claims being probed for now.
     #[serde(default)]
     pub claims_pending: u64,
+    /// Host access: frames from the overlay written into the host TAP.
+    #[serde(default)]
+    pub overlay_to_host: u64,
+    /// Host access: frames from the host TAP passed to the overlay.
+    #[serde(default)]
+    pub host_to_overlay: u64,
+    /// Host access: ARP requests and neighbour solicitations for the host's
+    /// addresses answered by the bridge.
+    #[serde(default)]
+    pub host_answers: u64,
+    /// Host access: host routes to virtual addresses through the TAP.
+    #[serde(default)]
+    pub host_routes: u64,
 }
 
 impl Status {
@@ -503,6 +519,16 @@ fn render_bridge(out: &mut String, b: &BridgeStatus) {
                     n.claims_granted, n.claims_refused, n.claims_pending
                 ),
             ),
+            (
+                "host access",
+                match &b.host_tap {
+                    Some(tap) => format!(
+                        "{tap}: {} routes, {} to host, {} from host, {} answered",
+                        n.host_routes, n.overlay_to_host, n.host_to_overlay, n.host_answers
+                    ),
+                    None => "off".to_string(),
+                },
+            ),
         ],
     );
     if let Some(u) = &b.uplink {
@@ -607,6 +633,7 @@ pub(crate) mod tests {
                 mss_clamped: 1,
             }),
             tap: None,
+            host_tap: Some("lbh-eth0".into()),
         });
         s
     }

@@ -54,7 +54,8 @@ pub enum DropReason {
     /// From the overlay, unicast to a MAC never seen on the LAN.
     UnknownUnicast,
     /// From the overlay, a frame for the bridge host itself, which an
-    /// AF_PACKET socket cannot deliver into the host's own stack.
+    /// AF_PACKET socket cannot deliver into the host's own stack (host
+    /// access off: `--no-host-access`, or its TAP could not be made).
     ForHost,
     /// From the overlay, a frame whose source MAC was seen on the LAN (a loop).
     Loop,

@@ -10,6 +10,7 @@ pub mod fasthash;
 pub mod frame;
 pub mod gro;
 pub mod guard;
+pub mod host;
 pub mod mac;
 pub mod nat;
 #[cfg(test)]

@@ -32,7 +32,10 @@
 //! # LAN → overlay ([`Nat::handle_lan`])
 //! * `PACKET_OUTGOING` → [`DropReason::Outgoing`]. On Linux an AF_PACKET send
 //!   goes out the wire, never into the host, so forwarding the host's own
-//!   frames would only teach virtual hosts to send to `N`.
+//!   frames would only teach virtual hosts to send to `N`. With host access
+//!   (below), the host's own ARP requests and neighbour solicitations from
+//!   one of its addresses are the exception: forwarded unchanged, nothing
+//!   learned from them.
 //! * `PACKET_OTHERHOST` → [`DropReason::NotForUs`] (rule 2). A real NIC
 //!   filters these in hardware; nothing here depends on seeing them.
 //! * IEEE 802.1D link-local groups (`01:80:c2:00:00:0x`: STP, LACP, LLDP)
@@ -105,7 +108,8 @@
 //! * Destination `N`, or destination IP one of the host's own →
 //!   [`DropReason::ForHost`]: an AF_PACKET socket cannot inject into the
 //!   host's own stack (a send goes out the wire). [`Nat::take_for_host_notice`]
-//!   lets the driver log that once.
+//!   lets the driver log that once. With host access on, such frames go to
+//!   the host instead (below).
 //! * Unicast destination not in the LAN-MAC table →
 //!   [`DropReason::UnknownUnicast`] (the relay floods unknown unicast).
 //! * Rewrite: Ethernet source and ARP sender hardware address → `N`; NDP
@@ -115,6 +119,28 @@
 //!   checksum updated incrementally. A zero UDP checksum stays zero, and a
 //!   *partial* checksum (`csum_partial`, vnet `NEEDS_CSUM`) is left alone: it
 //!   holds only the pseudo-header sum and the kernel sums the payload later.
+//!
+//! # Host access ([`NatConfig::host_tap_mac`] `T`)
+//! The bridge host's own stack joins the overlay through a TAP with MAC `T`
+//! ([`crate::core::host`]). After the guards above (so the spoofing guard,
+//! claims and probing hold for frames to the host too):
+//! * an ARP request for a host IPv4 address, or a neighbour solicitation for
+//!   a host IPv6 address, is answered by the engine as `N`
+//!   ([`Verdict::Answered`]; the answer from [`Nat::poll_host_reply`] goes
+//!   back into the overlay), not put on the LAN nor into the TAP;
+//! * a frame to `N` or to a host address is [`Verdict::ToHost`]: `N` becomes
+//!   `T` in the Ethernet destination, the ARP target hardware address and
+//!   NDP link-layer options (ICMPv6 checksum fixed unless partial).
+//!
+//! Frames the host sends through the TAP ([`Nat::handle_host`]) must come
+//! from `T`, be ARP/RARP/IPv4/IPv6, untagged, and go to a group or to a MAC
+//! the overlay owns (else [`DropReason::BadSourceMac`],
+//! [`DropReason::EtherType`], [`DropReason::UnknownUnicast`], ...); `T`
+//! becomes `N` in the Ethernet source, ARP sender hardware address and NDP
+//! options, and they go into the overlay only. So `T` never reaches the
+//! overlay or the LAN, and the invariant above holds unchanged.
+//! [`Nat::host_route_targets`] names the virtual addresses the host should
+//! route through the TAP.
 //!
 //! [`Nat::take_refusal`] names, for the driver's log, the last frame refused
 //! by the spoofing guard, ND inspection, RA guard or DHCP snooping.
@@ -136,7 +162,7 @@
 //! guard), RFC 8415 (DHCPv6).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     fmt,
     hash::Hash,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -155,6 +181,7 @@ use crate::core::{
         udp::UdpPacket,
     },
     guard::{self, FirstHop},
+    host,
     mac::MacAddr,
     probe::{self, Claims, Transmit},
 };
@@ -192,9 +219,16 @@ pub struct LanMeta {
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send the (rewritten) buffer on: to the overlay from `handle_lan`, onto
-    /// the LAN from `handle_overlay`.
+    /// Send the (rewritten) buffer on: to the overlay from `handle_lan` and
+    /// `handle_host`, onto the LAN from `handle_overlay`.
     Forward,
+    /// From `handle_overlay`, with host access on: write the (rewritten)
+    /// buffer into the host TAP, never onto the LAN.
+    ToHost,
+    /// From `handle_overlay`, with host access on: the engine answered the
+    /// frame for the host (an ARP request or neighbour solicitation for one
+    /// of its addresses); the answer waits in [`Nat::poll_host_reply`].
+    Answered,
     /// Drop it; the reason is already counted.
     Drop(DropReason),
 }
@@ -204,6 +238,9 @@ pub enum Verdict {
 pub struct NatConfig {
     /// The bridged NIC's MAC (`N`).
     pub host_mac: MacAddr,
+    /// Host access: the MAC (`T`) of the TAP that joins the bridge host's
+    /// own stack to the overlay; `None` turns host access off.
+    pub host_tap_mac: Option<MacAddr>,
     /// Forward router advertisements and redirects from the overlay (RA
     /// guard off), for a virtual router.
     pub allow_router_advertisements: bool,
@@ -238,6 +275,7 @@ impl NatConfig {
         const AGE: Duration = Duration::from_secs(300);
         NatConfig {
             host_mac,
+            host_tap_mac: None,
             allow_router_advertisements: false,
             allow_dhcp_servers: false,
             nd_inspection: true,
@@ -370,6 +408,13 @@ pub struct NatStats {
     /// Claims refused: a LAN host answered the probe, or used the address,
     /// while it was pending.
     pub claims_refused: u64,
+    /// Frames from the overlay written into the host TAP (host access).
+    pub overlay_to_host: u64,
+    /// Frames from the host TAP forwarded to the overlay (host access).
+    pub host_to_overlay: u64,
+    /// ARP requests and neighbour solicitations for the host's addresses
+    /// the engine answered (host access).
+    pub host_answers: u64,
 }
 
 /// Entries refreshed more recently than this are not re-stamped, which
@@ -394,6 +439,8 @@ struct Table<K, V> {
     cap: usize,
     max_age: Duration,
     evictions: u64,
+    /// Bumped whenever a key comes or goes.
+    changes: u64,
 }
 
 impl<K: Hash + Eq + Copy, V: PartialEq + Copy> Table<K, V> {
@@ -405,6 +452,7 @@ impl<K: Hash + Eq + Copy, V: PartialEq + Copy> Table<K, V> {
             cap: cap.max(1),
             max_age,
             evictions: 0,
+            changes: 0,
         }
     }
 
@@ -435,6 +483,7 @@ impl<K: Hash + Eq + Copy, V: PartialEq + Copy> Table<K, V> {
                 self.evictions += 1;
             }
         }
+        self.changes += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.map.insert(
@@ -463,6 +512,7 @@ impl<K: Hash + Eq + Copy, V: PartialEq + Copy> Table<K, V> {
     fn remove(&mut self, key: &K) {
         if let Some(slot) = self.map.remove(key) {
             self.order.remove(&slot.seq);
+            self.changes += 1;
         }
     }
 
@@ -478,6 +528,9 @@ impl<K: Hash + Eq + Copy, V: PartialEq + Copy> Table<K, V> {
             self.order.remove(&seq);
             self.map.remove(&key);
             n += 1;
+        }
+        if n > 0 {
+            self.changes += 1;
         }
         n
     }
@@ -648,6 +701,20 @@ pub struct Nat {
     for_host: Notice,
     /// The last frame a guard refused, for the driver to report.
     refusal: Option<Refusal>,
+    /// Answers for the overlay on the host's behalf (host access), oldest
+    /// first, at most [`HOST_REPLY_CAP`].
+    host_replies: VecDeque<Transmit>,
+}
+
+/// Answers for the host waiting for the driver at once; more are dropped
+/// (a virtual host asks again).
+const HOST_REPLY_CAP: usize = 64;
+
+/// What `overlay_inner` decided for a frame it did not drop.
+enum OverlayOut {
+    Lan,
+    Host,
+    Answered,
 }
 
 /// How long an overlay ARP probe waits for its answer (RFC 5227 probes take
@@ -674,6 +741,7 @@ impl Nat {
             stats: NatStats::default(),
             for_host: Notice::Never,
             refusal: None,
+            host_replies: VecDeque::new(),
         }
     }
 
@@ -758,7 +826,13 @@ impl Nat {
         frame: &mut [u8],
     ) -> Result<(), DropReason> {
         match meta.pkt_type {
-            PacketType::Outgoing => return Err(DropReason::Outgoing),
+            PacketType::Outgoing => {
+                return if self.host_resolution(frame) {
+                    Ok(())
+                } else {
+                    Err(DropReason::Outgoing)
+                };
+            }
             PacketType::OtherHost => return Err(DropReason::NotForUs),
             PacketType::Host | PacketType::Broadcast | PacketType::Multicast => {}
         }
@@ -819,6 +893,39 @@ impl Nat {
         Ok(())
     }
 
+    /// With host access on: true for the host's own outgoing ARP request or
+    /// neighbour solicitation (from one of its addresses, untagged, not
+    /// unicast), which the overlay gets too, unchanged (it names only `N`).
+    /// The host asks on its NIC for an address no host route covers yet;
+    /// a virtual host's answer teaches the engine its address (and so the
+    /// host its route), and the next try goes through the host TAP.
+    fn host_resolution(&self, frame: &[u8]) -> bool {
+        if self.config.host_tap_mac.is_none() {
+            return false;
+        }
+        let Ok(p) = parse(frame) else {
+            return false;
+        };
+        if p.src != self.config.host_mac
+            || !p.dst.is_multicast()
+            || tagged_vlan(frame, &p) != 0
+            || !p.l3.src_ip().is_some_and(|ip| self.is_host_ip(ip))
+        {
+            return false;
+        }
+        match p.l3 {
+            L3::Arp { .. } => {
+                ArpPacket::new_unchecked(&frame[p.l3_off..]).operation()
+                    == crate::core::frame::arp::op::REQUEST
+            }
+            L3::Ipv6 { .. } => matches!(
+                guard::inspect_ipv6(&frame[p.l3_off..]),
+                Ok(FirstHop::NeighborSolicit { .. })
+            ),
+            L3::Ipv4 { .. } | L3::Other => false,
+        }
+    }
+
     /// Learns the addresses a LAN frame shows live (see the module docs);
     /// true if one of them was pending as a claim from the overlay (which
     /// is then refused).
@@ -865,9 +972,17 @@ impl Nat {
     ) -> Verdict {
         self.expire(now);
         match self.overlay_inner(now, csum_partial, frame) {
-            Ok(()) => {
+            Ok(OverlayOut::Lan) => {
                 self.stats.overlay_forwarded += 1;
                 Verdict::Forward
+            }
+            Ok(OverlayOut::Host) => {
+                self.stats.overlay_to_host += 1;
+                Verdict::ToHost
+            }
+            Ok(OverlayOut::Answered) => {
+                self.stats.host_answers += 1;
+                Verdict::Answered
             }
             Err(reason) => self.dropped(reason),
         }
@@ -878,7 +993,7 @@ impl Nat {
         now: Instant,
         csum_partial: bool,
         frame: &mut [u8],
-    ) -> Result<(), DropReason> {
+    ) -> Result<OverlayOut, DropReason> {
         let n = self.config.host_mac;
         let p = parse(frame)?;
         if !p.src.is_unicast() {
@@ -924,6 +1039,11 @@ impl Nat {
                 self.overlay_probes.touch(now, tpa, p.src);
             }
         }
+        if let Some(t) = self.config.host_tap_mac {
+            if let Some(out) = self.for_host(csum_partial, frame, &p, hop, t)? {
+                return Ok(out);
+            }
+        }
         if p.dst == n || p.l3.dst_ip().is_some_and(|ip| self.is_host_ip(ip)) {
             return Err(DropReason::ForHost);
         }
@@ -958,7 +1078,148 @@ impl Nat {
             L3::Other => {}
         }
         EthernetFrame::new_unchecked(&mut *frame).set_src_addr(n);
+        Ok(OverlayOut::Lan)
+    }
+
+    /// Host access, for a frame from the overlay that passed the guards:
+    /// an ARP request or neighbour solicitation for a host address is
+    /// answered here (as `N`); a frame for the host (destination `N`, or
+    /// destination IP one of the host's) goes into the TAP with `N`
+    /// rewritten to `t` in the Ethernet destination, the ARP target hardware
+    /// address and NDP link-layer options. `None`: not for the host.
+    fn for_host(
+        &mut self,
+        csum_partial: bool,
+        frame: &mut [u8],
+        p: &Parsed,
+        hop: FirstHop,
+        t: MacAddr,
+    ) -> Result<Option<OverlayOut>, DropReason> {
+        let n = self.config.host_mac;
+        let answer = match (p.l3, hop) {
+            (L3::Arp { spa, tpa, .. }, _)
+                if self.host_v4.contains(&tpa)
+                    && ArpPacket::new_unchecked(&frame[p.l3_off..]).operation()
+                        == crate::core::frame::arp::op::REQUEST =>
+            {
+                Some(host::arp_reply(n, tpa, p.src, spa))
+            }
+            (L3::Ipv6 { src, .. }, FirstHop::NeighborSolicit { target })
+                if self.host_v6.contains(&target) =>
+            {
+                Some(host::neighbor_advert(n, target, p.src, src))
+            }
+            _ => None,
+        };
+        if let Some(reply) = answer {
+            if self.host_replies.len() < HOST_REPLY_CAP {
+                self.host_replies.push_back(reply);
+            }
+            return Ok(Some(OverlayOut::Answered));
+        }
+        if p.dst != n && !p.l3.dst_ip().is_some_and(|ip| self.is_host_ip(ip)) {
+            return Ok(None);
+        }
+        match p.l3 {
+            L3::Arp { tha, .. } if tha == n => {
+                ArpPacket::new_unchecked(&mut frame[p.l3_off..]).set_target_hw_addr(t);
+            }
+            L3::Ipv6 { .. } if hop.is_ndp() => {
+                replace_ndp_lla(&mut frame[p.l3_off..], n, t, csum_partial)?;
+            }
+            _ => {}
+        }
+        if p.dst == n {
+            EthernetFrame::new_unchecked(&mut *frame).set_dst_addr(t);
+        }
+        Ok(Some(OverlayOut::Host))
+    }
+
+    /// A frame the bridge host's own stack sent through the host TAP (host
+    /// access), to go into the overlay, never onto the LAN. Its source must
+    /// be the TAP's MAC `T`; only ARP, RARP, IPv4 and IPv6 pass; a unicast
+    /// destination must be a MAC the overlay owns. `T` becomes `N` in the
+    /// Ethernet source, the ARP sender hardware address and NDP link-layer
+    /// options (ICMPv6 checksum fixed): the overlay sees the host as `N`,
+    /// as the LAN does. On [`Verdict::Forward`] send it into the overlay.
+    pub fn handle_host(&mut self, now: Instant, frame: &mut [u8]) -> Verdict {
+        self.expire(now);
+        match self.host_inner(now, frame) {
+            Ok(()) => {
+                self.stats.host_to_overlay += 1;
+                Verdict::Forward
+            }
+            Err(reason) => self.dropped(reason),
+        }
+    }
+
+    fn host_inner(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), DropReason> {
+        let n = self.config.host_mac;
+        let Some(t) = self.config.host_tap_mac else {
+            return Err(DropReason::NotForUs);
+        };
+        let p = parse(frame)?;
+        if p.src != t {
+            return Err(DropReason::BadSourceMac);
+        }
+        if is_link_local_group(p.dst) {
+            return Err(DropReason::LinkLocal);
+        }
+        if matches!(p.l3, L3::Other) {
+            return Err(DropReason::EtherType);
+        }
+        if tagged_vlan(frame, &p) != 0 {
+            return Err(DropReason::Vlan);
+        }
+        if !p.dst.is_multicast() && !self.overlay_macs.contains(now, &p.dst) {
+            return Err(DropReason::UnknownUnicast);
+        }
+        match p.l3 {
+            L3::Arp { .. } => {
+                let mut arp = ArpPacket::new_unchecked(&mut frame[p.l3_off..]);
+                if arp.sender_hw_addr() == t {
+                    arp.set_sender_hw_addr(n);
+                }
+            }
+            L3::Ipv6 { .. } => {
+                replace_ndp_lla(&mut frame[p.l3_off..], t, n, false)?;
+            }
+            L3::Ipv4 { .. } | L3::Other => {}
+        }
+        EthernetFrame::new_unchecked(&mut *frame).set_src_addr(n);
         Ok(())
+    }
+
+    /// The next answer the engine gave for the host (host access), to send
+    /// into the overlay. Call until `None` after every batch of overlay
+    /// frames.
+    pub fn poll_host_reply(&mut self) -> Option<Transmit> {
+        self.host_replies.pop_front()
+    }
+
+    /// The virtual addresses the host should reach through the host TAP:
+    /// the IP→MAC table's entries, except link-local ones (they need a
+    /// scope, and a route would take them from the NIC) and families the
+    /// host has no routable address of (a route needs a source).
+    pub fn host_route_targets(&self, now: Instant) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self.host_v4.iter().any(|a| !a.is_link_local());
+        let v6 = self.host_v6.iter().any(|&a| !is_link_local(a.into()));
+        self.ip_table.iter(now).filter_map(move |(ip, _, _)| {
+            let family = if ip.is_ipv4() { v4 } else { v6 };
+            (family && !is_link_local(ip)).then_some(ip)
+        })
+    }
+
+    /// Turns host access on (`Some(T)`) or off, e.g. when the driver could
+    /// not make the host TAP.
+    pub fn set_host_tap_mac(&mut self, t: Option<MacAddr>) {
+        self.config.host_tap_mac = t;
+    }
+
+    /// Changes whenever an IP→MAC entry comes or goes: a driver that keeps
+    /// routes for [`Nat::host_route_targets`] recomputes them only then.
+    pub fn ip_table_changes(&self) -> u64 {
+        self.ip_table.changes
     }
 
     /// RA guard, DHCP snooping and ND inspection (see the module docs).
@@ -1197,6 +1458,33 @@ fn set_dhcp_broadcast(ip: &mut [u8], csum_partial: bool) -> bool {
 }
 
 /// Rewrites the link-layer options of an NDP message in the IPv6 packet `ip`
+/// (already checked) that hold `from` to `to` and fixes the ICMPv6 checksum
+/// (unless partial); true if any changed.
+fn replace_ndp_lla(
+    ip: &mut [u8],
+    from: MacAddr,
+    to: MacAddr,
+    csum_partial: bool,
+) -> Result<bool, DropReason> {
+    let mut ip = Ipv6Packet::new_unchecked(ip);
+    let upper = ip.locate_upper_layer().map_err(|_| DropReason::Malformed)?;
+    if upper.protocol != protocol::ICMPV6 || upper.fragment.is_some() {
+        return Ok(false);
+    }
+    let off = upper.offset;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let mut icmp = Icmpv6Packet::new_checked(&mut ip.payload_mut()[off..])
+        .map_err(|_| DropReason::Malformed)?;
+    if !icmp.is_ndp() || icmp.replace_lla_options(from, to) == 0 {
+        return Ok(false);
+    }
+    if !csum_partial {
+        icmp.fill_checksum(&src, &dst);
+    }
+    Ok(true)
+}
+
+/// Rewrites the link-layer options of an NDP message in the IPv6 packet `ip`
 /// (already checked) to `mac` and fixes the ICMPv6 checksum; true if any
 /// option was rewritten. A malformed NDP message is an error: it could
 /// carry a virtual MAC that cannot be rewritten.
@@ -1236,8 +1524,11 @@ mod tests {
     const V: MacAddr = MacAddr([2, 0, 0, 0, 2, 1]);
     const V2: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
     const X: MacAddr = MacAddr([2, 0, 0, 0, 3, 3]);
+    /// The host TAP's MAC for `N` (host access).
+    const T: MacAddr = MacAddr([6, 0, 0, 0, 0, 0x0a]);
     const NAMES: sim::Names = &[
         (N, "N"),
+        (T, "T"),
         (L1, "L1"),
         (L2, "L2"),
         (V, "V"),
@@ -1358,6 +1649,8 @@ mod tests {
     enum Dir {
         Lan(PacketType, bool),
         Overlay(bool),
+        /// From the host TAP (host access).
+        Host,
     }
 
     struct Case {
@@ -1400,6 +1693,10 @@ mod tests {
         c.nd_inspection = false;
     }
 
+    fn host_access(c: &mut NatConfig) {
+        c.host_tap_mac = Some(host::tap_mac(c.host_mac));
+    }
+
     fn run(nat: &mut Nat, now: Instant, dir: Dir, frame: &mut [u8]) -> Verdict {
         match dir {
             Dir::Lan(pkt_type, csum_partial) => nat.handle_lan(
@@ -1412,6 +1709,7 @@ mod tests {
                 frame,
             ),
             Dir::Overlay(csum_partial) => nat.handle_overlay(now, csum_partial, frame),
+            Dir::Host => nat.handle_host(now, frame),
         }
     }
 
@@ -1858,6 +2156,170 @@ mod tests {
             case("overlay: runt frame", Overlay(false), vec![0xff; 13]),
             case("lan: LLDP is link-local", Lan(Multicast, false), lldp(L1)),
             case("overlay: LLDP is link-local", Overlay(false), lldp(V)),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "overlay: IPv4 to N and the host's address goes into the host TAP, to T",
+                    Overlay(false),
+                    echo((V, v), (N, host)),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "overlay: ARP reply to the host: destination and tha N become T",
+                    Overlay(false),
+                    sim::arp_reply(V, v, N, host),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "overlay: ARP request for the host's address is answered as N",
+                    Overlay(false),
+                    sim::arp_request(V, v, host),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "overlay: NS for the host's IPv6 address is answered as N",
+                    Overlay(false),
+                    sim::ndp(
+                        (V, ip6("fe80::2:1")),
+                        (
+                            MacAddr([0x33, 0x33, 0xff, 0, 0, 0x0a]),
+                            ip6("ff02::1:ff00:a"),
+                        ),
+                        msg::NEIGHBOR_SOLICIT,
+                        ip6(HOST6),
+                        (opt::SOURCE_LLA, V),
+                    ),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "overlay: NA to the host: to T, tlla stays the virtual host's",
+                    Overlay(false),
+                    sim::ndp(
+                        (V, ip6("fe80::2:1")),
+                        (N, ip6(HOST6)),
+                        msg::NEIGHBOR_ADVERT,
+                        ip6("fe80::2:1"),
+                        (opt::TARGET_LLA, V),
+                    ),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "overlay: unicast to a LAN host is unchanged by host access",
+                    Overlay(false),
+                    echo((V, v), (L1, l1)),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "host: ARP request from T: source and sha become N",
+                    Dir::Host,
+                    sim::arp_request(T, host, v),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "host: NS from T: slla becomes N, checksum recomputed",
+                    Dir::Host,
+                    sim::ndp(
+                        (T, ip6(HOST6)),
+                        (
+                            MacAddr([0x33, 0x33, 0xff, 0, 2, 1]),
+                            ip6("ff02::1:ff00:201"),
+                        ),
+                        msg::NEIGHBOR_SOLICIT,
+                        ip6("fe80::2:1"),
+                        (opt::SOURCE_LLA, T),
+                    ),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "host: IPv4 to a virtual MAC: source becomes N",
+                    Dir::Host,
+                    echo((T, host), (V, v)),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "host: unicast to a LAN host's MAC never leaves the TAP",
+                    Dir::Host,
+                    echo((T, host), (L1, l1)),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "host: a source other than T is refused",
+                    Dir::Host,
+                    echo((V, v), (V2, v2)),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "lan: the host's own ARP request goes to the overlay too",
+                    Lan(Outgoing, false),
+                    sim::arp_request(N, host, v),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "lan: the host's own NS goes to the overlay too",
+                    Lan(Outgoing, false),
+                    sim::ndp(
+                        (N, ip6(HOST6)),
+                        (
+                            MacAddr([0x33, 0x33, 0xff, 0, 2, 1]),
+                            ip6("ff02::1:ff00:201"),
+                        ),
+                        msg::NEIGHBOR_SOLICIT,
+                        ip6("fe80::2:1"),
+                        (opt::SOURCE_LLA, N),
+                    ),
+                ),
+            ),
+            with(
+                "host_access",
+                host_access,
+                case(
+                    "lan: the host's other outgoing frames stay out of the overlay",
+                    Lan(Outgoing, false),
+                    echo((N, host), (L1, l1)),
+                ),
+            ),
+            case(
+                "host: without host access nothing comes from a host TAP",
+                Dir::Host,
+                echo((T, host), (V, v)),
+            ),
         ]
     }
 
@@ -1875,6 +2337,7 @@ mod tests {
             let mut dir = match c.dir {
                 Dir::Lan(t, p) => format!("lan {t:?}{}", if p { " csum_partial" } else { "" }),
                 Dir::Overlay(p) => format!("overlay{}", if p { " csum_partial" } else { "" }),
+                Dir::Host => "host".to_string(),
             };
             if let Some((flag, _)) = c.tweak {
                 dir += &format!(" {flag}");
@@ -1882,11 +2345,29 @@ mod tests {
             writeln!(out, "## {}", c.name).unwrap();
             writeln!(out, "  in  [{dir}] {}", sim::describe(&c.frame, NAMES)).unwrap();
             writeln!(out, "  =>  {verdict:?}").unwrap();
-            if verdict == Verdict::Forward {
+            if let Some(reply) = nat.poll_host_reply() {
+                assert_eq!(verdict, Verdict::Answered);
+                writeln!(out, "  reply {}", sim::describe(reply.as_bytes(), NAMES)).unwrap();
+                assert!(sim::macs_in(reply.as_bytes()).iter().all(|&m| m != T));
+            } else if verdict == Verdict::ToHost {
+                writeln!(out, "  out {}", sim::describe(&frame, NAMES)).unwrap();
+                assert!(
+                    !sim::macs_in(&frame).contains(&N),
+                    "{}: N stays out of the host's view",
+                    c.name
+                );
+            } else if verdict == Verdict::Forward {
                 if frame == c.frame {
                     writeln!(out, "  out unchanged").unwrap();
                 } else {
                     writeln!(out, "  out {}", sim::describe(&frame, NAMES)).unwrap();
+                }
+                if matches!(c.dir, Dir::Host) {
+                    assert!(
+                        !sim::macs_in(&frame).contains(&T),
+                        "{}: T stays home",
+                        c.name
+                    );
                 }
                 if matches!(c.dir, Dir::Overlay(_)) {
                     for m in sim::macs_in(&frame) {
@@ -1901,7 +2382,7 @@ mod tests {
                 assert_eq!(
                     nat.counters().get(match verdict {
                         Verdict::Drop(r) => r,
-                        Verdict::Forward => unreachable!(),
+                        Verdict::Forward | Verdict::ToHost | Verdict::Answered => unreachable!(),
                     }),
                     1
                 );
@@ -2117,8 +2598,11 @@ mod tests {
                 (opt::TARGET_LLA, V),
             ),
             sim::icmp_echo((V, ip("10.0.0.2")), (N, v), true, 1),
+            sim::icmp_echo((T, ip("10.0.0.10")), (V, v), true, 1),
+            sim::arp_request(T, ip("10.0.0.10"), v),
         ];
         let mut nat = base(now);
+        host_access(&mut nat.config);
         let mut checked = 0;
         for full in &frames {
             for len in 0..=full.len() {
@@ -2126,6 +2610,7 @@ mod tests {
                     Dir::Lan(PacketType::Host, false),
                     Dir::Overlay(false),
                     Dir::Overlay(true),
+                    Dir::Host,
                 ] {
                     let mut f = full[..len].to_vec();
                     let verdict = run(&mut nat, now, dir, &mut f);
@@ -2138,6 +2623,10 @@ mod tests {
                             );
                         }
                         (Verdict::Forward, Dir::Lan(..)) => {}
+                        (Verdict::Forward, Dir::Host) => {
+                            assert!(!sim::macs_in(&f).contains(&T), "len {len}");
+                        }
+                        (Verdict::ToHost | Verdict::Answered, _) => {}
                     }
                     if len < 14 {
                         assert_eq!(verdict, Verdict::Drop(DropReason::Malformed));
@@ -2270,6 +2759,70 @@ mod tests {
         let mut f = sim::icmp_echo((L1, ip("10.0.0.1")), (N, ip("10.0.0.100")), true, 1);
         let v = nat.handle_lan(now, lan(PacketType::Host), &mut f);
         assert_eq!(v, Verdict::Drop(DropReason::OwnAddress));
+    }
+
+    /// Host access, step by step: the bridge host and virtual host V
+    /// (10.0.0.100, granted in `base`) resolve each other and exchange a
+    /// ping both ways; the host sees N as T, the overlay sees T as N, and
+    /// the host's routes follow the IP→MAC table.
+    #[test]
+    fn host_and_virtual_host_resolve_and_ping_each_other() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        host_access(&mut nat.config);
+        let (host, v) = (Ipv4Addr::from(HOST), ip("10.0.0.100"));
+        assert_eq!(
+            nat.host_route_targets(now).collect::<Vec<_>>(),
+            vec![IpAddr::from(v), ip("10.0.0.101").into()],
+            "link-local fe80::2:1 gets no route"
+        );
+        let changes = nat.ip_table_changes();
+
+        // Host → V: ARP out of the TAP, answer into it, ping, reply.
+        let mut f = sim::arp_request(T, host, v);
+        assert_eq!(nat.handle_host(now, &mut f), Verdict::Forward);
+        assert_eq!(f, sim::arp_request(N, host, v));
+        let mut f = sim::arp_reply(V, v, N, host);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::ToHost);
+        assert_eq!(f, sim::arp_reply(V, v, T, host));
+        let mut f = sim::icmp_echo((T, host), (V, v), true, 1);
+        assert_eq!(nat.handle_host(now, &mut f), Verdict::Forward);
+        assert_eq!(f, sim::icmp_echo((N, host), (V, v), true, 1));
+        let mut f = sim::icmp_echo((V, v), (N, host), false, 1);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::ToHost);
+        assert_eq!(f, sim::icmp_echo((V, v), (T, host), false, 1));
+
+        // V → host: the engine answers V's ARP request as N; then a ping.
+        let mut f = sim::arp_request(V, v, host);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Answered);
+        let reply = nat.poll_host_reply().expect("an answer");
+        assert_eq!(reply.as_bytes(), &sim::arp_reply(N, host, V, v)[..]);
+        assert!(nat.poll_host_reply().is_none());
+        let mut f = sim::icmp_echo((V, v), (N, host), true, 2);
+        assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::ToHost);
+        let mut f = sim::icmp_echo((T, host), (V, v), false, 2);
+        assert_eq!(nat.handle_host(now, &mut f), Verdict::Forward);
+
+        let s = nat.stats();
+        assert_eq!(
+            (s.overlay_to_host, s.host_to_overlay, s.host_answers),
+            (3, 3, 1)
+        );
+        assert_eq!(
+            s.overlay_forwarded, 0,
+            "nothing for the host went onto the LAN"
+        );
+        assert_eq!(nat.ip_table_changes(), changes, "no address came or went");
+
+        // V's address seen live on the LAN leaves the table, and its route.
+        let mut f = sim::arp_request(L2, v, l1_ip());
+        let _ = nat.handle_lan(now, lan(PacketType::Broadcast), &mut f);
+        assert_ne!(nat.ip_table_changes(), changes);
+        assert!(!nat.host_route_targets(now).any(|ip| ip == IpAddr::from(v)));
+    }
+
+    fn l1_ip() -> Ipv4Addr {
+        ip("10.0.0.1")
     }
 
     #[test]

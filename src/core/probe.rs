@@ -47,8 +47,12 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Claims pending at once.
 pub const CLAIM_CAP: usize = 64;
 
-/// Length of the longest probe frame (the neighbour solicitation).
-const MAX_PROBE: usize = ethernet::field::HEADER_LEN + 40 + 24;
+/// Length of the longest frame the engine builds itself: a neighbour
+/// advertisement with a target link-layer option ([`crate::core::host`]);
+/// probes are shorter.
+pub(crate) const MAX_PROBE: usize = ethernet::field::HEADER_LEN + 40 + 32;
+/// Length of the neighbour solicitation probe.
+const NS_PROBE_LEN: usize = ethernet::field::HEADER_LEN + 40 + 24;
 
 /// A frame for the driver to put on the LAN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +62,14 @@ pub struct Transmit {
 }
 
 impl Transmit {
+    /// A frame of `len` bytes, built in `buf` (`len <= MAX_PROBE`).
+    pub(crate) fn new(buf: [u8; MAX_PROBE], len: usize) -> Transmit {
+        Transmit {
+            buf,
+            len: len.min(MAX_PROBE),
+        }
+    }
+
     /// The frame, Ethernet header first.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -110,7 +122,7 @@ pub fn ns_probe(n: MacAddr, ip: Ipv6Addr) -> Transmit {
     Icmpv6Packet::new_unchecked(icmp).fill_checksum(&Ipv6Addr::UNSPECIFIED, &group);
     Transmit {
         buf,
-        len: MAX_PROBE,
+        len: NS_PROBE_LEN,
     }
 }
 

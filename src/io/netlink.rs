@@ -3,7 +3,10 @@
 //! Each call opens its own netlink connection in the caller's network
 //! namespace; these are start-up and slow-path operations.
 
-use std::{io, net::IpAddr};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use futures::TryStreamExt;
 use rtnetlink::{
@@ -11,7 +14,7 @@ use rtnetlink::{
         address::{AddressAttribute, AddressMessage},
         link::{LinkAttribute, LinkMessage},
     },
-    Handle, LinkUnspec,
+    Handle, LinkUnspec, RouteMessageBuilder,
 };
 
 use crate::{
@@ -133,6 +136,70 @@ impl Netlink {
                     to_io(e),
                 )
             })
+    }
+
+    /// Deletes the link `name`; true if there was one.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, IoError> {
+        let index = match self.link(name).await {
+            Ok(link) => link.header.index,
+            Err(e) if e.error.raw_os_error() == Some(libc::ENODEV) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| IoError::new("cannot delete interface", name, to_io(e)))?;
+        Ok(true)
+    }
+
+    /// Adds (`add`) or removes a host route (`/32`, `/128`) to `dst` through
+    /// the link `index`, with preferred source `src` (same family).
+    pub async fn host_route(
+        &self,
+        add: bool,
+        index: u32,
+        name: &str,
+        dst: IpAddr,
+        src: IpAddr,
+    ) -> Result<(), IoError> {
+        let msg = match (dst, src) {
+            (IpAddr::V4(d), IpAddr::V4(s)) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(d, 32)
+                .pref_source(s)
+                .output_interface(index)
+                .build(),
+            (IpAddr::V6(d), IpAddr::V6(s)) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(d, 128)
+                .pref_source(s)
+                .output_interface(index)
+                .build(),
+            _ => {
+                return Err(IoError::new(
+                    "route and source differ in family:",
+                    format!("{dst} src {src}"),
+                    io::Error::from(io::ErrorKind::InvalidInput),
+                ))
+            }
+        };
+        let routes = self.handle.route();
+        let result = if add {
+            routes.add(msg).replace().execute().await
+        } else {
+            routes.del(msg).execute().await
+        };
+        result.map_err(|e| {
+            IoError::new(
+                if add {
+                    "cannot add route via"
+                } else {
+                    "cannot remove route via"
+                },
+                format!("{name} ({dst} src {src})"),
+                to_io(e),
+            )
+        })
     }
 
     /// Every address on the link with index `index`, with its prefix length.

@@ -10,7 +10,12 @@
 //! - `PACKET_IGNORE_OUTGOING`: the host's own outgoing frames are not
 //!   captured. On Linux an AF_PACKET send goes out the wire, never into the
 //!   host's stack, so forwarding the host's frames to the overlay would only
-//!   teach virtual hosts to send to a MAC that can't answer for them;
+//!   teach virtual hosts to send to a MAC that can't answer for them.
+//!   With host access ([`PacketSocket::open_with_host_resolution`]) a
+//!   classic BPF filter keeps, of the outgoing frames, only ARP and ICMPv6
+//!   neighbour solicitations instead: the host's address resolution, which
+//!   the engine passes to the overlay so that a virtual host it asks for
+//!   becomes known (the host then reaches it through its TAP);
 //! - `PACKET_AUXDATA`: tells which frames carried a VLAN tag the kernel
 //!   stripped, so the bridge can keep other VLANs out of the overlay;
 //! - `PACKET_MR_ALLMULTI` membership: multicast reaches us without
@@ -44,6 +49,40 @@ pub struct Captured {
     pub vlan: Option<u16>,
 }
 
+const fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// Classic BPF: every frame that is not `PACKET_OUTGOING` passes; of the
+/// outgoing ones only ARP and ICMPv6 neighbour solicitations (no extension
+/// headers: next header 58 at byte 20, type 135 at byte 54) do.
+static OUTGOING_RESOLUTION_ONLY: [libc::sock_filter; 11] = {
+    const LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    const LD_H_ABS: u32 = libc::BPF_LD | libc::BPF_H | libc::BPF_ABS;
+    const LD_B_ABS: u32 = libc::BPF_LD | libc::BPF_B | libc::BPF_ABS;
+    const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    const RET: u32 = libc::BPF_RET | libc::BPF_K;
+    const PKTTYPE: u32 = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
+    [
+        bpf(LD_W_ABS, 0, 0, PKTTYPE),
+        bpf(JEQ, 0, 7, libc::PACKET_OUTGOING as u32), // not outgoing: accept
+        bpf(LD_H_ABS, 0, 0, 12),
+        bpf(JEQ, 5, 0, libc::ETH_P_ARP as u32), // ARP: accept
+        bpf(JEQ, 0, 5, libc::ETH_P_IPV6 as u32),
+        bpf(LD_B_ABS, 0, 0, 20),
+        bpf(JEQ, 0, 3, 58),
+        bpf(LD_B_ABS, 0, 0, 54),
+        bpf(JEQ, 0, 1, 135),
+        bpf(RET, 0, 0, u32::MAX),
+        bpf(RET, 0, 0, 0),
+    ]
+};
+
 /// A raw packet socket bound to one interface.
 pub struct PacketSocket {
     fd: AsyncFd<OwnedFd>,
@@ -73,6 +112,16 @@ impl PacketSocket {
     /// namespace, with a vnet header on every frame. Must run inside a tokio
     /// runtime.
     pub fn open(iface: &str, index: u32) -> Result<PacketSocket, IoError> {
+        Self::open_inner(iface, index, false)
+    }
+
+    /// [`PacketSocket::open`], but the host's own outgoing ARP and neighbour
+    /// solicitations are captured too (see the module docs).
+    pub fn open_with_host_resolution(iface: &str, index: u32) -> Result<PacketSocket, IoError> {
+        Self::open_inner(iface, index, true)
+    }
+
+    fn open_inner(iface: &str, index: u32, host_resolution: bool) -> Result<PacketSocket, IoError> {
         let err = |op: &'static str| {
             let e = io::Error::last_os_error();
             let hint = if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
@@ -111,10 +160,24 @@ impl PacketSocket {
         set(libc::PACKET_VNET_HDR, "cannot enable PACKET_VNET_HDR on")?;
         // VLAN tags are stripped before capture and reported only here.
         set(libc::PACKET_AUXDATA, "cannot enable PACKET_AUXDATA on")?;
-        set(
-            libc::PACKET_IGNORE_OUTGOING,
-            "cannot enable PACKET_IGNORE_OUTGOING (needs Linux 4.20) on",
-        )?;
+        if host_resolution {
+            let prog = libc::sock_fprog {
+                len: OUTGOING_RESOLUTION_ONLY.len() as u16,
+                filter: OUTGOING_RESOLUTION_ONLY.as_ptr().cast_mut(),
+            };
+            setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &prog,
+            )
+            .map_err(|e| IoError::new("cannot attach a BPF filter to", iface, e))?;
+        } else {
+            set(
+                libc::PACKET_IGNORE_OUTGOING,
+                "cannot enable PACKET_IGNORE_OUTGOING (needs Linux 4.20) on",
+            )?;
+        }
 
         // SAFETY: all-zero is a valid sockaddr_ll.
         let mut addr: libc::sockaddr_ll = unsafe { zeroed() };

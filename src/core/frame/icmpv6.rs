@@ -194,6 +194,30 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
         }
         n
     }
+
+    /// Rewrites the source/target link-layer options that hold `from` to
+    /// `to`, leaving others alone; returns how many. The caller fixes the
+    /// checksum.
+    pub fn replace_lla_options(&mut self, from: MacAddr, to: MacAddr) -> usize {
+        let mut at = ndp_options_offset(self.msg_type()).unwrap_or(usize::MAX);
+        let b = self.buffer.as_mut();
+        let mut n = 0;
+        while at + 1 < b.len() {
+            let (kind, len) = (b[at], usize::from(b[at + 1]) * 8);
+            if len == 0 || at + len > b.len() {
+                break;
+            }
+            if matches!(kind, opt::SOURCE_LLA | opt::TARGET_LLA)
+                && len >= 8
+                && b[at + 2..at + 8] == from.0
+            {
+                b[at + 2..at + 8].copy_from_slice(&to.0);
+                n += 1;
+            }
+            at += len;
+        }
+        n
+    }
 }
 
 #[cfg(test)]
