@@ -12,7 +12,7 @@
 
 use std::{net::IpAddr, time::Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     core::{
@@ -129,21 +129,30 @@ impl HostAccess {
             })
         };
         let (src4, src6) = (routable(true), routable(false));
+        let mut changes = Vec::new();
         if self.sources != (src4, src6) {
-            // `replace` re-adds the installed ones with the new source.
+            // Routes made with the old source go first (routes are added
+            // exclusively, so they would block the new ones).
+            let (old4, old6) = self.sources;
+            for change in self.routes.update(std::iter::empty()) {
+                if let RouteChange::Remove(ip) = change {
+                    changes.push((false, ip, if ip.is_ipv4() { old4 } else { old6 }));
+                }
+            }
             self.sources = (src4, src6);
-            self.routes = RouteSet::default();
         } else if self.seen == Some(version) {
             return;
         }
         self.seen = Some(version);
-        let changes = self.routes.update(nat.host_route_targets(Instant::now()));
-        for change in changes {
-            let (add, dst) = match change {
+        for change in self.routes.update(nat.host_route_targets(Instant::now())) {
+            let (add, ip) = match change {
                 RouteChange::Add(ip) => (true, ip),
                 RouteChange::Remove(ip) => (false, ip),
             };
-            let Some(src) = (if dst.is_ipv4() { src4 } else { src6 }) else {
+            changes.push((add, ip, if ip.is_ipv4() { src4 } else { src6 }));
+        }
+        for (add, dst, src) in changes {
+            let Some(src) = src else {
                 continue;
             };
             let result = netlink
@@ -151,15 +160,21 @@ impl HostAccess {
                 .await;
             match result {
                 Ok(()) => {
-                    info!(%dst, %src, tap = self.tap.name(), "host route {}", if add { "added" } else { "removed" })
+                    debug!(%dst, %src, tap = self.tap.name(), "host route {}", if add { "added" } else { "removed" })
                 }
                 // Gone already (the kernel drops routes whose source left).
                 Err(e) if !add && e.error.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) if !self.warned_route => {
-                    self.warned_route = true;
-                    warn!("{e}");
+                Err(e) => {
+                    if add {
+                        // Not ours (EEXIST: someone else's route): never
+                        // remove it as ours later.
+                        self.routes.forget(dst);
+                    }
+                    if !self.warned_route {
+                        self.warned_route = true;
+                        warn!("{e} (further route errors are not logged)");
+                    }
                 }
-                Err(_) => {}
             }
         }
     }

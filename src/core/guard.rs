@@ -101,8 +101,14 @@ pub fn inspect_ipv4(ip: &[u8]) -> Result<FirstHop, DropReason> {
     let src = u16::from_be_bytes([ports[0], ports[1]]);
     let dst = u16::from_be_bytes([ports[2], ports[3]]);
     let op = udp.get(udp::field::HEADER_LEN + dhcp::field::OP).copied();
-    let server = src == dhcp::SERVER_PORT
-        && (dst == dhcp::CLIENT_PORT || op.is_none_or(|op| op == dhcp::BOOTREPLY));
+    // Clients take anything sent to port 68 (udhcpc and dhclient filter on
+    // the destination port only), so that is a server message whatever its
+    // source port; so is a BOOTREPLY to or from the server port. A relay
+    // agent's BOOTREQUEST (67 to 67) passes.
+    let reply = op.is_none_or(|op| op == dhcp::BOOTREPLY);
+    let server = dst == dhcp::CLIENT_PORT
+        || (src == dhcp::SERVER_PORT && reply)
+        || (dst == dhcp::SERVER_PORT && op == Some(dhcp::BOOTREPLY));
     Ok(if server {
         FirstHop::DhcpServer
     } else {
@@ -156,8 +162,11 @@ pub fn inspect_ipv6(ip: &[u8]) -> Result<FirstHop, DropReason> {
             let src = u16::from_be_bytes([ports[0], ports[1]]);
             let dst = u16::from_be_bytes([ports[2], ports[3]]);
             let kind = l4.get(udp::field::HEADER_LEN).copied();
-            let server = src == v6::SERVER_PORT
-                && (dst == v6::CLIENT_PORT || kind.is_none_or(v6::is_server_message));
+            // As for DHCPv4: anything to the client port, and a server
+            // message to or from the server port.
+            let server = dst == v6::CLIENT_PORT
+                || (src == v6::SERVER_PORT && kind.is_none_or(v6::is_server_message))
+                || (dst == v6::SERVER_PORT && kind.is_some_and(v6::is_server_message));
             Ok(if server {
                 FirstHop::DhcpServer
             } else {
@@ -212,7 +221,12 @@ mod tests {
             (67, 67, &request[..], FirstHop::Other), // a relay agent
             (68, 67, &request[..], FirstHop::Other), // a client
             (67, 5000, &request[..], FirstHop::Other),
-            (53, 68, &reply[..], FirstHop::Other),
+            // Clients read anything sent to port 68: whatever the source
+            // port, it is a server message (found in review).
+            (53, 68, &reply[..], FirstHop::DhcpServer),
+            (6767, 68, &reply[..], FirstHop::DhcpServer),
+            (6767, 67, &reply[..], FirstHop::DhcpServer),
+            (6767, 67, &request[..], FirstHop::Other),
         ];
         for (src, dst, payload, want) in cases {
             let p = v4_udp(src, dst, payload, 0);
@@ -245,6 +259,9 @@ mod tests {
             (547, 547, v6::RECONFIGURE, FirstHop::DhcpServer),
             (547, 547, 12, FirstHop::Other), // RELAY-FORW, relay to server
             (546, 547, 1, FirstHop::Other),  // SOLICIT
+            (5000, 546, v6::ADVERTISE, FirstHop::DhcpServer), // any source port
+            (5000, 547, v6::REPLY, FirstHop::DhcpServer),
+            (5000, 547, 1, FirstHop::Other),
         ] {
             let p = v6(17, &udp(src, dst, kind));
             assert_eq!(inspect_ipv6(&p), Ok(want), "{src}->{dst} type {kind}");
@@ -275,6 +292,11 @@ mod tests {
         // A first fragment whose upper-layer header is in the next one.
         let p = vec![58, 0, 0, 1, 0, 0, 0, 9];
         assert_eq!(inspect_ipv6(&v6(44, &p)), Err(DropReason::Malformed));
+        // A fragment header nested in another (an atomic fragment inside a
+        // first fragment) would hide where the upper layer starts: refused.
+        let mut nested = vec![44, 0, 0, 1, 0, 0, 0, 1];
+        nested.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!(inspect_ipv6(&v6(44, &nested)), Err(DropReason::Malformed));
         // A later fragment has nothing to inspect.
         let mut p = vec![58, 0, 0, 0x08, 0, 0, 0, 9];
         p.extend_from_slice(&ra());

@@ -136,6 +136,12 @@ impl RouteSet {
         out
     }
 
+    /// Counts `ip` as not installed (its add failed: a route to it that is
+    /// not ours exists, which must then never be removed as ours).
+    pub fn forget(&mut self, ip: IpAddr) {
+        self.installed.remove(&ip);
+    }
+
     /// Routes counted as installed.
     pub fn len(&self) -> usize {
         self.installed.len()

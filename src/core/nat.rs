@@ -42,10 +42,12 @@
 //!   → [`DropReason::LinkLocal`], in both directions; other VLANs →
 //!   [`DropReason::Vlan`].
 //! * Mirror guard: a source MAC the overlay owns (seen as a source from the
-//!   overlay, and not first seen on the LAN) → [`DropReason::MirrorGuard`],
-//!   before anything is learned from the frame: the MAC never enters the
-//!   LAN-MAC table, so no frame to it is ever put on the LAN, and the
-//!   virtual host's own frames are not taken for a loop.
+//!   overlay in a frame that passed the guards, and not first seen on the
+//!   LAN) → [`DropReason::MirrorGuard`]: the MAC never enters the LAN-MAC
+//!   table, so no frame to it is ever put on the LAN, and the virtual
+//!   host's own frames are not taken for a loop. The frame's addresses
+//!   still count as live and still answer a probe, so a LAN host whose MAC
+//!   a virtual host took first keeps its address.
 //! * Learn: a unicast source MAC other than `N` goes into the LAN-MAC table.
 //!   Addresses go into the live-on-LAN set (which also evicts them from the
 //!   IP→MAC table) when they are real unicast addresses, not the host's own,
@@ -130,7 +132,12 @@
 //!   back into the overlay), not put on the LAN nor into the TAP;
 //! * a frame to `N` or to a host address is [`Verdict::ToHost`]: `N` becomes
 //!   `T` in the Ethernet destination, the ARP target hardware address and
-//!   NDP link-layer options (ICMPv6 checksum fixed unless partial).
+//!   NDP link-layer options (ICMPv6 checksum fixed unless partial). An IP
+//!   packet goes to the host only if its destination is one of the host's
+//!   addresses ([`DropReason::ForHost`] otherwise: a host that forwards must
+//!   not route it on) and its source is link-local or inside the NIC's
+//!   prefixes, which the bridge probed before granting
+//!   ([`DropReason::Spoofed`] otherwise).
 //!
 //! Frames the host sends through the TAP ([`Nat::handle_host`]) must come
 //! from `T`, be ARP/RARP/IPv4/IPv6, untagged, and go to a group or to a MAC
@@ -140,7 +147,10 @@
 //! options, and they go into the overlay only. So `T` never reaches the
 //! overlay or the LAN, and the invariant above holds unchanged.
 //! [`Nat::host_route_targets`] names the virtual addresses the host should
-//! route through the TAP.
+//! route through the TAP: only granted ones inside the NIC's prefixes (not
+//! link-local, loopback, reserved or mapped), so no virtual host can pull
+//! the host's traffic for an off-link address (a DNS server, a VPN
+//! endpoint, a container) into the TAP.
 //!
 //! [`Nat::take_refusal`] names, for the driver's log, the last frame refused
 //! by the spoofing guard, ND inspection, RA guard or DHCP snooping.
@@ -659,6 +669,26 @@ fn tagged_vlan(frame: &[u8], p: &Parsed) -> u16 {
     u16::from_be_bytes([tci[0], tci[1]]) & 0x0fff
 }
 
+/// An address a host route may point at: unicast, not loopback, not
+/// reserved (240/4), not an IPv4-mapped IPv6 address.
+fn routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_loopback()
+                || v4.octets()[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_loopback()
+                || v6.to_ipv4_mapped().is_some())
+        }
+    }
+}
+
 /// A source IP worth learning: a real unicast address.
 fn learnable(ip: IpAddr) -> bool {
     match ip {
@@ -849,8 +879,12 @@ impl Nat {
         }
         let mut answered = false;
         if p.src.is_unicast() && p.src != n {
-            // The mirror guard: a MAC the overlay owns is no LAN host's.
+            // The mirror guard: a MAC the overlay owns is no LAN host's. Its
+            // addresses still count as live, and still answer a probe: a
+            // virtual host that first took a LAN host's MAC must not get
+            // that host's address too (found in review).
             if self.overlay_macs.contains(now, &p.src) {
+                self.learn_lan_addresses(now, frame, &p);
                 return Err(DropReason::MirrorGuard);
             }
             self.lan_macs.touch(now, p.src, ());
@@ -1014,17 +1048,23 @@ impl Nat {
         if p.src == n || self.lan_macs.contains(now, &p.src) {
             return Err(DropReason::Loop);
         }
-        self.overlay_macs.touch(now, p.src, ());
         let hop = match p.l3 {
             L3::Ipv4 { .. } => guard::inspect_ipv4(&frame[p.l3_off..])?,
             L3::Ipv6 { .. } => guard::inspect_ipv6(&frame[p.l3_off..])?,
             L3::Arp { .. } | L3::Other => FirstHop::Other,
         };
         self.first_hop_guards(now, hop, p.src)?;
-        if let Some(ip) = p.l3.src_ip().filter(|&ip| learnable(ip)) {
+        let src_ip = p.l3.src_ip().filter(|&ip| learnable(ip));
+        if let Some(ip) = src_ip {
             if self.is_host_ip(ip) || self.lan_ips.contains(now, &ip) {
                 return Err(self.refuse(DropReason::Spoofed, p.src, Some(ip)));
             }
+        }
+        // The MAC is the overlay's only once its frame passed the guards: a
+        // flood of frames the guards drop (RAs from random MACs) must not
+        // push real virtual MACs out of the table (found in review).
+        self.overlay_macs.touch(now, p.src, ());
+        if let Some(ip) = src_ip {
             let on_link = matches!(p.l3, L3::Arp { .. }) || hop.is_ndp() || self.is_on_link(ip);
             self.claim(now, ip, p.src, on_link)?;
         }
@@ -1120,6 +1160,29 @@ impl Nat {
         if p.dst != n && !p.l3.dst_ip().is_some_and(|ip| self.is_host_ip(ip)) {
             return Ok(None);
         }
+        // IP reaches the host's stack only for one of the host's own
+        // addresses (not routed on by a host that forwards: docker, VPNs),
+        // and only from an address inside the NIC's prefixes or link-local,
+        // which the bridge probed before granting (not 8.8.8.8 or a VPN
+        // server's address, which would pass the host's reverse-path check
+        // through the TAP's routes).
+        if let L3::Ipv4 { src, dst } = p.l3 {
+            if !self.is_host_ip(dst.into()) {
+                return Err(DropReason::ForHost);
+            }
+            if !self.is_on_link(src.into()) {
+                return Err(DropReason::Spoofed);
+            }
+        }
+        if let L3::Ipv6 { src, dst } = p.l3 {
+            let to_host = self.is_host_ip(dst.into()) || (dst.is_multicast() && hop.is_ndp());
+            if !to_host {
+                return Err(DropReason::ForHost);
+            }
+            if !src.is_unspecified() && !self.is_on_link(src.into()) {
+                return Err(DropReason::Spoofed);
+            }
+        }
         match p.l3 {
             L3::Arp { tha, .. } if tha == n => {
                 ArpPacket::new_unchecked(&mut frame[p.l3_off..]).set_target_hw_addr(t);
@@ -1206,7 +1269,12 @@ impl Nat {
         let v6 = self.host_v6.iter().any(|&a| !is_link_local(a.into()));
         self.ip_table.iter(now).filter_map(move |(ip, _, _)| {
             let family = if ip.is_ipv4() { v4 } else { v6 };
-            (family && !is_link_local(ip)).then_some(ip)
+            // Only addresses inside the NIC's own prefixes, which the bridge
+            // probed before granting: a virtual host that sends from an
+            // off-link source (8.8.8.8, a VPN server, a pod network) must
+            // never pull the host's traffic for it into the TAP.
+            let on_link = !is_link_local(ip) && self.on_link.iter().any(|p| p.contains(ip));
+            (family && on_link && routable(ip)).then_some(ip)
         })
     }
 
@@ -2821,6 +2889,29 @@ mod tests {
         assert!(!nat.host_route_targets(now).any(|ip| ip == IpAddr::from(v)));
     }
 
+    /// Found in review: a virtual host sending from an off-link source
+    /// (8.8.8.8) must neither reach the host's stack nor get a host route
+    /// that would pull the host's own traffic for that address into the
+    /// TAP; and frames to N for an address that isn't the host's are not
+    /// handed to the host to route on.
+    #[test]
+    fn host_access_takes_nothing_off_link() {
+        let now = Instant::now();
+        let mut nat = base(now);
+        host_access(&mut nat.config);
+        let host = Ipv4Addr::from(HOST);
+        let off_link = ip("8.8.8.8");
+        let mut f = sim::icmp_echo((V, off_link), (N, host), true, 1);
+        let verdict = nat.handle_overlay(now, false, &mut f);
+        assert_eq!(verdict, Verdict::Drop(DropReason::Spoofed));
+        assert!(!nat
+            .host_route_targets(now)
+            .any(|ip| ip == IpAddr::from(off_link)));
+        let mut f = sim::icmp_echo((V, ip("10.0.0.100")), (N, ip("172.17.0.2")), true, 2);
+        let verdict = nat.handle_overlay(now, false, &mut f);
+        assert_eq!(verdict, Verdict::Drop(DropReason::ForHost));
+    }
+
     fn l1_ip() -> Ipv4Addr {
         ip("10.0.0.1")
     }
@@ -2952,7 +3043,14 @@ mod tests {
         let v = nat.handle_lan(now, lan(PacketType::Broadcast), &mut f);
         assert_eq!(v, Verdict::Drop(DropReason::MirrorGuard));
         assert!(nat.lan_macs(now).all(|(m, _)| m != V));
-        assert_eq!(nat.lan_ips(now).count(), 2, "nothing learned from them");
+        // Their addresses still count as live (so a LAN host whose MAC a
+        // virtual host took first still keeps its address): 10.0.0.2 joins
+        // the two live ones.
+        assert_eq!(
+            nat.lan_ips(now).count(),
+            3,
+            "the address is live, the MAC not learned"
+        );
         // So V's own frames are not taken for a loop...
         let mut f = sim::icmp_echo((V, ip("10.0.0.100")), (L1, ip("10.0.0.1")), true, 2);
         assert_eq!(nat.handle_overlay(now, false, &mut f), Verdict::Forward);

@@ -185,7 +185,9 @@ impl Netlink {
         };
         let routes = self.handle.route();
         let result = if add {
-            routes.add(msg).replace().execute().await
+            // Exclusive: a route to that address that someone else made
+            // (a VPN server exception, a container's) is never replaced.
+            routes.add(msg).execute().await
         } else {
             routes.del(msg).execute().await
         };

@@ -164,6 +164,12 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     (usize::from(hdr[1]) + 2) * 4
                 }
                 FRAGMENT => {
+                    // RFC 8200 allows one fragment header; a second (an
+                    // atomic fragment nested in a first fragment) would hide
+                    // whether the upper layer really starts here.
+                    if fragment.is_some() {
+                        return Err(Error::Malformed);
+                    }
                     let hdr = payload.get(at..at + 8).ok_or(Error::Truncated)?;
                     let word = u16::from_be_bytes([hdr[2], hdr[3]]);
                     let f = Fragment {
