@@ -857,7 +857,7 @@ impl Nat {
     ) -> Result<(), DropReason> {
         match meta.pkt_type {
             PacketType::Outgoing => {
-                return if self.host_resolution(frame) {
+                return if self.host_resolution(now, meta, frame) {
                     Ok(())
                 } else {
                     Err(DropReason::Outgoing)
@@ -933,8 +933,11 @@ impl Nat {
     /// The host asks on its NIC for an address no host route covers yet;
     /// a virtual host's answer teaches the engine its address (and so the
     /// host its route), and the next try goes through the host TAP.
-    fn host_resolution(&self, frame: &[u8]) -> bool {
-        if self.config.host_tap_mac.is_none() {
+    /// Only for addresses not known live on the LAN (the host's gateway
+    /// and LAN peers are, once seen): the overlay, and every bridge in it,
+    /// needn't hear the host resolve its own LAN (found in review).
+    fn host_resolution(&self, now: Instant, meta: LanMeta, frame: &[u8]) -> bool {
+        if self.config.host_tap_mac.is_none() || meta.vlan.is_some_and(|v| v != 0) {
             return false;
         }
         let Ok(p) = parse(frame) else {
@@ -947,14 +950,16 @@ impl Nat {
         {
             return false;
         }
+        let live = |ip: IpAddr| self.lan_ips.contains(now, &ip);
         match p.l3 {
-            L3::Arp { .. } => {
+            L3::Arp { tpa, .. } => {
                 ArpPacket::new_unchecked(&frame[p.l3_off..]).operation()
                     == crate::core::frame::arp::op::REQUEST
+                    && !live(tpa.into())
             }
             L3::Ipv6 { .. } => matches!(
                 guard::inspect_ipv6(&frame[p.l3_off..]),
-                Ok(FirstHop::NeighborSolicit { .. })
+                Ok(FirstHop::NeighborSolicit { target }) if !live(target.into())
             ),
             L3::Ipv4 { .. } | L3::Other => false,
         }
