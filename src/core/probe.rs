@@ -46,6 +46,10 @@ pub const PROBES: u8 = 2;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Claims pending at once.
 pub const CLAIM_CAP: usize = 64;
+/// Claims one virtual MAC may have pending at once: a host has a handful of
+/// addresses (IPv4, a few IPv6), so one virtual host can't take every slot
+/// and keep the others from ever being granted (found in review).
+pub const CLAIMS_PER_MAC: usize = 4;
 
 /// Length of the longest frame the engine builds itself: a neighbour
 /// advertisement with a target link-layer option ([`crate::core::host`]);
@@ -149,9 +153,12 @@ impl Claims {
     }
 
     /// Starts probing for `ip`, claimed by `mac`; its first probe is due at
-    /// once. False if [`CLAIM_CAP`] claims are already pending.
+    /// once. False if [`CLAIM_CAP`] claims are already pending, or
+    /// [`CLAIMS_PER_MAC`] of `mac`'s.
     pub fn start(&mut self, now: Instant, ip: IpAddr, mac: MacAddr) -> bool {
-        if self.pending.len() >= CLAIM_CAP {
+        if self.pending.len() >= CLAIM_CAP
+            || self.pending.iter().filter(|c| c.mac == mac).count() >= CLAIMS_PER_MAC
+        {
             return false;
         }
         self.pending.push(Claim {
@@ -285,13 +292,20 @@ mod tests {
     fn claims_are_bounded_and_can_be_cancelled() {
         let t0 = Instant::now();
         let mut c = Claims::default();
-        for i in 0..CLAIM_CAP {
-            assert!(c.start(t0, IpAddr::from([10, 1, 0, i as u8]), V));
+        // One MAC gets CLAIMS_PER_MAC slots, however many it asks for.
+        for i in 0..CLAIMS_PER_MAC {
+            assert!(c.start(t0, IpAddr::from([10, 3, 0, i as u8]), V));
         }
-        assert!(!c.start(t0, IpAddr::from([10, 2, 0, 0]), V));
+        assert!(!c.start(t0, IpAddr::from([10, 3, 1, 0]), V));
+        // Many MACs fill CLAIM_CAP.
+        let mac = |i: usize| MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8]);
+        for i in CLAIMS_PER_MAC..CLAIM_CAP {
+            assert!(c.start(t0, IpAddr::from([10, 1, 0, i as u8]), mac(i)));
+        }
+        assert!(!c.start(t0, IpAddr::from([10, 2, 0, 0]), mac(999)));
         assert_eq!(c.len(), CLAIM_CAP);
-        assert!(c.cancel(IpAddr::from([10, 1, 0, 3])));
-        assert!(!c.cancel(IpAddr::from([10, 1, 0, 3])));
-        assert!(c.start(t0, IpAddr::from([10, 2, 0, 0]), V));
+        assert!(c.cancel(IpAddr::from([10, 1, 0, 10])));
+        assert!(!c.cancel(IpAddr::from([10, 1, 0, 10])));
+        assert!(c.start(t0, IpAddr::from([10, 2, 0, 0]), mac(999)));
     }
 }
