@@ -158,8 +158,10 @@
 //! # Bounded tables
 //! The IP→MAC table, the LAN-MAC table, the overlay-MAC table and the
 //! live-on-LAN set each have a cap and a maximum age; pending claims are
-//! capped too ([`crate::core::probe::CLAIM_CAP`] in all, [`crate::core::probe::CLAIMS_PER_MAC`] per virtual MAC). When a table is full, the
-//! least recently refreshed entry is evicted and counted ([`NatStats`]).
+//! capped too ([`crate::core::probe::CLAIM_CAP`] in all,
+//! [`crate::core::probe::CLAIMS_PER_MAC`] per virtual MAC). When a table is
+//! full, the least recently refreshed entry is evicted and counted
+//! ([`NatStats`]).
 //! Under a flood of fake addresses real entries get evicted too; they are
 //! learned again from the next frame that carries them. Expiry runs lazily
 //! at the start of each `handle_*` call (amortised O(1)) and on
