@@ -16,8 +16,8 @@
 //! * a frame `handle_overlay` forwards has Ethernet source N, ARP sender
 //!   hardware address N, every NDP link-layer option N; every MAC in it
 //!   (Ethernet, ARP, NDP options) is N, a group address, or one seen as a
-//!   source on the LAN (`Nat::lan_macs`), except the ARP target hardware
-//!   address unless `LANBRIDGE_FUZZ_STRICT=1` (see `STRICT`); its
+//!   source on the LAN (`Nat::lan_macs`), the ARP target hardware address
+//!   included (the bug in fuzz/regressions/nat, fixed); its
 //!   destination is not an 802.1D link-local group, its VLAN is 0; and a
 //!   transport checksum (UDP over IPv4, ICMPv6) that was right stays right
 //!   unless partial;
@@ -37,7 +37,6 @@ mod common;
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    sync::LazyLock,
     time::{Duration, Instant},
 };
 
@@ -55,16 +54,6 @@ use lanbridge::core::{
     nat::{LanMeta, Nat, NatConfig, PacketType, Verdict},
 };
 use libfuzzer_sys::fuzz_target;
-
-/// With `LANBRIDGE_FUZZ_STRICT=1` in the environment, the ARP target
-/// hardware address of a forwarded frame must be N, a group address or a
-/// LAN MAC like every other MAC in it. Off by default: `handle_overlay`
-/// leaves that field as the virtual host wrote it, so e.g. a gratuitous
-/// ARP reply (`arping -A`: target hardware address = its own MAC) puts a
-/// virtual MAC on the LAN (fuzz/regressions/nat/arp-target-hw-virtual-mac,
-/// fuzz/regressions/README.md).
-static STRICT: LazyLock<bool> =
-    LazyLock::new(|| std::env::var_os("LANBRIDGE_FUZZ_STRICT").is_some_and(|v| v == "1"));
 
 /// Where [`macs_in`] found the ARP target hardware address.
 const ARP_TARGET: &str = "ARP target";
@@ -185,9 +174,6 @@ fn check_overlay_forward(nat: &Nat, now: Instant, before: &[u8], after: &[u8], p
     }
     let lan: Vec<MacAddr> = nat.lan_macs(now).map(|(m, _)| m).collect();
     for (place, m) in macs_in(after).0 {
-        if place == ARP_TARGET && !*STRICT {
-            continue;
-        }
         assert!(
             m == N || !m.is_unicast() || lan.contains(&m),
             "{m} reaches the LAN as {place}: neither N nor seen on the LAN ({lan:?})"
@@ -275,7 +261,7 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 assert!(frame == bytes, "a dropped frame was changed");
             }
-            let _ = nat.take_spoofed();
+            let _ = nat.take_refusal();
             let _ = nat.take_for_host_notice();
         } else {
             let meta = LanMeta {

@@ -24,9 +24,9 @@
 //!   from a member (the relay sends these, never takes them).
 //!
 //! Checked besides "no panic", for every datagram:
-//! * a `Forward` never targets the datagram's own source address (unless
-//!   another session of the network was last seen there, which only
-//!   `LANBRIDGE_FUZZ_STRICT=1` counts as a failure, see `STRICT`), never
+//! * a `Forward` never targets the datagram's own source address (not even
+//!   when another session of the network was last seen there: the bug in
+//!   fuzz/regressions/relay, fixed), nor one address twice, never
 //!   follows a datagram that fails `peek_header`, only follows a Frame or
 //!   RoutedFrame that authenticates under its network's key (`open`, or
 //!   `check_route` for RoutedFrame), and only targets addresses of other
@@ -50,7 +50,6 @@ mod common;
 use std::{
     collections::VecDeque,
     net::SocketAddr,
-    sync::LazyLock,
     time::{Duration, Instant},
 };
 
@@ -61,17 +60,6 @@ use lanbridge::core::{
     wire::{self, Cipher, Kind, Message, Sealer, SessionId},
 };
 use libfuzzer_sys::fuzz_target;
-
-/// With `LANBRIDGE_FUZZ_STRICT=1` in the environment, a Forward back to
-/// its own source is a failure even when another session of the network
-/// was last seen at that address, as is a Forward listing one address
-/// twice (fuzz/regressions/relay/forward-to-own-source: two sessions
-/// registered from one address, e.g. a member restarted on the same
-/// address before its old session expired; the relay floods to the old
-/// session's address, which is the sender's). Off by default so that a
-/// run finds the other failures; see the note in fuzz/regressions/README.md.
-static STRICT: LazyLock<bool> =
-    LazyLock::new(|| std::env::var_os("LANBRIDGE_FUZZ_STRICT").is_some_and(|v| v == "1"));
 
 const MAX_PEERS: usize = 3;
 const MAX_DATAGRAMS: [usize; 4] = [120, 300, 1400, 9000];
@@ -153,24 +141,15 @@ impl Harness {
             assert!(authentic, "forwarded a datagram that does not authenticate");
             assert!(!targets.is_empty());
             let peers = self.relay.peers(now);
-            // Another session of the network last seen at the source address
-            // (a member restarted with its old session not yet expired).
-            let stale_at = |addr: &SocketAddr| {
-                peers
-                    .iter()
-                    .any(|p| p.addr == *addr && p.network == h.network_id && p.session != h.session)
-            };
-            if targets.contains(&from) {
-                assert!(
-                    !*STRICT && stale_at(&from),
-                    "forwarded back to its source {from}: {targets:?}"
-                );
-            }
+            assert!(
+                !targets.contains(&from),
+                "forwarded back to its source {from}: {targets:?}"
+            );
             let mut unique = targets.clone();
             unique.sort();
             unique.dedup();
             assert!(
-                !*STRICT || unique.len() == targets.len(),
+                unique.len() == targets.len(),
                 "forwarded twice to one address: {targets:?}"
             );
             for t in &targets {

@@ -395,6 +395,10 @@ impl Relay {
                     }
                     Route::Drop(reason) => return Err(reason),
                 }
+                // Two sessions at one address (a member that restarted) get
+                // one copy, not two.
+                self.targets.sort_unstable();
+                self.targets.dedup();
                 if self.targets.is_empty() {
                     return Err(DropReason::NoDestination);
                 }
