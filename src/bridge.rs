@@ -32,7 +32,7 @@ use crate::{
         packet_socket::{Captured, PacketSocket},
         plain,
         tap::{self, Tap},
-        udp::{Received, RECV_BURST},
+        udp::Received,
     },
     report::DropReport,
     signals::Shutdown,
@@ -307,25 +307,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 };
                 match &mut overlay {
                     Overlay::Relay(uplink) => {
-                        // What is queued now is one batch (see Socket::try_recv).
-                        let mut received = received;
-                        for more in (0..RECV_BURST).rev() {
-                            for datagram in received.datagrams(&ovl_buf) {
-                                uplink.handle_datagram(now, received.from, datagram, &mut to_lan);
-                            }
-                            if more == 0 {
-                                break;
-                            }
-                            match uplink.try_recv(&mut ovl_buf) {
-                                Ok(r) => received = r,
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                Err(e) => {
-                                    debug!("overlay recv: {}", plain(&e));
-                                    break;
-                                }
-                            }
-                        }
-                        uplink.flush(&mut to_lan);
+                        uplink.handle_burst(now, received, &mut ovl_buf, &mut to_lan);
                     }
                     Overlay::Tap(_) => {
                         for datagram in received.datagrams(&ovl_buf) {

@@ -3,13 +3,13 @@
 use std::{io, time::Instant};
 
 use anyhow::Context;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::{
     cli::{read_key_file, EdgeArgs},
     control::Ops,
     core::{drop::DropReason, mac::MacAddr, offload::VnetHdr},
-    io::{netlink::Netlink, plain, tap::Tap, udp::RECV_BURST},
+    io::{netlink::Netlink, tap::Tap, udp::burst_step},
     signals::Shutdown,
     status::{EdgeStatus, Role, Status},
     uplink::Uplink,
@@ -67,6 +67,9 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                 uplink.send_frame(&hdr, &mut tap_buf[..n], mtu);
             }
             r = uplink.recv(&mut udp_buf) => {
+                let Some(received) = burst_step(r) else {
+                    continue;
+                };
                 // HOT PATH: what is queued now is one batch (GRO bursts, or
                 // single datagrams), so that the segments in it are put back
                 // together before the TAP.
@@ -78,26 +81,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
                         Err(_) => gone = true,
                     }
                 };
-                let now = Instant::now();
-                let mut r = r;
-                for more in (0..RECV_BURST).rev() {
-                    let received = match r {
-                        Ok(v) => v,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            debug!("recv: {}", plain(&e));
-                            break;
-                        }
-                    };
-                    for datagram in received.datagrams(&udp_buf) {
-                        uplink.handle_datagram(now, received.from, datagram, &mut deliver);
-                    }
-                    if more == 0 {
-                        break;
-                    }
-                    r = uplink.try_recv(&mut udp_buf);
-                }
-                uplink.flush(&mut deliver);
+                uplink.handle_burst(Instant::now(), received, &mut udp_buf, &mut deliver);
                 for (reason, n) in drops {
                     uplink.count_drops(reason, n);
                 }

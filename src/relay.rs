@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::{debug, info, trace};
+use tracing::{info, trace};
 
 use crate::{
     cli::{read_key_files, RelayArgs},
@@ -20,10 +20,7 @@ use crate::{
         switch::SwitchConfig,
         wire::{Cipher, NetworkId, SessionId},
     },
-    io::{
-        plain,
-        udp::{SendBatch, Socket, RECV_BURST},
-    },
+    io::udp::{burst_step, SendBatch, Socket, RECV_BURST},
     report::DropReport,
     signals::Shutdown,
     status::{self, NetworkStatus, PeerStatus, RelayStatus, Role, Status},
@@ -81,14 +78,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 let now = Instant::now();
                 let mut r = r;
                 for more in (0..RECV_BURST).rev() {
-                    let received = match r {
-                        Ok(v) => v,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            // ICMP errors from earlier sends surface here; keep going.
-                            debug!("recv: {}", plain(&e));
-                            break;
-                        }
+                    let Some(received) = burst_step(r) else {
+                        break;
                     };
                     let (from, local) = (received.from, received.local);
                     let mut learned = false;

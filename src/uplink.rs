@@ -20,7 +20,7 @@ use crate::{
     },
     io::{
         plain,
-        udp::{Received, SendBatch, Socket},
+        udp::{burst_step, Received, SendBatch, Socket, RECV_BURST},
     },
     report::DropReport,
     status::UplinkStatus,
@@ -126,11 +126,6 @@ impl Uplink {
         self.socket.recv(buf).await
     }
 
-    /// [`Uplink::recv`] without waiting (see [`Socket::try_recv`]).
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        self.socket.try_recv(buf)
-    }
-
     /// Seals a local frame, with the offload metadata its device gave
     /// (`VnetHdr::NONE` for a plain frame), and sends it to the relay: a
     /// super-frame goes as one datagram per segment
@@ -145,9 +140,9 @@ impl Uplink {
     }
 
     /// Handles one received datagram; frames it completes go to `deliver`
-    /// with their offload metadata, now or at [`Uplink::flush`].
+    /// with their offload metadata, now or when the burst ends.
     // HOT PATH
-    pub fn handle_datagram(
+    fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -169,9 +164,30 @@ impl Uplink {
         }
     }
 
-    /// Ends a receive batch: delivers what the coalescer holds.
+    /// Handles a receive burst: `received` (what [`Uplink::recv`] put in
+    /// `buf`), then what is already queued (up to [`RECV_BURST`] receives,
+    /// into `buf`), then delivers what the coalescer holds, so that segments
+    /// that arrived together reach `deliver` as one super-frame.
     // HOT PATH
-    pub fn flush(&mut self, deliver: &mut dyn FnMut(&VnetHdr, &[u8])) {
+    pub fn handle_burst(
+        &mut self,
+        now: Instant,
+        mut received: Received,
+        buf: &mut [u8],
+        deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
+    ) {
+        for more in (0..RECV_BURST).rev() {
+            for datagram in received.datagrams(buf) {
+                self.handle_datagram(now, received.from, datagram, deliver);
+            }
+            if more == 0 {
+                break;
+            }
+            match burst_step(self.socket.try_recv(buf)) {
+                Some(r) => received = r,
+                None => break,
+            }
+        }
         self.client.flush(deliver);
     }
 

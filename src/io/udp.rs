@@ -47,6 +47,21 @@ pub const MAX_DATAGRAM: usize = 65507;
 /// that a flood on the socket can't starve the driver's other work.
 pub const RECV_BURST: usize = 64;
 
+/// A receive result as one step of a burst (see [`Socket::try_recv`]): the
+/// batch, or `None` when the burst ends: nothing more is queued, or an
+/// error, logged at debug (ICMP errors from earlier sends surface here; the
+/// driver keeps going).
+pub fn burst_step(r: io::Result<Received>) -> Option<Received> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => {
+            debug!("recv: {}", plain(&e));
+            None
+        }
+    }
+}
+
 /// At most this many datagrams per GSO send or `sendmmsg` call (the kernel's
 /// `UDP_MAX_SEGMENTS` was 64 before Linux 6.9).
 const MAX_BATCH: usize = 64;
