@@ -450,6 +450,21 @@ impl Fabric for Net {
         from: &'static str,
         frame: &[u8],
     ) -> Vec<(&'static str, Vec<u8>)> {
+        self.send(cx, from, &VnetHdr::NONE, &mut frame.to_vec())
+    }
+}
+
+impl Net {
+    /// The node of host `from` reads `frame` from its device with offload
+    /// metadata `hdr` (as its driver hands it over), sends what its client
+    /// makes of it, and everything is delivered.
+    fn send(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &str,
+        hdr: &VnetHdr,
+        frame: &mut [u8],
+    ) -> Vec<(&'static str, Vec<u8>)> {
         let node = self
             .nodes
             .iter_mut()
@@ -462,14 +477,13 @@ impl Fabric for Net {
         let queue = &mut self.queue;
         let (addr, relay) = (node.addr, node.client.relay());
         let drops = node.client.stats().drops.clone();
-        node.client
-            .handle_frame(&VnetHdr::NONE, &mut frame.to_vec(), 1500, &mut |d| {
-                queue.push_back(Datagram {
-                    from: addr,
-                    to: relay,
-                    bytes: d.to_vec(),
-                })
-            });
+        node.client.handle_frame(hdr, frame, 1500, &mut |d| {
+            queue.push_back(Datagram {
+                from: addr,
+                to: relay,
+                bytes: d.to_vec(),
+            })
+        });
         for (reason, n) in node.client.stats().drops.nonzero() {
             if drops.get(reason) != n {
                 cx.log(format!("{} drops the frame: {reason:?}", node.name));
@@ -569,21 +583,7 @@ impl World<Net> {
             hdr.gso_size
         ));
         let (net, mut cx) = self.split();
-        let node = net
-            .nodes
-            .iter_mut()
-            .find(|n| n.behind[0] == who)
-            .expect("sender has no node");
-        let queue = &mut net.queue;
-        let (addr, relay) = (node.addr, node.client.relay());
-        node.client.handle_frame(&hdr, &mut frame, 1500, &mut |d| {
-            queue.push_back(Datagram {
-                from: addr,
-                to: relay,
-                bytes: d.to_vec(),
-            })
-        });
-        let arrived = net.run(&mut cx);
+        let arrived = net.send(&mut cx, who, &hdr, &mut frame);
         let mut queue = Queue::new();
         self.arrive(arrived, &mut queue);
         self.settle(queue);
