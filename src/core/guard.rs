@@ -181,15 +181,7 @@ pub fn inspect_ipv6(ip: &[u8]) -> Result<FirstHop, DropReason> {
 mod tests {
     use super::*;
 
-    fn v6(next: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x60, 0, 0, 0];
-        v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        v.extend_from_slice(&[next, 255]);
-        v.extend_from_slice(&"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
-        v.extend_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
-        v.extend_from_slice(payload);
-        v
-    }
+    use crate::core::frame::ipv6::test_packet as v6;
 
     fn v4_udp(src: u16, dst: u16, payload: &[u8], frag: u16) -> Vec<u8> {
         let len = 20 + 8 + payload.len();

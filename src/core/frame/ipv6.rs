@@ -216,19 +216,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     }
 }
 
+/// A test IPv6 packet from fe80::1 to ff02::1, hop limit 255, with
+/// `payload` after the fixed header and `next` as its next header.
+#[cfg(test)]
+pub(crate) fn test_packet(next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x60, 0, 0, 0];
+    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    v.extend_from_slice(&[next, 255]);
+    v.extend_from_slice(&"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
+    v.extend_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
+    v.extend_from_slice(payload);
+    v
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn packet(next: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x60, 0, 0, 0];
-        v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        v.extend_from_slice(&[next, 255]);
-        v.extend_from_slice(&"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
-        v.extend_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
-        v.extend_from_slice(payload);
-        v
-    }
+    use super::{test_packet as packet, *};
 
     #[test]
     fn deconstruct() {
