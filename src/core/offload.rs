@@ -162,38 +162,30 @@ impl VnetHdr {
     /// Reads the header from the first [`VnetHdr::LEN`] bytes of `buf`, in
     /// the host's byte order (as the kernel gives it).
     pub fn parse(buf: &[u8]) -> Result<Self, OffloadError> {
-        let b = buf
+        let b: &[u8; Self::LEN] = buf
             .get(..Self::LEN)
             .and_then(|b| b.try_into().ok())
             .ok_or(OffloadError::Truncated)?;
-        Ok(Self::decode(b, u16::from_ne_bytes))
-    }
-
-    /// The header as bytes in the host's byte order (as the kernel takes it).
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        self.encode(u16::to_ne_bytes)
-    }
-
-    fn decode(b: &[u8; Self::LEN], u16_from: fn([u8; 2]) -> u16) -> Self {
-        let u16_at = |at: usize| u16_from([b[at], b[at + 1]]);
-        VnetHdr {
+        let u16_at = |at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+        Ok(VnetHdr {
             flags: b[0],
             gso_type: b[1],
             hdr_len: u16_at(2),
             gso_size: u16_at(4),
             csum_start: u16_at(6),
             csum_offset: u16_at(8),
-        }
+        })
     }
 
-    fn encode(&self, u16_to: fn(u16) -> [u8; 2]) -> [u8; Self::LEN] {
+    /// The header as bytes in the host's byte order (as the kernel takes it).
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0] = self.flags;
         b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&u16_to(self.hdr_len));
-        b[4..6].copy_from_slice(&u16_to(self.gso_size));
-        b[6..8].copy_from_slice(&u16_to(self.csum_start));
-        b[8..10].copy_from_slice(&u16_to(self.csum_offset));
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
         b
     }
 
