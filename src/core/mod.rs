@@ -18,6 +18,7 @@ mod netsim;
 pub mod noise;
 pub mod offload;
 pub mod probe;
+pub mod proto;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;

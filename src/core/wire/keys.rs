@@ -74,6 +74,11 @@ impl NetworkKey {
         NetworkKey(bytes)
     }
 
+    /// The raw bytes (to derive version 2 keys from).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// The key as 64 lowercase hex characters, the form users copy around.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
