@@ -87,11 +87,27 @@ pub enum DropReason {
     /// the LAN for (RFC 5227 style); or, from the LAN, the answer to such a
     /// probe.
     Probing,
+    /// A version 2 handshake message that did not authenticate (another
+    /// network, a relay key used as a network key), replayed its
+    /// timestamp, or came too often.
+    HandshakeFailed,
+    /// A frame whose source MAC belongs to another member (first seen owns
+    /// it until it ages out).
+    MacTaken,
+    /// A handshake from a member key the relay was told to refuse.
+    RefusedMember,
+    /// A datagram for a session nobody here has (ended, or never made).
+    NoSession,
+    /// A handshake without a valid cookie while the relay is under load; it
+    /// was answered with a cookie.
+    CookieRequired,
+    /// Frames waiting for a member session were over their bound.
+    QueueFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 33] = [
+    pub const ALL: [DropReason; 39] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -125,6 +141,12 @@ impl DropReason {
         DropReason::NdInspection,
         DropReason::MirrorGuard,
         DropReason::Probing,
+        DropReason::HandshakeFailed,
+        DropReason::MacTaken,
+        DropReason::RefusedMember,
+        DropReason::NoSession,
+        DropReason::CookieRequired,
+        DropReason::QueueFull,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -163,6 +185,12 @@ impl DropReason {
             DropReason::NdInspection => "nd_inspection",
             DropReason::MirrorGuard => "mirror_guard",
             DropReason::Probing => "probing",
+            DropReason::HandshakeFailed => "handshake_failed",
+            DropReason::MacTaken => "mac_taken",
+            DropReason::RefusedMember => "refused_member",
+            DropReason::NoSession => "no_session",
+            DropReason::CookieRequired => "cookie_required",
+            DropReason::QueueFull => "queue_full",
         }
     }
 }

@@ -4,6 +4,7 @@
 //!   [`MemberId`]);
 
 mod keys;
+pub mod session;
 
 pub use keys::{
     parse_public_key, Identity, KeyFile, MemberId, MemberPsk, RelayKey, RELAY_KEY_PREFIX,
