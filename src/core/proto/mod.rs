@@ -3,6 +3,7 @@
 //! - `keys.rs`: who holds what ([`RelayKey`], [`MemberPsk`], [`Identity`],
 //!   [`MemberId`]);
 
+pub mod codec;
 mod keys;
 pub mod session;
 
