@@ -9,16 +9,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::{info, trace};
+use tracing::{info, trace, warn};
 
 use crate::{
     cli::{read_key_files, RelayArgs},
     control::Ops,
     core::{
         drop::DropReason,
+        proto::RelayKey,
         relay::{Relay, RelayAction, RelayConfig, RelayEvent},
-        switch::SwitchConfig,
-        wire::{Cipher, NetworkId, SessionId},
+        wire::NetworkId,
     },
     io::udp::{burst_step, SendBatch, Socket, RECV_BURST},
     report::DropReport,
@@ -36,25 +36,23 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             args.keepalive
         );
     }
-    let keys = read_key_files(&args.key_files)?;
-    let ciphers: Vec<Cipher> = keys.iter().map(Cipher::new).collect();
+    let keys: Vec<RelayKey> = read_key_files(&args.key_files)?
+        .iter()
+        .map(RelayKey::derive)
+        .collect();
     let config = RelayConfig {
         keepalive: Duration::from_secs(args.keepalive),
         peer_timeout: Duration::from_secs(args.peer_timeout),
-        switch: SwitchConfig {
-            max_macs_per_port: args.max_macs_per_peer as usize,
-            ..SwitchConfig::default()
-        },
         ..RelayConfig::default()
     };
     let socket = Socket::bind(args.listen, args.listen.ip().is_unspecified()).await?;
     let mut shutdown = Shutdown::new()?;
     let ops = Ops::start(Role::Relay, &args.ops).await?;
-    let network_ids: Vec<NetworkId> = ciphers.iter().map(Cipher::network_id).collect();
-    for c in &ciphers {
-        info!(network = %c.network_id(), "serving network");
+    for k in &keys {
+        info!(network = %k.network_id(), "serving network");
     }
-    let mut relay = Relay::new(config, ciphers, SessionId::random());
+    let mut relay = Relay::new(config, keys);
+    let network_ids = relay.networks();
     info!(listen = %args.listen, "relay running");
 
     let mut buf = vec![0u8; 65536];
@@ -86,7 +84,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                     // HOT PATH
                     for datagram in received.datagrams(&buf) {
                         let action = relay.handle_datagram(now, from, datagram);
-                        if !learned && matches!(action, RelayAction::Forward(_) | RelayAction::Reply(_)) {
+                        if !learned && matches!(action, RelayAction::Forward(..) | RelayAction::Reply(_)) {
                             // Authenticated: answer and forward from where it came.
                             if let Some(local) = local {
                                 local_of.insert(from, local);
@@ -95,17 +93,9 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                         }
                         match action {
                             // A run of forwards to one peer leaves in one GSO send.
-                            RelayAction::Forward(&[to]) => {
+                            RelayAction::Forward(to, bytes) => {
                                 let from_ip = local_of.get(&to).copied();
-                                send_errors += batch.push(&socket, datagram, to, from_ip) as u64;
-                            }
-                            RelayAction::Forward(targets) => {
-                                send_errors += batch.flush(&socket) as u64;
-                                for to in targets {
-                                    if socket.try_send(datagram, *to, local_of.get(to).copied()).is_err() {
-                                        send_errors += 1;
-                                    }
-                                }
+                                send_errors += batch.push(&socket, bytes, to, from_ip) as u64;
                             }
                             RelayAction::Reply(bytes) => {
                                 send_errors += batch.flush(&socket) as u64;
@@ -136,30 +126,30 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 drops.maybe_log(now, &relay.stats().drops);
             }
         }
-        for (to, bytes) in relay.drain_pushes() {
-            if socket
-                .try_send(&bytes, to, local_of.get(&to).copied())
-                .is_err()
-            {
-                send_errors += 1;
-            }
-        }
         for event in relay.drain_events() {
             match event {
                 RelayEvent::Joined {
                     network,
-                    session,
+                    member,
                     addr,
-                } => {
-                    info!(%network, %session, %addr, "peer registered")
-                }
+                } => info!(%network, %member, %addr, "member joined"),
                 RelayEvent::Left {
                     network,
-                    session,
+                    member,
                     addr,
-                } => {
-                    info!(%network, %session, %addr, "peer timed out")
+                } => info!(%network, %member, %addr, "member left (silent, or its keys expired)"),
+                RelayEvent::Refused { member, addr } => {
+                    warn!(%member, %addr, "refused a member key (--refuse-member)")
                 }
+                RelayEvent::OtherVersion { addr, version } => warn!(
+                    %addr,
+                    "a peer speaks protocol version {version}; this relay speaks version 2 \
+                     (upgrade it): its datagrams are dropped"
+                ),
+                RelayEvent::CookieMode(true) => {
+                    warn!("handshake load: initiations now need a cookie (cookie mode on)")
+                }
+                RelayEvent::CookieMode(false) => info!("cookie mode off"),
             }
         }
         if send_errors > 0 {
@@ -188,9 +178,11 @@ fn snapshot(relay: &Relay, networks: &[NetworkId], listen: &str) -> Status {
             .iter()
             .map(|p| PeerStatus {
                 network: p.network.to_string(),
-                session: status::hex(&p.session.0),
+                member: p.member.to_string(),
+                public_key: status::hex(&p.public),
                 address: p.addr.to_string(),
-                macs: p.macs as u64,
+                session_age_seconds: status::secs(p.session_age),
+                handshakes: p.handshakes,
                 idle_seconds: status::secs(p.idle),
                 datagrams_received: p.rx,
             })
@@ -199,6 +191,9 @@ fn snapshot(relay: &Relay, networks: &[NetworkId], listen: &str) -> Status {
         datagrams_sent: stats.tx,
         registrations: stats.registrations,
         timeouts: stats.timeouts,
+        handshakes: stats.handshakes,
+        cookies_sent: stats.cookies_sent,
+        cookie_mode: stats.cookie_mode,
     });
     s
 }

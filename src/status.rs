@@ -83,6 +83,15 @@ pub struct RelayStatus {
     pub registrations: u64,
     /// Peers forgotten for silence.
     pub timeouts: u64,
+    /// Uplink handshakes (joins and key rotations).
+    #[serde(default)]
+    pub handshakes: u64,
+    /// Cookie replies sent (handshake load).
+    #[serde(default)]
+    pub cookies_sent: u64,
+    /// True while initiations need a cookie.
+    #[serde(default)]
+    pub cookie_mode: bool,
 }
 
 /// One network a relay serves.
@@ -99,12 +108,16 @@ pub struct NetworkStatus {
 pub struct PeerStatus {
     /// Its network id.
     pub network: String,
-    /// Its session id (32 hex digits; new at every start of the peer).
-    pub session: String,
+    /// Its member id (16 hex digits, from its static key).
+    pub member: String,
+    /// Its static public key (64 hex digits; what `--refuse-member` takes).
+    pub public_key: String,
     /// The underlay address its datagrams come from.
     pub address: String,
-    /// MACs learned behind it.
-    pub macs: u64,
+    /// Age of its uplink session keys (they rotate every two minutes).
+    pub session_age_seconds: f64,
+    /// Uplink handshakes it completed (the first, then one per rotation).
+    pub handshakes: u64,
     /// Time since it was last heard.
     pub idle_seconds: f64,
     /// Datagrams received from it.
@@ -442,9 +455,10 @@ fn render_relay(out: &mut String, r: &RelayStatus) {
         .map(|p| {
             vec![
                 p.network.clone(),
-                p.session.chars().take(8).collect(),
+                p.member.clone(),
                 p.address.clone(),
-                p.macs.to_string(),
+                human_duration(p.session_age_seconds),
+                p.handshakes.to_string(),
                 human_duration(p.idle_seconds),
                 p.datagrams_received.to_string(),
             ]
@@ -452,7 +466,7 @@ fn render_relay(out: &mut String, r: &RelayStatus) {
         .collect();
     table(
         out,
-        &["NETWORK", "SESSION", "ADDRESS", "MACS", "IDLE", "RX"],
+        &["NETWORK", "MEMBER", "ADDRESS", "KEYS AGE", "HANDSHAKES", "IDLE", "RX"],
         &rows,
     );
     section(out, "counters");
@@ -462,7 +476,10 @@ fn render_relay(out: &mut String, r: &RelayStatus) {
             ("datagrams received", r.datagrams_received.to_string()),
             ("datagrams sent", r.datagrams_sent.to_string()),
             ("registrations", r.registrations.to_string()),
+            ("handshakes", r.handshakes.to_string()),
             ("timeouts", r.timeouts.to_string()),
+            ("cookies sent", r.cookies_sent.to_string()),
+            ("cookie mode", if r.cookie_mode { "on" } else { "off" }.to_string()),
         ],
     );
 }

@@ -13,10 +13,11 @@ use tracing::{debug, info, trace, warn};
 use crate::{
     cli::TuningArgs,
     core::{
-        client::{Client, ClientConfig, ClientEvent},
+        client::{Client, ClientConfig, ClientEvent, MemberEvent},
         drop::DropReason,
         offload::VnetHdr,
-        wire::{Cipher, NetworkKey, SessionId},
+        proto::{session::WallClock, Identity},
+        wire::NetworkKey,
     },
     io::{
         plain,
@@ -68,6 +69,7 @@ impl Uplink {
     /// first [`Uplink::poll`].
     pub async fn connect(
         key: &NetworkKey,
+        identity: Identity,
         relay: &str,
         tuning: &TuningArgs,
     ) -> anyhow::Result<Uplink> {
@@ -85,7 +87,8 @@ impl Uplink {
             clamp_mss: !tuning.no_mss_clamp,
             ..ClientConfig::default()
         };
-        let client = Client::new(config, Cipher::new(key), SessionId::random(), relay);
+        let now = Instant::now();
+        let client = Client::new(config, key, identity, relay, now, WallClock::system(now));
         Ok(Uplink {
             client,
             socket,
@@ -135,7 +138,8 @@ impl Uplink {
         let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
         let batch = &mut self.batch;
         let mut send = |d: &[u8]| *failed += batch.push(socket, d, relay, None) as u64;
-        self.client.handle_frame(hdr, frame, mtu, &mut send);
+        self.client
+            .handle_frame(Instant::now(), hdr, frame, mtu, &mut send);
         self.failed_sends += self.batch.flush(&self.socket) as u64;
     }
 
@@ -258,6 +262,21 @@ impl Uplink {
                 info!(relay = %self.relay, "registered with relay");
             } else {
                 warn!(relay = %self.relay, "lost the relay, registering again");
+            }
+        }
+        for event in self.client.drain_events() {
+            match event {
+                MemberEvent::PeerUp(member) => info!(%member, "session with member up"),
+                MemberEvent::PeerLeft(member) => info!(%member, "member left the network"),
+                MemberEvent::MacTaken { mac, owner, by } => warn!(
+                    %mac, %owner, %by,
+                    "a member used a MAC another member owns; its frames with it are dropped"
+                ),
+                MemberEvent::OtherVersion(version) => warn!(
+                    relay = %self.relay,
+                    "the relay speaks protocol version {version}; this member speaks version 2 \
+                     (upgrade the relay): its datagrams are dropped"
+                ),
             }
         }
         if self.failed_sends > 0 {

@@ -1,49 +1,66 @@
-//! The relay's state machine: networks, peers, and one learning switch per
-//! network.
+//! The relay's state machine (protocol version 2, docs/protocol.md).
 //!
-//! The relay holds every network key it serves. For each datagram it reads the
-//! network id from the clear header, checks the sender's replay window,
-//! authenticates and decrypts (into scratch), and acts:
-//! - `Register`: creates or refreshes the peer at the datagram's source
-//!   address and answers `RegisterAck`;
-//! - `Keepalive`: refreshes the peer and answers `KeepaliveAck`;
-//! - `Frame`: learns the source MAC on the peer and forwards the datagram
-//!   **unchanged** (same session, counter and tag) to the peers the switch
-//!   picks, so receivers authenticate the original sender themselves;
-//! - anything from a session it doesn't know: answers `NotRegistered`, and the
-//!   peer registers again (this is how edges survive a relay restart).
+//! The relay holds a relay key per network it serves, never a network key.
+//! With it, it admits members (a Noise handshake per member, the *uplink*)
+//! and forwards what members address to each other by member id, checking
+//! the sender's relay tag and re-tagging for the destination. It never
+//! sees a frame: those are sealed member to member under keys it can't
+//! compute.
 //!
-//! Invariants: nothing is learned from or forwarded for a datagram that failed
-//! authentication or the replay check; nothing crosses networks; nothing goes
-//! back to its sender; silent peers are forgotten after
-//! [`RelayConfig::peer_timeout`], with their MACs.
+//! Per datagram:
+//! - `UplinkInit`: mac1 (one BLAKE3; nothing else for strangers), under
+//!   load a cookie (mac2, else a `CookieReply` and no DH), then the
+//!   handshake; the initiation's timestamp must be newer than the last from
+//!   that member key, and the key must not be refused. Answered with
+//!   `UplinkResp` (shorter than the initiation).
+//! - `Control`: opened under the member's uplink; keepalives and member
+//!   list requests are answered.
+//! - routed (`PeerInit`, `PeerResp`, `Data`): relay tag and replay window
+//!   of the sender's uplink, then rewritten (destination's index and
+//!   counter, the sender's member id) and tagged for the destination.
+//! - anything naming an index the relay doesn't know: a `Rejoin` hint (8
+//!   bytes, once a second per address), so members find a restarted relay.
+//!
+//! Invariants: nothing is learned from a datagram that did not
+//! authenticate; nothing crosses networks; nothing goes back to its
+//! sender; members silent for [`RelayConfig::peer_timeout`] are forgotten;
+//! every table is bounded.
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+
 use crate::core::{
     drop::{DropCounters, DropReason},
     fasthash::FastMap,
-    switch::{Route, Switch, SwitchConfig},
-    wire::{
-        self, Cipher, KeyCache, Kind, Message, NetworkId, ReplayGuard, Sealer, SessionId,
-        CAP_ROUTED,
+    noise::{self, NoiseError, StaticKeys, KEY_LEN},
+    proto::{
+        codec::{self, control, cookie_reply, rejoin, routed, uplink_init, uplink_resp, Control, Kind},
+        session::{constant_time_eq, Keypair, Keypairs, Slot, Timers},
+        MemberId, RelayKey,
     },
+    wire::{NetworkId, WireError},
 };
 
 /// Timers and limits of a relay.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
-    /// Interval the relay asks peers to send keepalives at.
+    /// Interval the relay asks members to send keepalives at.
     pub keepalive: Duration,
-    /// A peer silent for this long is forgotten.
+    /// A member silent for this long is forgotten.
     pub peer_timeout: Duration,
-    /// Peers one network may hold.
+    /// Members one network may hold.
     pub max_peers: usize,
-    /// The switch table's limits.
-    pub switch: SwitchConfig,
+    /// Handshakes a second above which initiations need a cookie.
+    pub handshakes_per_sec: u32,
+    /// Member static keys whose handshakes are refused.
+    pub refuse: Vec<[u8; KEY_LEN]>,
+    /// Session timers.
+    pub timers: Timers,
 }
 
 impl Default for RelayConfig {
@@ -52,27 +69,25 @@ impl Default for RelayConfig {
             keepalive: Duration::from_secs(5),
             peer_timeout: Duration::from_secs(20),
             max_peers: 1024,
-            switch: SwitchConfig::default(),
+            handshakes_per_sec: 200,
+            refuse: Vec::new(),
+            timers: Timers::default(),
         }
     }
 }
 
-/// Replay windows remembered per allowed peer (sessions of peers that left
-/// and came back with a new process count too).
-const REPLAY_SESSIONS_PER_PEER: usize = 4;
-
-/// How long a silent session's replay window is remembered. A relay restart
-/// forgets them all: see docs/protocol.md, "Replay".
-const REPLAY_MEMORY: Duration = Duration::from_secs(3600);
-
-/// How often one unknown session is told to register.
-const NOT_REGISTERED_EVERY: Duration = Duration::from_secs(1);
+/// How often one address is sent a `Rejoin`.
+const REJOIN_EVERY: Duration = Duration::from_secs(1);
+/// How often the cookie secret changes (cookies live as long).
+const COOKIE_SECRET_LIFE: Duration = Duration::from_secs(120);
+/// How often a peer speaking another version is logged.
+const BAD_VERSION_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What the driver must do with one received datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RelayAction<'a> {
-    /// Send the received datagram, unchanged, to each of these addresses.
-    Forward(&'a [SocketAddr]),
+    /// Send these bytes to this address.
+    Forward(SocketAddr, &'a [u8]),
     /// Send these bytes back to the datagram's source address.
     Reply(&'a [u8]),
     /// Nothing to send; the reason is counted.
@@ -82,69 +97,61 @@ pub enum RelayAction<'a> {
 /// Something an operator wants in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RelayEvent {
-    /// A peer registered (first time, or again after being forgotten).
+    /// A member joined (first handshake, or again after being forgotten).
     Joined {
         /// Its network.
         network: NetworkId,
-        /// Its session id.
-        session: SessionId,
+        /// Its id.
+        member: MemberId,
         /// Its address.
         addr: SocketAddr,
     },
-    /// A silent peer was forgotten.
+    /// A silent member was forgotten.
     Left {
         /// Its network.
         network: NetworkId,
-        /// Its session id.
-        session: SessionId,
+        /// Its id.
+        member: MemberId,
         /// Its last address.
         addr: SocketAddr,
     },
+    /// A refused member key tried to join (logged once per key).
+    Refused {
+        /// The member's id.
+        member: MemberId,
+        /// Where from.
+        addr: SocketAddr,
+    },
+    /// A datagram of another protocol version (logged once a minute).
+    OtherVersion {
+        /// Where from.
+        addr: SocketAddr,
+        /// The version it speaks.
+        version: u8,
+    },
+    /// Cookie mode turned on or off.
+    CookieMode(bool),
 }
 
-/// One registered peer, as shown to an operator.
+/// One member, as shown to an operator.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     /// The network's id.
     pub network: NetworkId,
-    /// The peer's session id.
-    pub session: SessionId,
+    /// The member's id.
+    pub member: MemberId,
+    /// Its static public key.
+    pub public: [u8; KEY_LEN],
     /// Where its datagrams come from.
     pub addr: SocketAddr,
-    /// MACs learned behind it.
-    pub macs: usize,
     /// Time since it was last heard.
     pub idle: Duration,
+    /// Age of its uplink session keys.
+    pub session_age: Duration,
     /// Datagrams received from it.
     pub rx: u64,
-}
-
-#[derive(Debug)]
-struct Peer {
-    addr: SocketAddr,
-    /// Capabilities from its last Register.
-    caps: u32,
-    /// When it was last told the network's capabilities because it sent an
-    /// routed frame a peer can't take.
-    hinted: Option<Instant>,
-    last_seen: Instant,
-    rx: u64,
-}
-
-struct Network {
-    cipher: Cipher,
-    /// Replay windows per sender session. They outlive the peers: a peer
-    /// forgotten for silence keeps its window, so a recorded Register of
-    /// its session can't bring it back from another address.
-    replay: ReplayGuard,
-    /// When each unknown session was last told `NotRegistered`: a busy peer
-    /// after a relay restart gets one answer a second, not one per frame.
-    told: FastMap<SessionId, Instant>,
-    peers: FastMap<SessionId, Peer>,
-    switch: Switch<SessionId>,
-    /// Whether every peer takes routed frames. Kept by `announce`, which
-    /// runs wherever peers come, change or go (Register, expiry).
-    all_routed: bool,
+    /// Handshakes it completed.
+    pub handshakes: u64,
 }
 
 /// Counters of the relay as a whole.
@@ -152,60 +159,110 @@ struct Network {
 pub struct RelayStats {
     /// Datagrams received.
     pub rx: u64,
-    /// Datagrams sent (forwards count once per destination).
+    /// Datagrams sent.
     pub tx: u64,
     /// Drops per reason.
     pub drops: DropCounters,
-    /// Peers that registered (including re-registrations after a timeout).
+    /// Members that joined (including again after a timeout).
     pub registrations: u64,
-    /// Peers forgotten for silence.
+    /// Uplink handshakes completed (joins and rekeys).
+    pub handshakes: u64,
+    /// Members forgotten for silence.
     pub timeouts: u64,
+    /// Cookie replies sent.
+    pub cookies_sent: u64,
+    /// True while initiations need a cookie.
+    pub cookie_mode: bool,
+}
+
+struct Member {
+    public: [u8; KEY_LEN],
+    addr: SocketAddr,
+    keypairs: Keypairs,
+    last_seen: Instant,
+    rx: u64,
+    handshakes: u64,
+}
+
+struct Network {
+    key: RelayKey,
+    mac1_key: [u8; 32],
+    cookie_aead: LessSafeKey,
+    identity: StaticKeys,
+    members: FastMap<MemberId, Member>,
+    /// Greatest initiation timestamp per member; outlives members (bounded).
+    timestamps: FastMap<MemberId, [u8; 12]>,
+    /// Changes whenever a member joins or leaves.
+    generation: u32,
 }
 
 /// The relay: every network it serves.
 pub struct Relay {
     config: RelayConfig,
     networks: FastMap<NetworkId, Network>,
-    sealer: Sealer,
-    keys: KeyCache,
+    /// Uplink index → (network, member).
+    index: FastMap<u32, (NetworkId, MemberId)>,
+    refuse: HashSet<[u8; KEY_LEN]>,
+    refused_logged: HashSet<MemberId>,
+    cookie_secret: [u8; 32],
+    cookie_secret_at: Option<Instant>,
+    /// Start of the current second and handshakes seen in it.
+    load: (Option<Instant>, u32),
+    /// When each address was last sent a Rejoin.
+    told: FastMap<SocketAddr, Instant>,
+    bad_version_logged: Option<Instant>,
     scratch: Vec<u8>,
-    reply: Vec<u8>,
-    targets: Vec<SocketAddr>,
+    out: Vec<u8>,
     stats: RelayStats,
     events: Vec<RelayEvent>,
-    /// Unsolicited datagrams to send (RegisterAcks announcing a change of
-    /// the network's capabilities).
-    pushes: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the OS random source (getrandom) failed");
+    b
+}
+
+/// The AEAD that seals cookies of a network.
+pub(crate) fn cookie_aead(key: &RelayKey) -> LessSafeKey {
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, &key.cookie_key()).expect("32-byte key"),
+    )
 }
 
 impl Relay {
-    /// A relay serving one network per cipher, with its own session id.
-    pub fn new(config: RelayConfig, ciphers: Vec<Cipher>, session: SessionId) -> Relay {
-        let networks = ciphers
+    /// A relay serving one network per relay key.
+    pub fn new(config: RelayConfig, keys: Vec<RelayKey>) -> Relay {
+        let networks = keys
             .into_iter()
-            .map(|cipher| {
+            .map(|key| {
                 let net = Network {
-                    cipher,
-                    replay: ReplayGuard::new(REPLAY_SESSIONS_PER_PEER * config.max_peers),
-                    told: FastMap::default(),
-                    peers: FastMap::default(),
-                    switch: Switch::new(config.switch.clone()),
-                    all_routed: true,
+                    mac1_key: key.mac1_key(),
+                    cookie_aead: cookie_aead(&key),
+                    identity: key.relay_static(),
+                    key,
+                    members: FastMap::default(),
+                    timestamps: FastMap::default(),
+                    generation: 1,
                 };
-                (net.cipher.network_id(), net)
+                (net.key.network_id(), net)
             })
             .collect();
         Relay {
+            refuse: config.refuse.iter().copied().collect(),
             config,
             networks,
-            sealer: Sealer::new(session),
-            keys: KeyCache::default(),
+            index: FastMap::default(),
+            refused_logged: HashSet::new(),
+            cookie_secret: random(),
+            cookie_secret_at: None,
+            load: (None, 0),
+            told: FastMap::default(),
+            bad_version_logged: None,
             scratch: Vec::with_capacity(2048),
-            reply: Vec::with_capacity(128),
-            targets: Vec::new(),
+            out: Vec::with_capacity(2048),
             stats: RelayStats::default(),
             events: Vec::new(),
-            pushes: Vec::new(),
         }
     }
 
@@ -219,13 +276,19 @@ impl Relay {
     ) -> RelayAction<'_> {
         self.stats.rx += 1;
         match self.decide(now, from, datagram) {
-            Ok(Decision::Forward) => {
-                self.stats.tx += self.targets.len() as u64;
-                RelayAction::Forward(&self.targets)
-            }
-            Ok(Decision::Reply) => {
+            Ok(Step::Forward(to)) => {
                 self.stats.tx += 1;
-                RelayAction::Reply(&self.reply)
+                RelayAction::Forward(to, &self.out)
+            }
+            Ok(Step::Reply) => {
+                self.stats.tx += 1;
+                RelayAction::Reply(&self.out)
+            }
+            Ok(Step::Rejoin) => {
+                // Counted: the datagram itself was not accepted.
+                self.stats.drops.add(DropReason::NoSession);
+                self.stats.tx += 1;
+                RelayAction::Reply(&self.out)
             }
             Err(reason) => {
                 self.stats.drops.add(reason);
@@ -234,323 +297,413 @@ impl Relay {
         }
     }
 
-    fn decide(
+    fn decide(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Result<Step, DropReason> {
+        let kind = match codec::peek(d) {
+            Ok(k) => k,
+            Err(WireError::BadVersion(version)) => {
+                if self
+                    .bad_version_logged
+                    .is_none_or(|t| now.saturating_duration_since(t) >= BAD_VERSION_LOG_EVERY)
+                {
+                    self.bad_version_logged = Some(now);
+                    self.events.push(RelayEvent::OtherVersion {
+                        addr: from,
+                        version,
+                    });
+                }
+                return Err(DropReason::BadVersion);
+            }
+            Err(e) => return Err(e.drop_reason()),
+        };
+        match kind {
+            Kind::UplinkInit => self.handshake(now, from, d).map(|()| Step::Reply),
+            Kind::Control => self.control(now, from, d),
+            k if k.is_routed() => self.route(now, from, d),
+            _ => Err(DropReason::UnknownKind),
+        }
+    }
+
+    fn under_load(&mut self, now: Instant) -> bool {
+        match self.load.0 {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
+            _ => self.load = (Some(now), 0),
+        }
+        self.load.1 += 1;
+        let on = self.load.1 > self.config.handshakes_per_sec;
+        if on != self.stats.cookie_mode {
+            self.stats.cookie_mode = on;
+            self.events.push(RelayEvent::CookieMode(on));
+        }
+        on
+    }
+
+    fn cookie(&mut self, now: Instant, from: SocketAddr) -> [u8; 16] {
+        if self
+            .cookie_secret_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= COOKIE_SECRET_LIFE)
+        {
+            self.cookie_secret = random();
+            self.cookie_secret_at = Some(now);
+        }
+        let addr = from.to_string();
+        codec::mac(&self.cookie_secret, &[addr.as_bytes()])
+    }
+
+    fn handshake(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Result<(), DropReason> {
+        let network = NetworkId(d[uplink_init::NETWORK].try_into().unwrap_or_default());
+        let net = self.networks.get(&network).ok_or(DropReason::WrongNetwork)?;
+        let mac1 = codec::mac(&net.mac1_key, &[&d[..uplink_init::MAC1.start]]);
+        if !constant_time_eq(&mac1, &d[uplink_init::MAC1]) {
+            return Err(DropReason::Forged);
+        }
+        if self.under_load(now) {
+            let cookie = self.cookie(now, from);
+            let mac2 = codec::mac2(&cookie, &[&d[..uplink_init::MAC2.start]]);
+            if !constant_time_eq(&mac2, &d[uplink_init::MAC2]) {
+                let net = &self.networks[&network];
+                let nonce: [u8; 12] = random();
+                let mut sealed = cookie.to_vec();
+                let tag = net
+                    .cookie_aead
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(&d[uplink_init::MAC1]),
+                        &mut sealed,
+                    )
+                    .map_err(|_| DropReason::SendFailed)?;
+                self.out.clear();
+                self.out.extend_from_slice(&codec::header(Kind::CookieReply));
+                self.out.extend_from_slice(&d[uplink_init::SENDER]);
+                self.out.extend_from_slice(&nonce);
+                self.out.extend_from_slice(&sealed);
+                self.out.extend_from_slice(tag.as_ref());
+                debug_assert_eq!(self.out.len(), cookie_reply::LEN);
+                self.stats.cookies_sent += 1;
+                self.stats.drops.add(DropReason::CookieRequired);
+                return Ok(());
+            }
+        }
+        let net = self.networks.get_mut(&network).ok_or(DropReason::WrongNetwork)?;
+        let mut refusal = DropReason::HandshakeFailed;
+        let mut refused = None;
+        let keepalive = self.config.keepalive.as_secs().clamp(1, u16::MAX.into()) as u16;
+        let responded = noise::respond(
+            &net.identity,
+            net.key.psk(),
+            &d[uplink_init::NOISE],
+            |payload, remote| {
+                if payload.len() != uplink_init::PAYLOAD_LEN {
+                    return Err(NoiseError::Malformed);
+                }
+                let id = MemberId::of(remote);
+                if self.refuse.contains(remote) {
+                    refusal = DropReason::RefusedMember;
+                    refused = Some(id);
+                    return Err(NoiseError::Forged);
+                }
+                let ts: [u8; 12] = payload[..12].try_into().unwrap_or_default();
+                if net.timestamps.get(&id).is_some_and(|last| ts <= *last) {
+                    refusal = DropReason::Replayed;
+                    return Err(NoiseError::Forged);
+                }
+                let mut p = keepalive.to_be_bytes().to_vec();
+                p.extend_from_slice(&[0, 0]);
+                Ok(p)
+            },
+        );
+        let responded = match responded {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(member) = refused {
+                    if self.refused_logged.insert(member) {
+                        self.events.push(RelayEvent::Refused { member, addr: from });
+                    }
+                }
+                return Err(refusal);
+            }
+        };
+        let remote = responded.keys.remote_static;
+        let id = MemberId::of(&remote);
+        let ts: [u8; 12] = responded.payload[..12].try_into().unwrap_or_default();
+        if !net.members.contains_key(&id) && net.members.len() >= self.config.max_peers {
+            return Err(DropReason::PeerCap);
+        }
+        if net.timestamps.len() >= 4 * self.config.max_peers && !net.timestamps.contains_key(&id) {
+            // Bounded: forget the timestamps of members that are gone.
+            let members = &net.members;
+            net.timestamps.retain(|m, _| members.contains_key(m));
+        }
+        net.timestamps.insert(id, ts);
+        let local_index = loop {
+            let i = u32::from_be_bytes(random());
+            if !self.index.contains_key(&i) {
+                break i;
+            }
+        };
+        let remote_index = codec::be32(d, uplink_init::SENDER);
+        let kp = Keypair::new(&responded.keys, local_index, remote_index, false, now);
+        self.index.insert(local_index, (network, id));
+        let member = net.members.entry(id).or_insert_with(|| {
+            self.stats.registrations += 1;
+            self.events.push(RelayEvent::Joined {
+                network,
+                member: id,
+                addr: from,
+            });
+            Member {
+                public: remote,
+                addr: from,
+                keypairs: Keypairs::default(),
+                last_seen: now,
+                rx: 0,
+                handshakes: 0,
+            }
+        });
+        if member.handshakes == 0 {
+            net.generation = net.generation.wrapping_add(1);
+        }
+        member.handshakes += 1;
+        member.addr = from;
+        member.last_seen = now;
+        if let Some(old) = member.keypairs.install_responded(kp) {
+            self.index.remove(&old);
+        }
+        self.stats.handshakes += 1;
+        self.out.clear();
+        self.out.extend_from_slice(&codec::header(Kind::UplinkResp));
+        self.out.extend_from_slice(&local_index.to_be_bytes());
+        self.out.extend_from_slice(&remote_index.to_be_bytes());
+        self.out.extend_from_slice(&responded.reply);
+        if self.out.len() != uplink_resp::LEN {
+            return Err(DropReason::Malformed);
+        }
+        Ok(())
+    }
+
+    /// The member an index names, with the keypair, after `check` accepted
+    /// the datagram under it; confirms a `next` keypair and follows the
+    /// member's address.
+    fn authenticate(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<Decision, DropReason> {
-        let header = wire::peek_header(datagram).map_err(|e| e.drop_reason())?;
-        let net = self
+        index: u32,
+        check: impl FnOnce(&mut Keypair) -> Result<(), WireError>,
+    ) -> Result<(NetworkId, MemberId), Step2> {
+        let Some(&(network, id)) = self.index.get(&index) else {
+            return Err(self.rejoin(now, from, index));
+        };
+        let member = self
             .networks
-            .get_mut(&header.network_id)
-            .ok_or(DropReason::WrongNetwork)?;
-        if !net.replay.check(header.session, header.counter) {
-            return Err(DropReason::Replayed);
+            .get_mut(&network)
+            .and_then(|n| n.members.get_mut(&id))
+            .ok_or(Step2::Drop(DropReason::NoSession))?;
+        let (slot, kp) = member
+            .keypairs
+            .find(index)
+            .ok_or(Step2::Drop(DropReason::NoSession))?;
+        if !kp.usable(now, &self.config.timers) {
+            return Err(Step2::Drop(DropReason::NoSession));
         }
-        // A routed frame is forwarded on its relay tag alone: its chunk is
-        // sealed end to end and never decrypted here.
-        let routed = header.kind == Kind::RoutedFrame;
-        let opened = if routed {
-            wire::check_route(&net.cipher, datagram).map(|(h, f)| (h, Message::Frame(f)))
-        } else {
-            wire::open_cached(&net.cipher, &mut self.keys, datagram, &mut self.scratch)
+        check(kp).map_err(|e| Step2::Drop(e.drop_reason()))?;
+        if slot == Slot::Next {
+            if let Some(old) = member.keypairs.confirm_next() {
+                self.index.remove(&old);
+            }
+        }
+        member.addr = from;
+        member.last_seen = now;
+        member.rx += 1;
+        Ok((network, id))
+    }
+
+    /// Answers a datagram for an unknown index with a Rejoin, once a second
+    /// per address at most (the hint is 8 bytes: never more than it got).
+    fn rejoin(&mut self, now: Instant, from: SocketAddr, index: u32) -> Step2 {
+        if self
+            .told
+            .get(&from)
+            .is_some_and(|t| now.saturating_duration_since(*t) < REJOIN_EVERY)
+            || self.told.len() >= 4 * self.config.max_peers
+        {
+            return Step2::Drop(DropReason::NoSession);
+        }
+        self.told.insert(from, now);
+        self.out.clear();
+        self.out.extend_from_slice(&codec::header(Kind::Rejoin));
+        self.out.extend_from_slice(&index.to_be_bytes());
+        debug_assert_eq!(self.out.len(), rejoin::LEN);
+        Step2::Rejoin
+    }
+
+    fn control(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Result<Step, DropReason> {
+        let index = codec::be32(d, control::RECEIVER);
+        let counter = codec::be64(d, control::COUNTER);
+        let (head, rest) = d.split_at(control::HEADER_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - codec::TAG_LEN);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(ct);
+        let who = self.authenticate(now, from, index, |kp| {
+            kp.open(counter, head, &mut scratch, tag)
+        });
+        let result = match who {
+            Ok(who) => self.answer_control(now, who, &scratch).map(|()| Step::Reply),
+            Err(Step2::Rejoin) => Ok(Step::Rejoin),
+            Err(Step2::Drop(reason)) => Err(reason),
         };
-        let (header, message) = opened.map_err(|e| e.drop_reason())?;
-        let session = header.session;
-        if !net.replay.update(now, session, header.counter) {
-            return Err(DropReason::Replayed);
-        }
-
-        if let Message::Register { caps } = message {
-            if let Some(peer) = net.peers.get_mut(&session) {
-                peer.caps = caps;
-            } else {
-                if net.peers.len() >= self.config.max_peers {
-                    return Err(DropReason::PeerCap);
-                }
-                self.stats.registrations += 1;
-                self.events.push(RelayEvent::Joined {
-                    network: header.network_id,
-                    session,
-                    addr: from,
-                });
-                net.peers.insert(
-                    session,
-                    Peer {
-                        addr: from,
-                        caps,
-                        hinted: None,
-                        last_seen: now,
-                        rx: 0,
-                    },
-                );
-            }
-        }
-        let Some(peer) = net.peers.get_mut(&session) else {
-            // Authenticated, but the peer is unknown: the relay restarted or
-            // forgot it. Ask it to register again, once a second at most.
-            if net
-                .told
-                .get(&session)
-                .is_some_and(|t| now.saturating_duration_since(*t) < NOT_REGISTERED_EVERY)
-            {
-                return Err(DropReason::NotRegistered);
-            }
-            net.told.insert(session, now);
-            Self::seal_reply(
-                &mut self.sealer,
-                &net.cipher,
-                Message::NotRegistered,
-                &mut self.reply,
-            )?;
-            return Ok(Decision::Reply);
-        };
-        // Authenticated and fresh: follow the peer if its address changed
-        // (NAT rebinding, roaming).
-        peer.addr = from;
-        peer.last_seen = now;
-        peer.rx += 1;
-        let peer_caps = peer.caps;
-
-        match message {
-            Message::Register { .. } => {
-                Self::announce(&self.config, &mut self.sealer, net, &mut self.pushes);
-                Self::ack(&self.config, &mut self.sealer, net, &mut self.reply)?;
-                Ok(Decision::Reply)
-            }
-            // A peer that can take routed frames gets a RegisterAck for its
-            // keepalives too, so it learns when the network's capabilities
-            // change (a peer without them joined or left).
-            Message::Keepalive if peer_caps & CAP_ROUTED != 0 => {
-                Self::ack(&self.config, &mut self.sealer, net, &mut self.reply)?;
-                Ok(Decision::Reply)
-            }
-            Message::Keepalive => {
-                Self::seal_reply(
-                    &mut self.sealer,
-                    &net.cipher,
-                    Message::KeepaliveAck,
-                    &mut self.reply,
-                )?;
-                Ok(Decision::Reply)
-            }
-            Message::Frame(fragment) => {
-                self.targets.clear();
-                // Routed frames only go to peers that can take them; the
-                // sender was told when one that can't joined (a push, and
-                // again below if it keeps sending them).
-                let needs = if routed { CAP_ROUTED } else { 0 };
-                match net
-                    .switch
-                    .handle(now, session, fragment.src(), fragment.dst())
-                {
-                    Route::Unicast(port) => match net.peers.get(&port).map(|p| (p.addr, p.caps)) {
-                        // An older session of the sender itself (it restarted
-                        // from the same address): never back to the sender.
-                        Some((addr, _)) if addr == from => return Err(DropReason::Loop),
-                        Some((addr, caps)) if caps & needs == needs => self.targets.push(addr),
-                        Some(_) => {
-                            return Self::hint(
-                                &self.config,
-                                &mut self.sealer,
-                                net,
-                                session,
-                                now,
-                                &mut self.reply,
-                                &mut self.stats,
-                            )
-                        }
-                        None => return Err(DropReason::NoDestination),
-                    },
-                    Route::Flood => {
-                        let mut skipped = false;
-                        // Not back to the sender's address either: an older
-                        // session of a member that restarted from the same
-                        // address would echo its own broadcasts to it (IPv6
-                        // duplicate address detection would then fail).
-                        let others = net
-                            .peers
-                            .iter()
-                            .filter(|(s, p)| **s != session && p.addr != from);
-                        for (_, p) in others {
-                            if p.caps & needs == needs {
-                                self.targets.push(p.addr);
-                            } else {
-                                // Counted here: the frame still reaches others.
-                                self.stats.drops.add(DropReason::NoOffload);
-                                skipped = true;
-                            }
-                        }
-                        // The sender missed the push that said a peer can't
-                        // take routed frames: tell it again (once a second
-                        // at most), or its broadcasts (ARP first) never
-                        // reach that peer until its next keepalive.
-                        if skipped && Self::hint_due(net, session, now) {
-                            let mut ack = Vec::new();
-                            if Self::ack(&self.config, &mut self.sealer, net, &mut ack).is_ok() {
-                                self.pushes.push((from, ack));
-                            }
-                        }
-                    }
-                    Route::Drop(reason) => return Err(reason),
-                }
-                // Two sessions at one address (a member that restarted) get
-                // one copy, not two.
-                self.targets.sort_unstable();
-                self.targets.dedup();
-                if self.targets.is_empty() {
-                    return Err(DropReason::NoDestination);
-                }
-                Ok(Decision::Forward)
-            }
-            // Only the relay sends these.
-            Message::RegisterAck { .. } | Message::KeepaliveAck | Message::NotRegistered => {
-                Err(DropReason::UnknownKind)
-            }
-        }
+        self.scratch = scratch;
+        result
     }
 
-    /// A RegisterAck with the keepalive interval and the capabilities every
-    /// peer of the network shares.
-    fn ack(
-        config: &RelayConfig,
-        sealer: &mut Sealer,
-        net: &Network,
-        out: &mut Vec<u8>,
-    ) -> Result<(), DropReason> {
-        let keepalive_secs = config.keepalive.as_secs().clamp(1, u16::MAX as u64) as u16;
-        let caps = if net.all_routed { CAP_ROUTED } else { 0 };
-        let ack = Message::RegisterAck {
-            caps,
-            keepalive_secs,
-        };
-        Self::seal_reply(sealer, &net.cipher, ack, out)
-    }
-
-    /// When whether every peer takes routed frames changed (one without
-    /// them joined, or the last one left), tells every capable peer at once,
-    /// so none keeps sending frames another can't take until its next
-    /// keepalive (`pushes`, for the driver to send).
-    fn announce(
-        config: &RelayConfig,
-        sealer: &mut Sealer,
-        net: &mut Network,
-        pushes: &mut Vec<(SocketAddr, Vec<u8>)>,
-    ) {
-        let all = net.peers.values().all(|p| p.caps & CAP_ROUTED != 0);
-        if all == net.all_routed {
-            return;
-        }
-        net.all_routed = all;
-        for p in net.peers.values().filter(|p| p.caps & CAP_ROUTED != 0) {
-            // Each its own datagram: a sealed message is used once (replay).
-            let mut one = Vec::new();
-            if Self::ack(config, sealer, net, &mut one).is_ok() {
-                pushes.push((p.addr, one));
-            }
-        }
-    }
-
-    /// True, and remembered, when `session` may be told the network's
-    /// capabilities again: once a second at most.
-    fn hint_due(net: &mut Network, session: SessionId, now: Instant) -> bool {
-        match net.peers.get_mut(&session) {
-            Some(sender)
-                if sender
-                    .hinted
-                    .is_none_or(|t| now.saturating_duration_since(t) >= NOT_REGISTERED_EVERY) =>
-            {
-                sender.hinted = Some(now);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// A routed frame for a peer that can't take one: the sender missed the
-    /// push that said so (lost, or overtaken). Counted, and answered with a
-    /// RegisterAck carrying the network's capabilities, once a second at most.
-    fn hint(
-        config: &RelayConfig,
-        sealer: &mut Sealer,
-        net: &mut Network,
-        session: SessionId,
+    fn answer_control(
+        &mut self,
         now: Instant,
-        out: &mut Vec<u8>,
-        stats: &mut RelayStats,
-    ) -> Result<Decision, DropReason> {
-        if !Self::hint_due(net, session, now) {
-            return Err(DropReason::NoOffload);
-        }
-        stats.drops.add(DropReason::NoOffload);
-        Self::ack(config, sealer, net, out)?;
-        Ok(Decision::Reply)
-    }
-
-    /// Unsolicited datagrams the driver must send, each to its address.
-    pub fn drain_pushes(&mut self) -> std::vec::Drain<'_, (SocketAddr, Vec<u8>)> {
-        self.pushes.drain(..)
-    }
-
-    fn seal_reply(
-        sealer: &mut Sealer,
-        cipher: &Cipher,
-        message: Message<'_>,
-        out: &mut Vec<u8>,
+        (network, id): (NetworkId, MemberId),
+        plain: &[u8],
     ) -> Result<(), DropReason> {
-        sealer
-            .seal(cipher, &message, out)
-            .map_err(|e| e.drop_reason())
+        let message = Control::parse(plain).map_err(|e| e.drop_reason())?;
+        let net = self.networks.get(&network).ok_or(DropReason::NoSession)?;
+        let mut reply = Vec::new();
+        match message {
+            Control::Keepalive => Control::KeepaliveAck {
+                keepalive_secs: self.config.keepalive.as_secs().clamp(1, u16::MAX.into()) as u16,
+                generation: net.generation,
+            }
+            .encode(&mut reply),
+            Control::GetMembers { from } => {
+                let mut all: Vec<(&MemberId, &Member)> = net.members.iter().collect();
+                all.sort_by_key(|(m, _)| **m);
+                let from = (from as usize).min(all.len());
+                let mut entries = Vec::new();
+                for (m, member) in all.iter().skip(from).take(codec::MEMBERS_PER_MESSAGE) {
+                    entries.extend_from_slice(&m.0);
+                    entries.extend_from_slice(&member.public);
+                }
+                Control::Members {
+                    generation: net.generation,
+                    total: all.len() as u32,
+                    from: from as u32,
+                    entries: &entries,
+                }
+                .encode(&mut reply);
+            }
+            Control::KeepaliveAck { .. } | Control::Members { .. } => {
+                return Err(DropReason::UnknownKind)
+            }
+        }
+        let net = self.networks.get_mut(&network).ok_or(DropReason::NoSession)?;
+        let member = net.members.get_mut(&id).ok_or(DropReason::NoSession)?;
+        let kp = member
+            .keypairs
+            .sending(now, &self.config.timers)
+            .ok_or(DropReason::NoSession)?;
+        seal_control(kp, &reply, &mut self.out).map_err(|e| e.drop_reason())
     }
 
-    /// Forgets peers silent for longer than the timeout, and stale MACs.
-    /// Call about once a second.
+    fn route(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Result<Step, DropReason> {
+        let index = codec::be32(d, routed::RECEIVER);
+        let counter = codec::be64(d, routed::COUNTER);
+        let len = d.len();
+        let tag = &d[len - codec::TAG_LEN..];
+        let covered = &d[..routed::HEADER_LEN];
+        let (network, src) =
+            match self.authenticate(now, from, index, |kp| kp.check_tag(counter, covered, len, tag)) {
+                Ok(who) => who,
+                Err(Step2::Rejoin) => return Ok(Step::Rejoin),
+                Err(Step2::Drop(reason)) => return Err(reason),
+            };
+        let dst = codec::member_id(d, routed::MEMBER);
+        if dst == src {
+            return Err(DropReason::Loop);
+        }
+        let timers = self.config.timers;
+        let dest = self
+            .networks
+            .get_mut(&network)
+            .and_then(|n| n.members.get_mut(&dst))
+            .ok_or(DropReason::NoDestination)?;
+        if dest.addr == from {
+            return Err(DropReason::Loop);
+        }
+        let to = dest.addr;
+        let kp = dest.keypairs.sending(now, &timers).ok_or(DropReason::NoDestination)?;
+        let out_counter = kp.next_counter().map_err(|e| e.drop_reason())?;
+        self.out.clear();
+        self.out.extend_from_slice(d);
+        self.out[routed::RECEIVER].copy_from_slice(&kp.remote_index.to_be_bytes());
+        self.out[routed::COUNTER].copy_from_slice(&out_counter.to_be_bytes());
+        self.out[routed::MEMBER].copy_from_slice(&src.0);
+        let tag = kp.send_tag(&self.out[..routed::HEADER_LEN], len);
+        self.out[len - codec::TAG_LEN..].copy_from_slice(&tag);
+        Ok(Step::Forward(to))
+    }
+
+    /// Forgets members silent for longer than the timeout and keys past
+    /// their age. Call about once a second.
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.config.peer_timeout;
-        for (id, net) in self.networks.iter_mut() {
-            let gone: Vec<SessionId> = net
-                .peers
-                .iter()
-                .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > timeout)
-                .map(|(s, _)| *s)
-                .collect();
-            for session in gone {
-                if let Some(peer) = net.peers.remove(&session) {
-                    self.events.push(RelayEvent::Left {
-                        network: *id,
-                        session,
-                        addr: peer.addr,
-                    });
+        let timers = self.config.timers;
+        for (network, net) in self.networks.iter_mut() {
+            let mut changed = false;
+            net.members.retain(|id, m| {
+                for i in m.keypairs.expire(now, &timers) {
+                    self.index.remove(&i);
                 }
-                net.switch.forget_port(session);
-                self.stats.timeouts += 1;
+                let silent = now.saturating_duration_since(m.last_seen) > timeout;
+                if silent || m.keypairs.is_empty() {
+                    for i in m.keypairs.clear() {
+                        self.index.remove(&i);
+                    }
+                    self.events.push(RelayEvent::Left {
+                        network: *network,
+                        member: *id,
+                        addr: m.addr,
+                    });
+                    self.stats.timeouts += 1;
+                    changed = true;
+                    return false;
+                }
+                true
+            });
+            if changed {
+                net.generation = net.generation.wrapping_add(1);
             }
-            Self::announce(&self.config, &mut self.sealer, net, &mut self.pushes);
-            net.switch.expire(now);
-            net.replay.expire(now, REPLAY_MEMORY);
-            net.told
-                .retain(|_, t| now.saturating_duration_since(*t) < NOT_REGISTERED_EVERY);
+        }
+        self.told
+            .retain(|_, t| now.saturating_duration_since(*t) < REJOIN_EVERY);
+        if self.stats.cookie_mode && self.load.0.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(2)) {
+            self.stats.cookie_mode = false;
+            self.events.push(RelayEvent::CookieMode(false));
         }
     }
 
-    /// Registered peers of every network.
+    /// Members of every network.
     pub fn peers(&self, now: Instant) -> Vec<PeerInfo> {
         let mut out = Vec::new();
-        for (id, net) in &self.networks {
-            for (session, p) in &net.peers {
+        for (network, net) in &self.networks {
+            for (id, m) in &net.members {
                 out.push(PeerInfo {
-                    network: *id,
-                    session: *session,
-                    addr: p.addr,
-                    macs: net.switch.owned(*session),
-                    idle: now.saturating_duration_since(p.last_seen),
-                    rx: p.rx,
+                    network: *network,
+                    member: *id,
+                    public: m.public,
+                    addr: m.addr,
+                    idle: now.saturating_duration_since(m.last_seen),
+                    session_age: m.keypairs.age(now).unwrap_or_default(),
+                    rx: m.rx,
+                    handshakes: m.handshakes,
                 });
             }
         }
-        out.sort_by_key(|p| (p.network.0, p.addr));
+        out.sort_by_key(|p| (p.network.0, p.addr, p.member));
         out
+    }
+
+    /// The ids of the networks served.
+    pub fn networks(&self) -> Vec<NetworkId> {
+        let mut ids: Vec<NetworkId> = self.networks.keys().copied().collect();
+        ids.sort();
+        ids
     }
 
     /// Takes the events that happened since the last call.
@@ -569,299 +722,34 @@ impl Relay {
     }
 }
 
-enum Decision {
-    Forward,
+/// What to do with `out` after a datagram was handled.
+enum Step {
+    /// Send it to this address.
+    Forward(SocketAddr),
+    /// Send it back.
     Reply,
+    /// It is a Rejoin hint: send it back, and count the datagram as dropped.
+    Rejoin,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::wire::{NetworkKey, DEFAULT_MAX_DATAGRAM};
+/// Why an index did not authenticate a datagram.
+enum Step2 {
+    /// `out` holds a Rejoin hint to send back.
+    Rejoin,
+    /// Dropped.
+    Drop(DropReason),
+}
 
-    fn frame() -> Vec<u8> {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
-        f.resize(60, 0);
-        f
-    }
-
-    fn sealed_frames(cipher: &Cipher, sealer: &mut Sealer, n: usize) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for _ in 0..n {
-            sealer
-                .seal_frame(cipher, &frame(), DEFAULT_MAX_DATAGRAM, &mut |d| {
-                    out.push(d.to_vec())
-                })
-                .unwrap();
-        }
-        out
-    }
-
-    #[test]
-    fn an_unknown_session_is_told_to_register_once_a_second() {
-        let key = NetworkKey::from_bytes([7; 32]);
-        let t0 = Instant::now();
-        let mut relay = Relay::new(
-            RelayConfig::default(),
-            vec![Cipher::new(&key)],
-            SessionId([1; 16]),
-        );
-        let cipher = Cipher::new(&key);
-        let mut peer = Sealer::new(SessionId([2; 16]));
-        let from: SocketAddr = "198.51.100.1:5000".parse().unwrap();
-        let burst = sealed_frames(&cipher, &mut peer, 4);
-        let answers: Vec<bool> = burst
-            .iter()
-            .map(|d| matches!(relay.handle_datagram(t0, from, d), RelayAction::Reply(_)))
-            .collect();
-        assert_eq!(answers, [true, false, false, false]);
-        assert_eq!(relay.stats().drops.get(DropReason::NotRegistered), 3);
-        let later = sealed_frames(&cipher, &mut peer, 1);
-        let t1 = t0 + NOT_REGISTERED_EVERY;
-        assert!(matches!(
-            relay.handle_datagram(t1, from, &later[0]),
-            RelayAction::Reply(_)
-        ));
-    }
-
-    /// What the relay answers `msg` from `from` with: the caps of a
-    /// RegisterAck, or None for any other answer.
-    fn ack_caps(
-        relay: &mut Relay,
-        cipher: &Cipher,
-        sealer: &mut Sealer,
-        from: SocketAddr,
-        msg: Message<'_>,
-        t: Instant,
-    ) -> Option<u32> {
-        let mut d = Vec::new();
-        sealer.seal(cipher, &msg, &mut d).unwrap();
-        let RelayAction::Reply(bytes) = relay.handle_datagram(t, from, &d) else {
-            panic!("no reply to {msg:?}");
-        };
-        let mut scratch = Vec::new();
-        match wire::open(cipher, bytes, &mut scratch).unwrap().1 {
-            Message::RegisterAck { caps, .. } => Some(caps),
-            _ => None,
-        }
-    }
-
-    /// Routed frames are negotiated per network: the ack says whether every
-    /// peer can take them, capable peers hear about a change at their next
-    /// keepalive, and the relay never hands one to a peer that can't.
-    #[test]
-    fn routed_frames_are_negotiated_and_never_reach_a_peer_without_them() {
-        let key = NetworkKey::from_bytes([7; 32]);
-        let cipher = Cipher::new(&key);
-        let t0 = Instant::now();
-        let mut relay = Relay::new(
-            RelayConfig::default(),
-            vec![cipher.clone()],
-            SessionId([1; 16]),
-        );
-        let addr = |i: u8| SocketAddr::from(([198, 51, 100, i], 5000));
-        let (mut a, mut b, mut old) = (
-            Sealer::new(SessionId([2; 16])),
-            Sealer::new(SessionId([3; 16])),
-            Sealer::new(SessionId([4; 16])),
-        );
-        let register = |caps| Message::Register { caps };
-        let r = &mut relay;
-        assert_eq!(
-            ack_caps(r, &cipher, &mut a, addr(1), register(CAP_ROUTED), t0),
-            Some(CAP_ROUTED)
-        );
-        assert_eq!(
-            ack_caps(r, &cipher, &mut b, addr(2), register(CAP_ROUTED), t0),
-            Some(CAP_ROUTED)
-        );
-        // A peer without the capability joins: it gets plain acks, and the
-        // capable ones learn at their next keepalive that not all can.
-        assert_eq!(
-            ack_caps(r, &cipher, &mut old, addr(3), register(0), t0),
-            Some(0)
-        );
-        // ... and are told at once, not only at their next keepalive.
-        let pushed = |r: &mut Relay| {
-            let mut scratch = Vec::new();
-            let mut out: Vec<(SocketAddr, u32)> = r
-                .drain_pushes()
-                .map(
-                    |(to, d)| match wire::open(&cipher, &d, &mut scratch).unwrap().1 {
-                        Message::RegisterAck { caps, .. } => (to, caps),
-                        other => panic!("pushed {other:?}"),
-                    },
-                )
-                .collect();
-            out.sort();
-            out
-        };
-        assert_eq!(pushed(r), [(addr(1), 0), (addr(2), 0)]);
-        assert_eq!(
-            ack_caps(r, &cipher, &mut old, addr(3), Message::Keepalive, t0),
-            None
-        );
-        assert_eq!(
-            ack_caps(r, &cipher, &mut a, addr(1), Message::Keepalive, t0),
-            Some(0)
-        );
-
-        // B's MAC is learned; A sends B and then everyone a routed frame.
-        let mut learn = frame();
-        learn[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
-        for d in sealed_frames_of(&cipher, &mut b, &learn, false) {
-            let _ = r.handle_datagram(t0, addr(2), &d);
-        }
-        let mut to_b = frame();
-        to_b[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
-        for d in sealed_frames_of(&cipher, &mut a, &to_b, true) {
-            assert_eq!(
-                r.handle_datagram(t0, addr(1), &d),
-                RelayAction::Forward(&[addr(2)])
-            );
-        }
-        for d in sealed_frames_of(&cipher, &mut a, &frame(), true) {
-            assert_eq!(
-                r.handle_datagram(t0, addr(1), &d),
-                RelayAction::Forward(&[addr(2)])
-            );
-        }
-        // The broadcast skipped the old peer: A is told (a push beside the
-        // forward), so its next ARP goes as Frame and reaches everyone.
-        assert_eq!(pushed(r), [(addr(1), 0)]);
-        // The old peer's MAC is learned; a unicast routed frame to it drops.
-        let mut learn = frame();
-        learn[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
-        for d in sealed_frames_of(&cipher, &mut old, &learn, false) {
-            let _ = r.handle_datagram(t0, addr(3), &d);
-        }
-        let mut to_old = frame();
-        to_old[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]);
-        // The sender missed that too (say it was lost): the first drop a
-        // second later is answered with the network's capabilities, later
-        // ones within a second are only counted.
-        let t0 = t0 + Duration::from_millis(1500);
-        let drops = r.stats().drops.get(DropReason::NoOffload);
-        for (i, d) in sealed_frames_of(&cipher, &mut a, &to_old, true)
-            .iter()
-            .chain(&sealed_frames_of(&cipher, &mut a, &to_old, true))
-            .enumerate()
-        {
-            match r.handle_datagram(t0, addr(1), d) {
-                RelayAction::Reply(bytes) if i == 0 => {
-                    let mut scratch = Vec::new();
-                    let (_, msg) = wire::open(&cipher, bytes, &mut scratch).unwrap();
-                    assert!(
-                        matches!(msg, Message::RegisterAck { caps: 0, .. }),
-                        "{msg:?}"
-                    );
-                }
-                action => assert_eq!(action, RelayAction::Drop(DropReason::NoOffload), "#{i}"),
-            }
-        }
-        assert_eq!(r.stats().drops.get(DropReason::NoOffload), drops + 2);
-        // A plain frame reaches everyone.
-        let mut forwarded = Vec::new();
-        for d in sealed_frames_of(&cipher, &mut a, &frame(), false) {
-            if let RelayAction::Forward(to) = r.handle_datagram(t0, addr(1), &d) {
-                forwarded = to.to_vec();
-            }
-        }
-        forwarded.sort();
-        assert_eq!(forwarded, [addr(2), addr(3)]);
-        // A flooded routed frame skips the old peer, counted.
-        let before = r.stats().drops.get(DropReason::NoOffload);
-        for d in sealed_frames_of(&cipher, &mut a, &frame(), true) {
-            assert_eq!(
-                r.handle_datagram(t0, addr(1), &d),
-                RelayAction::Forward(&[addr(2)])
-            );
-        }
-        assert!(r.stats().drops.get(DropReason::NoOffload) > before);
-        // Still flooding routed frames a second later (the answer was lost
-        // too): the sender is told again, by a push beside the forward.
-        let t1 = t0 + Duration::from_millis(1500);
-        for d in sealed_frames_of(&cipher, &mut a, &frame(), true) {
-            let _ = r.handle_datagram(t1, addr(1), &d);
-        }
-        assert_eq!(pushed(r), [(addr(1), 0)]);
-        // The old peer falls silent and is forgotten: the others hear at once
-        // that routed frames may go again.
-        let later = t0 + RelayConfig::default().peer_timeout + Duration::from_secs(1);
-        for (s, at) in [(&mut a, addr(1)), (&mut b, addr(2))] {
-            let mut d = Vec::new();
-            s.seal(&cipher, &Message::Keepalive, &mut d).unwrap();
-            let _ = r.handle_datagram(later - Duration::from_secs(2), at, &d);
-        }
-        assert_eq!(pushed(r), []);
-        r.expire(later);
-        assert_eq!(pushed(r), [(addr(1), CAP_ROUTED), (addr(2), CAP_ROUTED)]);
-    }
-
-    /// A member that restarts from the same address (a new session, the old
-    /// one not yet forgotten) never gets its own frames back: not flooded
-    /// to the old session, not sent to it as unicast.
-    #[test]
-    fn nothing_goes_back_to_the_senders_address() {
-        let key = NetworkKey::from_bytes([7; 32]);
-        let cipher = Cipher::new(&key);
-        let t0 = Instant::now();
-        let mut r = Relay::new(
-            RelayConfig::default(),
-            vec![cipher.clone()],
-            SessionId([1; 16]),
-        );
-        let a_addr = SocketAddr::from(([198, 51, 100, 1], 5000));
-        let b_addr = SocketAddr::from(([198, 51, 100, 2], 5000));
-        let (mut old, mut new, mut b) = (
-            Sealer::new(SessionId([2; 16])),
-            Sealer::new(SessionId([3; 16])),
-            Sealer::new(SessionId([4; 16])),
-        );
-        for (s, at) in [(&mut old, a_addr), (&mut new, a_addr), (&mut b, b_addr)] {
-            let mut d = Vec::new();
-            s.seal(&cipher, &Message::Register { caps: 0 }, &mut d)
-                .unwrap();
-            let _ = r.handle_datagram(t0, at, &d);
-        }
-        // The old session once sent from MAC :0a; the new one floods.
-        let mut from_old = frame();
-        from_old[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xa]);
-        for d in sealed_frames_of(&cipher, &mut old, &from_old, false) {
-            let _ = r.handle_datagram(t0, a_addr, &d);
-        }
-        for d in sealed_frames_of(&cipher, &mut new, &frame(), false) {
-            assert_eq!(
-                r.handle_datagram(t0, a_addr, &d),
-                RelayAction::Forward(&[b_addr])
-            );
-        }
-        let mut to_old = frame();
-        to_old[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xa]);
-        to_old[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
-        for d in sealed_frames_of(&cipher, &mut new, &to_old, false) {
-            assert_eq!(
-                r.handle_datagram(t0, a_addr, &d),
-                RelayAction::Drop(DropReason::Loop)
-            );
-        }
-    }
-
-    fn sealed_frames_of(
-        cipher: &Cipher,
-        sealer: &mut Sealer,
-        frame: &[u8],
-        routed: bool,
-    ) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut emit = |d: &[u8]| out.push(d.to_vec());
-        if routed {
-            sealer.seal_routed_frame(cipher, frame, DEFAULT_MAX_DATAGRAM, &mut emit)
-        } else {
-            sealer.seal_frame(cipher, frame, DEFAULT_MAX_DATAGRAM, &mut emit)
-        }
-        .unwrap();
-        out
-    }
+/// Seals a control message under `kp` into `out` (cleared first).
+pub(crate) fn seal_control(kp: &mut Keypair, plain: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+    let counter = kp.next_counter()?;
+    out.clear();
+    out.extend_from_slice(&codec::header(Kind::Control));
+    out.extend_from_slice(&kp.remote_index.to_be_bytes());
+    out.extend_from_slice(&counter.to_be_bytes());
+    out.extend_from_slice(plain);
+    let (head, body) = out.split_at_mut(control::HEADER_LEN);
+    let tag = kp.seal(counter, head, body);
+    out.extend_from_slice(&tag);
+    Ok(())
 }

@@ -29,6 +29,10 @@ pub struct SwitchConfig {
     pub max_macs: usize,
     /// An entry not refreshed for this long is forgotten.
     pub mac_max_age: Duration,
+    /// A MAC stays with the first port seen using it until it ages out;
+    /// another port's frames with it are refused ([`DropReason::MacTaken`]).
+    /// Members switch this way: no member can take over another's MACs.
+    pub sticky: bool,
 }
 
 impl Default for SwitchConfig {
@@ -37,6 +41,7 @@ impl Default for SwitchConfig {
             max_macs_per_port: 1024,
             max_macs: 16384,
             mac_max_age: Duration::from_secs(300),
+            sticky: false,
         }
     }
 }
@@ -97,6 +102,10 @@ impl<P: Copy + Eq + Hash> Switch<P> {
         let owned = self.owned(port);
         if let Some(entry) = self.macs.get_mut(&src) {
             let old = entry.port;
+            let fresh = now.saturating_duration_since(entry.last_seen) <= self.config.mac_max_age;
+            if self.config.sticky && old != port && fresh {
+                return Err(DropReason::MacTaken);
+            }
             entry.last_seen = now;
             if old != port {
                 if owned >= self.config.max_macs_per_port {

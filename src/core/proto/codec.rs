@@ -133,6 +133,11 @@ pub fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; MAC_LEN] {
     out
 }
 
+/// mac2: a MAC under a cookie (16 bytes) from the relay.
+pub fn mac2(cookie: &[u8; MAC_LEN], parts: &[&[u8]]) -> [u8; MAC_LEN] {
+    mac(&blake3::derive_key("lanbridge v2 mac2", cookie), parts)
+}
+
 /// UplinkInit: `header | sender index | network id | Noise message 1 | mac1 | mac2`.
 pub mod uplink_init {
     use super::*;
