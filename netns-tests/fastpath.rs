@@ -13,7 +13,7 @@ use lanbridge::status::UplinkStatus;
 use crate::{
     harness::{wait_until, Lab, Ns},
     lan::{assert_ping, transfer_intact, BridgedLan},
-    overlay::{ping_within, start_relay_with, Overlay},
+    overlay::{ping_within, Overlay},
     status::status_json,
 };
 
@@ -46,11 +46,6 @@ fn bad_drops(ns: &Ns) -> Vec<String> {
             None => Some(format!("{}: no counter {r}", ns.short())),
         })
         .collect()
-}
-
-/// The count of `reason` drops in `ns`.
-fn drops_of(ns: &Ns, reason: &str) -> u64 {
-    status_json(ns, &[]).drops.get(reason).copied().unwrap_or(0)
 }
 
 /// [`transfer_intact`] within [`WAIT`]: `len` pseudo-random bytes over TCP,
@@ -235,167 +230,38 @@ fn ipv6_tcp_crosses_clamped_and_put_back_together() {
     assert!(bad.is_empty(), "drops: {bad:?}\n{}", lab.logs());
 }
 
-/// Relay with keepalive 1 s and peer timeout 3 s; edges A and B negotiate
-/// offload; C joins with `--no-offload` and A's uplink turns offload off;
-/// 2 MiB cross A→B, A→C and C→A intact, with no `no_offload` drop once the
-/// switch was seen (A still segments its super-frames, as Frame); C stops,
-/// and A turns routed frames on again within peer timeout plus a few
-/// keepalives.
+/// Edges A and B read and write super-frames; C joins with `--no-offload`.
+/// Every member opens every other's Data datagrams (protocol version 2 has
+/// nothing to negotiate): 2 MiB cross A→B, A→C and C→A intact, A still cuts
+/// its super-frames one segment per datagram while C is there, and nobody
+/// drops anything as forged, malformed or too big.
 #[test]
-fn a_peer_without_offload_turns_it_off_and_everyone_still_talks() {
+fn a_peer_without_offload_talks_with_everyone() {
     let Some(lab) = Lab::new("fastpath_fallback") else {
         return;
     };
     let start = Instant::now();
     let net = Overlay::new(&lab);
-    // The same relay again, with short timers.
-    net.relay.stop(Duration::from_secs(5));
-    let (keepalive, peer_timeout) = (1, 3);
-    let ka = keepalive.to_string();
-    let pt = peer_timeout.to_string();
-    let relay = start_relay_with(
-        &net.relay_ns,
-        &net.key,
-        &["--keepalive", &ka, "--peer-timeout", &pt],
-    );
     let a = net.edge(&lab, "a", 1);
     let b = net.edge(&lab, "b", 2);
     assert!(ping_within(&a.ns, &b.ip, WAIT), "{}", lab.logs());
     wait_uplink(&lab, &a.ns, WAIT, "offload", |u| u.offload);
-    wait_uplink(&lab, &b.ns, WAIT, "offload", |u| u.offload);
-    // Baseline: with only capable peers, A → B goes whole.
+    let c = net.edge_with(&lab, "c", 3, &net.key, &["--no-offload"]);
+    wait_uplink(&lab, &c.ns, WAIT, "registered", |u| u.registered);
+    let c_up = uplink(&c.ns);
+    assert!(!c_up.offload, "C (--no-offload) coalesces: {c_up:#?}");
+    assert!(ping_within(&a.ns, &c.ip, WAIT), "{}", lab.logs());
     let a0 = uplink(&a.ns);
-    transfer(&lab, "A -> B (A, B)", &a.ns, &b.ns, &b.ip, 5001, 2 << 20, 1);
+    transfer(&lab, "A -> B", &a.ns, &b.ns, &b.ip, 5002, 2 << 20, 2);
+    transfer(&lab, "A -> C", &a.ns, &c.ns, &c.ip, 5003, 2 << 20, 3);
+    transfer(&lab, "C -> A", &c.ns, &a.ns, &a.ip, 5004, 2 << 20, 4);
     let a1 = uplink(&a.ns);
     assert!(
         a1.offload_frames_out > a0.offload_frames_out,
-        "A sent no super-frame whole with only capable peers: {a0:#?} -> {a1:#?}"
-    );
-
-    // C joins without offload: A and B fall back.
-    let c = net.edge_with(&lab, "c", 3, &net.key, &["--no-offload"]);
-    let (took, _) = wait_uplink(&lab, &c.ns, WAIT, "registered", |u| u.registered);
-    eprintln!("C registered {took:.2?} after start");
-    let (took, _) = wait_uplink(
-        &lab,
-        &a.ns,
-        Duration::from_secs(3 * keepalive + 2),
-        "offload off after C joined",
-        |u| !u.offload,
-    );
-    eprintln!("A: offload off {took:.2?} after C registered");
-    wait_uplink(&lab, &b.ns, Duration::from_secs(5), "offload off", |u| {
-        !u.offload
-    });
-    let c_up = uplink(&c.ns);
-    assert!(
-        !c_up.offload,
-        "C (--no-offload) negotiated offload: {c_up:#?}"
+        "A read no super-frame: {a0:#?} -> {a1:#?}"
     );
     let all = [&a.ns, &b.ns, &c.ns, &net.relay_ns];
-    let no_offload_at_switch: Vec<u64> = all.iter().map(|ns| drops_of(ns, "no_offload")).collect();
-    eprintln!("no_offload drops (A, B, C, relay) at the switch-over: {no_offload_at_switch:?}");
-
-    assert!(ping_within(&a.ns, &c.ip, WAIT), "{}", lab.logs());
-    let a2 = uplink(&a.ns);
-    transfer(
-        &lab,
-        "A -> B (C there)",
-        &a.ns,
-        &b.ns,
-        &b.ip,
-        5002,
-        2 << 20,
-        2,
-    );
-    transfer(&lab, "A -> C", &a.ns, &c.ns, &c.ip, 5003, 2 << 20, 3);
-    transfer(&lab, "C -> A", &c.ns, &a.ns, &a.ip, 5004, 2 << 20, 4);
-    let a3 = uplink(&a.ns);
-    assert!(!a3.offload, "A: offload on while C is there: {a3:#?}");
-    // A still reads super-frames from its TAP and sends them one segment
-    // per datagram, as Frame now (C can't take RoutedFrame).
-    assert!(
-        a3.offload_frames_out > a2.offload_frames_out,
-        "A read no super-frame while C was there: {a2:#?} -> {a3:#?}"
-    );
-    assert!(
-        a3.frames_out > a2.frames_out,
-        "A sent nothing: {a2:#?} -> {a3:#?}"
-    );
-    let no_offload_after: Vec<u64> = all.iter().map(|ns| drops_of(ns, "no_offload")).collect();
-    assert_eq!(
-        no_offload_after,
-        no_offload_at_switch,
-        "no_offload drops (A, B, C, relay) during the transfers, after the switch-over\n{}",
-        lab.logs()
-    );
-    let bad: Vec<String> = all
-        .iter()
-        .flat_map(|ns| bad_drops(ns))
-        .filter(|d| !d.contains("no_offload"))
-        .collect();
+    let bad: Vec<String> = all.iter().flat_map(|ns| bad_drops(ns)).collect();
     assert!(bad.is_empty(), "drops: {bad:?}\n{}", lab.logs());
-
-    // C leaves: once the relay forgets it, A and B go back to offload.
-    let stopped = Instant::now();
-    let status = c.proc.stop(Duration::from_secs(5));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "C did not stop cleanly: {status:?}\n{}",
-        c.proc.log()
-    );
-    let bound = Duration::from_secs(peer_timeout + 4 * keepalive + 1);
-    wait_uplink(&lab, &a.ns, bound, "offload back on after C left", |u| {
-        u.offload
-    });
-    eprintln!(
-        "A: offload on again {:.2?} after C stopped",
-        stopped.elapsed()
-    );
-    wait_uplink(&lab, &b.ns, Duration::from_secs(5), "offload on", |u| {
-        u.offload
-    });
-    let (a4, b4) = (uplink(&a.ns), uplink(&b.ns));
-    transfer(
-        &lab,
-        "A -> B (C gone)",
-        &a.ns,
-        &b.ns,
-        &b.ip,
-        5005,
-        2 << 20,
-        5,
-    );
-    let (a5, b5) = (uplink(&a.ns), uplink(&b.ns));
-    assert!(
-        a5.offload_frames_out > a4.offload_frames_out,
-        "A sent no super-frame whole after C left: {a4:#?} -> {a5:#?}"
-    );
-    assert!(
-        b5.offload_frames_in > b4.offload_frames_in,
-        "B received no super-frame whole after C left: {b4:#?} -> {b5:#?}"
-    );
-    let bad: Vec<String> = [&a.ns, &b.ns, &net.relay_ns]
-        .into_iter()
-        .flat_map(bad_drops)
-        .filter(|d| !d.contains("no_offload"))
-        .collect();
-    assert!(bad.is_empty(), "drops: {bad:?}\n{}", lab.logs());
-    let no_offload_end: Vec<u64> = [&a.ns, &b.ns, &net.relay_ns]
-        .iter()
-        .map(|ns| drops_of(ns, "no_offload"))
-        .collect();
-    let before = [
-        no_offload_after[0],
-        no_offload_after[1],
-        no_offload_after[3],
-    ];
-    assert_eq!(
-        no_offload_end,
-        before,
-        "no_offload drops (A, B, relay) after C left\n{}",
-        lab.logs()
-    );
-    assert!(relay.is_running(), "relay died:\n{}", relay.log());
-    eprintln!("fastpath_fallback: {:.2?} in all", start.elapsed());
+    eprintln!("fallback scenario took {:.1?}", start.elapsed());
 }

@@ -577,17 +577,21 @@ pub(crate) mod tests {
             peers: vec![
                 PeerStatus {
                     network: "0123456789abcdef".into(),
-                    session: "a1b2c3d4".repeat(4),
+                    member: "a1b2c3d4a1b2c3d4".into(),
+                    public_key: "a1".repeat(32),
                     address: "172.16.0.10:40000".into(),
-                    macs: 1,
+                    session_age_seconds: 61.0,
+                    handshakes: 2,
                     idle_seconds: 0.25,
                     datagrams_received: 17,
                 },
                 PeerStatus {
                     network: "0123456789abcdef".into(),
-                    session: "0f0e0d0c".repeat(4),
+                    member: "0f0e0d0c0f0e0d0c".into(),
+                    public_key: "0f".repeat(32),
                     address: "172.16.0.11:40001".into(),
-                    macs: 3,
+                    session_age_seconds: 3.0,
+                    handshakes: 1,
                     idle_seconds: 12.0,
                     datagrams_received: 5,
                 },
@@ -596,6 +600,9 @@ pub(crate) mod tests {
             datagrams_sent: 25,
             registrations: 2,
             timeouts: 0,
+            handshakes: 3,
+            cookies_sent: 0,
+            cookie_mode: false,
         });
         s
     }

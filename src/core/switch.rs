@@ -223,7 +223,25 @@ mod tests {
             max_macs_per_port: 3,
             max_macs: 5,
             mac_max_age: Duration::from_secs(10),
+            sticky: false,
         })
+    }
+
+    /// A sticky table keeps a MAC with its first port until it ages out.
+    #[test]
+    fn a_sticky_table_refuses_a_takeover_until_the_mac_ages_out() {
+        let t0 = Instant::now();
+        let mut s = Switch::new(SwitchConfig {
+            sticky: true,
+            mac_max_age: Duration::from_secs(10),
+            ..SwitchConfig::default()
+        });
+        s.learn(t0, 1u8, mac(1)).unwrap();
+        assert_eq!(s.learn(t0, 2, mac(1)), Err(DropReason::MacTaken));
+        assert_eq!(s.route(t0, 3, mac(1)), Route::Unicast(1));
+        let later = t0 + Duration::from_secs(11);
+        s.learn(later, 2, mac(1)).unwrap();
+        assert_eq!(s.route(later, 3, mac(1)), Route::Unicast(2));
     }
 
     #[test]
