@@ -365,6 +365,42 @@ fn uplink(t: &mut Text, u: &UplinkStatus) {
         u.registrations,
     );
     t.family(
+        "lanbridge_handshakes_total",
+        "counter",
+        "Completed handshakes, with the relay and with members.",
+    );
+    t.sample(
+        "lanbridge_handshakes_total",
+        &[("with", "relay")],
+        u.uplink_handshakes,
+    );
+    t.sample(
+        "lanbridge_handshakes_total",
+        &[("with", "member")],
+        u.member_handshakes,
+    );
+    t.one(
+        "lanbridge_rekeys_total",
+        "counter",
+        "Member sessions whose keys were replaced by a new handshake.",
+        u.rekeys,
+    );
+    t.one(
+        "lanbridge_members",
+        "gauge",
+        "Other members of the network, as the relay lists them.",
+        u.members.len() as u64,
+    );
+    t.one(
+        "lanbridge_member_sessions",
+        "gauge",
+        "Members with session keys in use.",
+        u.members
+            .iter()
+            .filter(|m| m.session_age_seconds.is_some())
+            .count() as u64,
+    );
+    t.family(
         "lanbridge_frames_total",
         "counter",
         "Frames exchanged with the relay, by direction.",

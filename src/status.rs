@@ -8,12 +8,16 @@
 //! (`f64`, fields ending in `_seconds`), counters as `u64`, addresses as
 //! strings. New fields may be added; none are renamed or removed.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 
 use crate::core::{
-    client::ClientStats,
+    client::Client,
     drop::{DropCounters, DropReason},
 };
 
@@ -165,20 +169,75 @@ pub struct UplinkStatus {
     /// TCP SYNs whose MSS was lowered to fit one datagram.
     #[serde(default)]
     pub mss_clamped: u64,
+    /// Our member id (16 hex digits, from our static key).
+    #[serde(default)]
+    pub member: String,
+    /// Our static public key (64 hex digits).
+    #[serde(default)]
+    pub public_key: String,
+    /// Age of the keys of the session with the relay.
+    #[serde(default)]
+    pub uplink_age_seconds: Option<f64>,
+    /// Handshakes with the relay (joins and key rotations).
+    #[serde(default)]
+    pub uplink_handshakes: u64,
+    /// Handshakes with members, either side.
+    #[serde(default)]
+    pub member_handshakes: u64,
+    /// Member handshakes that replaced working keys (rotations).
+    #[serde(default)]
+    pub rekeys: u64,
+    /// The other members of the network, as the relay lists them.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+}
+
+/// Another member of the network, as a member sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its member id.
+    pub id: String,
+    /// Its static public key.
+    pub public_key: String,
+    /// Age of the session keys in use with it, if there is a session.
+    pub session_age_seconds: Option<f64>,
+    /// Handshakes with it.
+    pub handshakes: u64,
+    /// MACs it owns in our switch table.
+    pub macs: u64,
+    /// Frames received from it.
+    pub frames_in: u64,
+    /// Frames sent to it.
+    pub frames_out: u64,
 }
 
 impl UplinkStatus {
-    /// From a client's counters.
-    pub fn new(
-        relay: String,
-        registered: bool,
-        offload: bool,
-        stats: &ClientStats,
-    ) -> UplinkStatus {
+    /// From a member's state and counters.
+    pub fn new(relay: String, client: &Client, now: Instant) -> UplinkStatus {
+        let stats = client.stats();
         UplinkStatus {
             relay,
-            registered,
-            offload,
+            registered: client.is_registered(),
+            offload: client.offload_ok(),
+            member: client.identity().id().to_string(),
+            public_key: client.identity().public_hex(),
+            uplink_age_seconds: client.uplink_age(now).map(secs),
+            uplink_handshakes: stats.uplink_handshakes,
+            member_handshakes: stats.peer_handshakes,
+            rekeys: stats.rekeys,
+            members: client
+                .peers(now)
+                .into_iter()
+                .map(|p| MemberStatus {
+                    id: p.id.to_string(),
+                    public_key: hex(&p.public),
+                    session_age_seconds: p.session_age.map(secs),
+                    handshakes: p.handshakes,
+                    macs: p.macs as u64,
+                    frames_in: p.frames_in,
+                    frames_out: p.frames_out,
+                })
+                .collect(),
             offload_frames_in: stats.offload_frames_in,
             offload_frames_out: stats.offload_frames_out,
             mss_clamped: stats.mss_clamped,
@@ -390,10 +449,19 @@ fn yes_no(b: bool) -> String {
 
 fn uplink_pairs(u: &UplinkStatus) -> Vec<(&'static str, String)> {
     vec![
+        ("member", u.member.clone()),
+        ("public key", u.public_key.clone()),
         ("relay", u.relay.clone()),
         ("registered", yes_no(u.registered)),
-        ("routed frames", yes_no(u.offload)),
+        (
+            "relay keys age",
+            u.uplink_age_seconds.map_or("-".into(), human_duration),
+        ),
+        ("super-frames", yes_no(u.offload)),
         ("registrations", u.registrations.to_string()),
+        ("relay handshakes", u.uplink_handshakes.to_string()),
+        ("member handshakes", u.member_handshakes.to_string()),
+        ("rekeys", u.rekeys.to_string()),
         ("frames in", u.frames_in.to_string()),
         ("frames out", u.frames_out.to_string()),
         ("super-frames in", u.offload_frames_in.to_string()),
@@ -424,6 +492,7 @@ pub fn render(s: &Status) -> String {
         let mut p = vec![("tap", e.tap.clone()), ("mac", e.mac.clone())];
         p.extend(uplink_pairs(&e.uplink));
         pairs(&mut out, &p);
+        render_members(&mut out, &e.uplink);
     }
     if let Some(b) = &s.bridge {
         render_bridge(&mut out, b);
@@ -466,7 +535,15 @@ fn render_relay(out: &mut String, r: &RelayStatus) {
         .collect();
     table(
         out,
-        &["NETWORK", "MEMBER", "ADDRESS", "KEYS AGE", "HANDSHAKES", "IDLE", "RX"],
+        &[
+            "NETWORK",
+            "MEMBER",
+            "ADDRESS",
+            "KEYS AGE",
+            "HANDSHAKES",
+            "IDLE",
+            "RX",
+        ],
         &rows,
     );
     section(out, "counters");
@@ -479,7 +556,10 @@ fn render_relay(out: &mut String, r: &RelayStatus) {
             ("handshakes", r.handshakes.to_string()),
             ("timeouts", r.timeouts.to_string()),
             ("cookies sent", r.cookies_sent.to_string()),
-            ("cookie mode", if r.cookie_mode { "on" } else { "off" }.to_string()),
+            (
+                "cookie mode",
+                if r.cookie_mode { "on" } else { "off" }.to_string(),
+            ),
         ],
     );
 }
@@ -551,7 +631,38 @@ fn render_bridge(out: &mut String, b: &BridgeStatus) {
     if let Some(u) = &b.uplink {
         section(out, "overlay");
         pairs(out, &uplink_pairs(u));
+        render_members(out, u);
     }
+}
+
+fn render_members(out: &mut String, u: &UplinkStatus) {
+    section(out, "members");
+    let rows: Vec<Vec<String>> = u
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.session_age_seconds.map_or("-".into(), human_duration),
+                m.handshakes.to_string(),
+                m.macs.to_string(),
+                m.frames_in.to_string(),
+                m.frames_out.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "MEMBER",
+            "KEYS AGE",
+            "HANDSHAKES",
+            "MACS",
+            "FRAMES IN",
+            "FRAMES OUT",
+        ],
+        &rows,
+    );
 }
 
 #[cfg(test)]
@@ -655,6 +766,21 @@ pub(crate) mod tests {
                 offload_frames_in: 2,
                 offload_frames_out: 3,
                 mss_clamped: 1,
+                member: "5e1f5e1f5e1f5e1f".into(),
+                public_key: "5e".repeat(32),
+                uplink_age_seconds: Some(42.0),
+                uplink_handshakes: 2,
+                member_handshakes: 3,
+                rekeys: 1,
+                members: vec![MemberStatus {
+                    id: "a1b2c3d4a1b2c3d4".into(),
+                    public_key: "a1".repeat(32),
+                    session_age_seconds: Some(17.5),
+                    handshakes: 2,
+                    macs: 1,
+                    frames_in: 9,
+                    frames_out: 10,
+                }],
             }),
             tap: None,
             host_tap: Some("lbh-eth0".into()),
@@ -683,6 +809,13 @@ pub(crate) mod tests {
                 offload_frames_in: 0,
                 offload_frames_out: 0,
                 mss_clamped: 0,
+                member: "0e0e0e0e0e0e0e0e".into(),
+                public_key: "0e".repeat(32),
+                uplink_age_seconds: None,
+                uplink_handshakes: 0,
+                member_handshakes: 0,
+                rekeys: 0,
+                members: Vec::new(),
             },
         });
         s

@@ -115,12 +115,7 @@ impl Uplink {
 
     /// The connection's part of a status snapshot.
     pub fn status(&self) -> UplinkStatus {
-        UplinkStatus::new(
-            self.relay.to_string(),
-            self.client.is_registered(),
-            self.client.offload_ok(),
-            self.client.stats(),
-        )
+        UplinkStatus::new(self.relay.to_string(), &self.client, Instant::now())
     }
 
     /// Waits for a datagram or a GRO batch of them (see
