@@ -1,11 +1,23 @@
 //! Command-line interface: argument definitions and the small parsers they need.
 
-use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
+use std::{
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{core::mac::MacAddr, core::wire::NetworkKey, io::plain};
+use crate::{
+    core::{
+        mac::MacAddr,
+        proto::{KeyFile, RelayKey, RELAY_KEY_PREFIX},
+        wire::{KeyError, NetworkKey},
+    },
+    io::plain,
+};
 
 /// Join hosts anywhere and whole physical LANs into one Ethernet segment.
 #[derive(Debug, Parser)]
@@ -260,7 +272,6 @@ impl fmt::Display for Cidr {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
-
 /// Reads and parses a key file, with errors that name the file.
 pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<NetworkKey> {
     let text = std::fs::read_to_string(path)
@@ -285,6 +296,126 @@ pub fn read_key_files(paths: &[PathBuf]) -> anyhow::Result<Vec<NetworkKey>> {
     Ok(keys.into_iter().map(|(k, _)| k).collect())
 }
 
+/// What is wrong with a run of hex characters, without saying what kind of
+/// key it was meant to be (KeyError's own text says "network key").
+/// `after` names a prefix the positions and counts follow, if any.
+fn hex_problem(e: &KeyError, after: &str) -> String {
+    match e {
+        KeyError::Length { found } => format!("expected 64 hex characters{after}, found {found}"),
+        KeyError::NotHex { position, found } => {
+            format!("{found:?} at position {position}{after} is not a hex digit")
+        }
+    }
+}
+
+/// Why a key file's text is no key, naming the form it started with.
+fn key_file_problem(text: &str, e: &KeyError) -> String {
+    if text.trim().starts_with(RELAY_KEY_PREFIX) {
+        format!(
+            "invalid relay key: {}",
+            hex_problem(e, &format!(" after {RELAY_KEY_PREFIX}"))
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// A key file's text, with errors that name the file.
+fn read_key_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read key file {}: {}", path.display(), plain(&e)))
+}
+
+/// Reads what a key file holds: a network key or a relay key.
+fn read_any_key(path: &Path) -> anyhow::Result<KeyFile> {
+    let text = read_key_text(path)?;
+    KeyFile::parse(&text).map_err(|e| {
+        anyhow!(
+            "invalid key file {}: {}",
+            path.display(),
+            key_file_problem(&text, &e)
+        )
+    })
+}
+
+/// Reads the network key of an edge or a bridge. A relay key file is
+/// refused: it can't join a network.
+pub fn read_member_key(path: &Path) -> anyhow::Result<NetworkKey> {
+    match read_any_key(path)? {
+        KeyFile::Network(key) => Ok(key),
+        KeyFile::Relay(_) => bail!(
+            "{} holds a relay key ({RELAY_KEY_PREFIX}…); edges and bridges need the network \
+             key itself (lanbridge genkey); the relay key can't join a network",
+            path.display()
+        ),
+    }
+}
+
+/// Reads a relay's key files, one network each: a relay key, or a network
+/// key whose relay key is derived (with a warning per such file: the relay
+/// needs only the relay key). Two files for the same network are an error.
+pub fn read_relay_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<RelayKey>> {
+    let mut keys: Vec<(RelayKey, &PathBuf)> = Vec::new();
+    for path in paths {
+        let key = match read_any_key(path)? {
+            KeyFile::Relay(key) => key,
+            KeyFile::Network(key) => {
+                tracing::warn!(
+                    "{} holds the network key; a relay needs only the relay key: \
+                     `lanbridge relay-key < {}` (a relay with the network key could read and \
+                     forge members' traffic)",
+                    path.display(),
+                    path.display()
+                );
+                RelayKey::derive(&key)
+            }
+        };
+        if let Some((_, first)) = keys
+            .iter()
+            .find(|(k, _)| k.network_id() == key.network_id())
+        {
+            bail!(
+                "key files {} and {} are for the same network",
+                first.display(),
+                path.display()
+            );
+        }
+        keys.push((key, path));
+    }
+    Ok(keys.into_iter().map(|(k, _)| k).collect())
+}
+
+/// Runs `f` with its log lines captured (without time or colour), for tests
+/// that check what a user reads.
+#[cfg(test)]
+pub(crate) fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +429,106 @@ mod tests {
         assert!("10.0.0.300/24".parse::<Cidr>().is_err());
         assert!("10.0.0.1/33".parse::<Cidr>().is_err());
         assert!("fd00::1/129".parse::<Cidr>().is_err());
+    }
+
+    /// A fresh directory for one test's files.
+    fn dir(test: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lanbridge-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn members_take_the_network_key_and_refuse_a_relay_key() {
+        let d = dir("member");
+        let key = NetworkKey::from_bytes([3; 32]);
+        let net = write(&d, "net.key", &format!("{}\n", key.to_hex()));
+        assert_eq!(read_member_key(&net).unwrap(), key);
+        let relay = write(&d, "relay.key", &RelayKey::derive(&key).to_text());
+        assert_eq!(
+            read_member_key(&relay).unwrap_err().to_string(),
+            format!(
+                "{} holds a relay key (relay-key:…); edges and bridges need the network key \
+                 itself (lanbridge genkey); the relay key can't join a network",
+                relay.display()
+            )
+        );
+        let bad = write(&d, "bad.key", "abcdef\n");
+        assert_eq!(
+            read_member_key(&bad).unwrap_err().to_string(),
+            format!(
+                "invalid key file {}: invalid network key: expected 64 hex characters, found 6",
+                bad.display()
+            )
+        );
+        let bad = write(&d, "bad-relay.key", "relay-key:abcdef\n");
+        assert_eq!(
+            read_member_key(&bad).unwrap_err().to_string(),
+            format!(
+                "invalid key file {}: invalid relay key: expected 64 hex characters after \
+                 relay-key:, found 6",
+                bad.display()
+            )
+        );
+        let missing = d.join("missing.key");
+        assert_eq!(
+            read_member_key(&missing).unwrap_err().to_string(),
+            format!(
+                "cannot read key file {}: No such file or directory",
+                missing.display()
+            )
+        );
+    }
+
+    #[test]
+    fn relays_take_either_key_and_warn_about_the_network_key() {
+        let d = dir("relay");
+        let a = NetworkKey::from_bytes([1; 32]);
+        let b = NetworkKey::from_bytes([2; 32]);
+        let a_net = write(&d, "a.key", &a.to_hex());
+        let b_relay = write(&d, "b-relay.key", &RelayKey::derive(&b).to_text());
+        let (keys, logs) = capture_logs(|| read_relay_keys(&[a_net.clone(), b_relay.clone()]));
+        assert_eq!(keys.unwrap(), [RelayKey::derive(&a), RelayKey::derive(&b)]);
+        let warning = format!(
+            "{} holds the network key; a relay needs only the relay key: `lanbridge relay-key < \
+             {}` (a relay with the network key could read and forge members' traffic)",
+            a_net.display(),
+            a_net.display()
+        );
+        assert_eq!(logs.matches(&warning).count(), 1, "{logs}");
+        assert_eq!(logs.lines().count(), 1, "{logs}");
+        assert!(logs.contains("WARN"), "{logs}");
+
+        // Only relay keys: not a word.
+        let (keys, logs) = capture_logs(|| read_relay_keys(std::slice::from_ref(&b_relay)));
+        assert_eq!(keys.unwrap().len(), 1);
+        assert_eq!(logs, "");
+
+        // The same network twice, in either form.
+        let a_relay = write(&d, "a-relay.key", &RelayKey::derive(&a).to_text());
+        assert_eq!(
+            read_relay_keys(&[a_net.clone(), b_relay.clone(), a_relay.clone()])
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "key files {} and {} are for the same network",
+                a_net.display(),
+                a_relay.display()
+            )
+        );
+        assert!(read_relay_keys(&[b_relay.clone(), b_relay.clone()]).is_err());
+        let bad = write(&d, "bad.key", "");
+        assert!(read_relay_keys(&[b_relay, bad])
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid key file"));
     }
 
     #[test]
