@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    io::Read,
     net::IpAddr,
     path::{Path, PathBuf},
     str::FromStr,
@@ -13,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     core::{
         mac::MacAddr,
-        proto::{KeyFile, RelayKey, RELAY_KEY_PREFIX},
+        proto::{Identity, KeyFile, RelayKey, RELAY_KEY_PREFIX},
         wire::{KeyError, NetworkKey},
     },
     io::plain,
@@ -36,6 +37,12 @@ pub struct Cli {
 pub enum Command {
     /// Print a new random network key (64 hex characters) to stdout.
     Genkey,
+    /// Read a network key on stdin and print its relay key, the one a relay
+    /// needs: `lanbridge relay-key < net.key > relay.key`.
+    RelayKey,
+    /// Read an identity file on stdin and print the member's public key
+    /// (64 hex characters), e.g. for the relay's --refuse-member.
+    Pubkey,
     /// Run a relay: a learning switch per network, reached over UDP.
     Relay(RelayArgs),
     /// Join a network with a TAP device.
@@ -385,6 +392,66 @@ pub fn read_relay_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<RelayKey>> {
     Ok(keys.into_iter().map(|(k, _)| k).collect())
 }
 
+/// The most `relay-key` and `pubkey` read from stdin: a key file is 65
+/// bytes, and a stray `< /dev/zero` must not fill the memory.
+const STDIN_LIMIT: u64 = 4096;
+
+/// Reads a key from stdin (`relay-key`, `pubkey`) as text; `example` shows
+/// the user how to give it.
+pub fn read_stdin_key(example: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(STDIN_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow!("cannot read stdin: {}", plain(&e)))?;
+    stdin_text(bytes, example)
+}
+
+/// Checks what came on stdin: some text, not too much.
+fn stdin_text(bytes: Vec<u8>, example: &str) -> anyhow::Result<String> {
+    if bytes.len() as u64 > STDIN_LIMIT {
+        bail!("stdin holds more than {STDIN_LIMIT} bytes: not a key file (e.g. `{example}`)");
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("stdin is not text: not a key file (e.g. `{example}`)"))?;
+    if text.trim().is_empty() {
+        bail!("stdin is empty; give the key file on it, e.g. `{example}`");
+    }
+    Ok(text)
+}
+
+/// `lanbridge relay-key`: the line to print for the network key in `text`.
+pub fn relay_key_command(text: &str) -> anyhow::Result<String> {
+    if text.trim().starts_with(RELAY_KEY_PREFIX) {
+        bail!(
+            "stdin holds a relay key already ({RELAY_KEY_PREFIX}…); `lanbridge relay-key` \
+             takes the network key (lanbridge genkey) and prints its relay key"
+        );
+    }
+    NetworkKey::parse(text)
+        .map(|key| RelayKey::derive(&key).to_text())
+        .map_err(|e| anyhow!("stdin holds no network key: {}", hex_problem(&e, "")))
+}
+
+/// `lanbridge pubkey`: the line to print for the identity file in `text`.
+pub fn pubkey_command(text: &str) -> anyhow::Result<String> {
+    if text.trim().starts_with(RELAY_KEY_PREFIX) {
+        bail!(
+            "stdin holds a relay key ({RELAY_KEY_PREFIX}…), not an identity file \
+             (--identity-file of an edge or a bridge)"
+        );
+    }
+    Identity::parse(text)
+        .map(|identity| identity.public_hex())
+        .map_err(|e| {
+            anyhow!(
+                "stdin holds no identity: {} (an identity file holds the private key)",
+                hex_problem(&e, "")
+            )
+        })
+}
+
 /// Runs `f` with its log lines captured (without time or colour), for tests
 /// that check what a user reads.
 #[cfg(test)]
@@ -529,6 +596,64 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("invalid key file"));
+    }
+
+    #[test]
+    fn relay_key_command_prints_the_relay_key_or_says_why_not() {
+        let key = NetworkKey::from_bytes([9; 32]);
+        let line = relay_key_command(&format!("{}\n", key.to_hex())).unwrap();
+        assert_eq!(line, RelayKey::derive(&key).to_text());
+        assert!(line.starts_with("relay-key:"));
+        assert_eq!(line.len(), "relay-key:".len() + 64);
+        assert_eq!(
+            relay_key_command("relay-key:zz").unwrap_err().to_string(),
+            relay_key_command(&line).unwrap_err().to_string()
+        );
+        assert_eq!(
+            relay_key_command(&line).unwrap_err().to_string(),
+            "stdin holds a relay key already (relay-key:…); `lanbridge relay-key` takes the \
+             network key (lanbridge genkey) and prints its relay key"
+        );
+        assert_eq!(
+            relay_key_command("hello").unwrap_err().to_string(),
+            "stdin holds no network key: expected 64 hex characters, found 5"
+        );
+    }
+
+    #[test]
+    fn pubkey_command_prints_the_public_key() {
+        let identity = Identity::generate();
+        assert_eq!(
+            pubkey_command(&identity.to_text()).unwrap(),
+            identity.public_hex()
+        );
+        assert_eq!(
+            pubkey_command("abc").unwrap_err().to_string(),
+            "stdin holds no identity: expected 64 hex characters, found 3 (an identity file \
+             holds the private key)"
+        );
+        assert!(pubkey_command(&RelayKey::from_bytes([1; 32]).to_text())
+            .unwrap_err()
+            .to_string()
+            .starts_with("stdin holds a relay key (relay-key:…), not an identity file"));
+    }
+
+    #[test]
+    fn stdin_must_be_a_little_text() {
+        let ex = "lanbridge relay-key < net.key";
+        assert_eq!(stdin_text(b"x\n".to_vec(), ex).unwrap(), "x\n");
+        assert_eq!(
+            stdin_text(b" \n".to_vec(), ex).unwrap_err().to_string(),
+            "stdin is empty; give the key file on it, e.g. `lanbridge relay-key < net.key`"
+        );
+        assert!(stdin_text(vec![0xff; 10], ex)
+            .unwrap_err()
+            .to_string()
+            .starts_with("stdin is not text"));
+        assert!(stdin_text(vec![b'a'; 4097], ex)
+            .unwrap_err()
+            .to_string()
+            .starts_with("stdin holds more than 4096 bytes"));
     }
 
     #[test]
