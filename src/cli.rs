@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     core::{
         mac::MacAddr,
-        proto::{Identity, KeyFile, RelayKey, RELAY_KEY_PREFIX},
+        proto::{parse_public_key, Identity, KeyFile, RelayKey, RELAY_KEY_PREFIX},
         wire::{KeyError, NetworkKey},
     },
     io::plain,
@@ -99,9 +99,17 @@ pub struct RelayArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: std::net::SocketAddr,
 
-    /// A network key file; repeat for several isolated networks.
+    /// A relay key file (`lanbridge relay-key < net.key > relay.key`); repeat
+    /// for several isolated networks. A network key file works too, but a
+    /// relay needs only the relay key.
     #[arg(long = "key-file", value_name = "PATH", required = true)]
     pub key_files: Vec<PathBuf>,
+
+    /// Refuse the member with this public key (`lanbridge pubkey <
+    /// IDENTITY_FILE` prints it); repeatable. Revokes one member without
+    /// changing the network key.
+    #[arg(long = "refuse-member", value_name = "PUBKEY", value_parser = member_public_key)]
+    pub refuse_members: Vec<[u8; 32]>,
 
     /// Peers silent for this many seconds are forgotten.
     #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=3600))]
@@ -134,6 +142,12 @@ pub struct EdgeArgs {
     /// The network key file.
     #[arg(long = "key-file", value_name = "PATH")]
     pub key_file: PathBuf,
+
+    /// Keep this member's identity (its static key pair) in this file,
+    /// created with mode 0600 if missing. Without it the identity is new on
+    /// every start.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
 
     /// Name of the TAP device to create (at most 15 bytes).
     #[arg(long, value_name = "NAME")]
@@ -179,6 +193,13 @@ pub struct BridgeArgs {
     /// The network key file (with --relay).
     #[arg(long = "key-file", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
+
+    /// Keep this member's identity (its static key pair) in this file,
+    /// created with mode 0600 if missing. Without it the identity is new on
+    /// every start. Only with --relay; a --tap bridge has no identity and
+    /// ignores it.
+    #[arg(long, value_name = "PATH")]
+    pub identity_file: Option<PathBuf>,
 
     /// Instead of a relay, bridge the LAN to a local TAP of this name, e.g.
     /// for a VM or a namespace (VMware-style bridged networking).
@@ -244,6 +265,10 @@ pub struct TuningArgs {
     /// of --max-datagram bytes (a lost datagram then costs one segment).
     #[arg(long)]
     pub no_mss_clamp: bool,
+    /// Rotate session keys after this many seconds (1 to 120). Hidden: for
+    /// tests that want a key rotation during a transfer.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=120), hide = true)]
+    pub rekey_after: u64,
 }
 
 /// An address with a prefix length, e.g. `10.0.0.1/24`.
@@ -279,6 +304,7 @@ impl fmt::Display for Cidr {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
+
 /// Reads and parses a key file, with errors that name the file.
 pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<NetworkKey> {
     let text = std::fs::read_to_string(path)
@@ -301,6 +327,23 @@ pub fn read_key_files(paths: &[PathBuf]) -> anyhow::Result<Vec<NetworkKey>> {
         keys.push((key, path));
     }
     Ok(keys.into_iter().map(|(k, _)| k).collect())
+}
+
+/// The value parser of `--refuse-member`: a member's public key as 64 hex
+/// characters.
+fn member_public_key(text: &str) -> Result<[u8; 32], String> {
+    parse_public_key(text).map_err(|e| {
+        let hint = match e {
+            KeyError::Length { found: 16 } => {
+                " (16 characters look like a member ID; give the member's public key)"
+            }
+            _ => "",
+        };
+        format!(
+            "not a member's public key: {}{hint}; `lanbridge pubkey < IDENTITY_FILE` prints one",
+            hex_problem(&e, "")
+        )
+    })
 }
 
 /// What is wrong with a run of hex characters, without saying what kind of
@@ -654,6 +697,96 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("stdin holds more than 4096 bytes"));
+    }
+
+    #[test]
+    fn refuse_member_takes_public_keys() {
+        let identity = Identity::generate();
+        let key = member_public_key(&identity.public_hex()).unwrap();
+        assert_eq!(key, identity.keys().public);
+        assert_eq!(
+            member_public_key("zz").unwrap_err(),
+            "not a member's public key: expected 64 hex characters, found 2; \
+             `lanbridge pubkey < IDENTITY_FILE` prints one"
+        );
+        assert!(member_public_key(&identity.id().to_string())
+            .unwrap_err()
+            .contains("look like a member ID"));
+        // Through clap: an error that names the flag.
+        let e = Cli::try_parse_from([
+            "lanbridge",
+            "relay",
+            "--listen",
+            "127.0.0.1:1",
+            "--key-file",
+            "k",
+            "--refuse-member",
+            "nope",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("--refuse-member <PUBKEY>"), "{e}");
+        let a = Identity::generate();
+        let cli = Cli::try_parse_from([
+            "lanbridge",
+            "relay",
+            "--listen",
+            "127.0.0.1:1",
+            "--key-file",
+            "k",
+            "--refuse-member",
+            &a.public_hex(),
+            "--refuse-member",
+            &identity.public_hex(),
+        ])
+        .unwrap();
+        let Command::Relay(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            args.refuse_members,
+            [a.keys().public, identity.keys().public]
+        );
+    }
+
+    #[test]
+    fn rekey_after_is_hidden_and_bounded() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(
+                [
+                    &[
+                        "lanbridge",
+                        "edge",
+                        "--relay",
+                        "r:1",
+                        "--key-file",
+                        "k",
+                        "--tap",
+                        "t",
+                    ][..],
+                    extra,
+                ]
+                .concat(),
+            )
+        };
+        let Command::Edge(args) = parse(&[]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(args.tuning.rekey_after, 120);
+        assert_eq!(args.identity_file, None);
+        let Command::Edge(args) = parse(&["--rekey-after", "3"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(args.tuning.rekey_after, 3);
+        assert!(parse(&["--rekey-after", "0"]).is_err());
+        assert!(parse(&["--rekey-after", "121"]).is_err());
+        use clap::CommandFactory;
+        let help = Cli::command()
+            .find_subcommand_mut("edge")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("rekey"), "{help}");
     }
 
     #[test]
