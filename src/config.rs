@@ -6,13 +6,18 @@
 //! `max_datagram`). A value is a string or an integer (a boolean for a flag
 //! without a value) and is checked by the flag's own clap value parser, so
 //! ranges and formats are exactly those of the command line. A repeatable flag
-//! (the relay's `key_file`) takes a string or an array of strings. A relative
-//! `key_file` is relative to the directory of the config file.
+//! (the relay's `key_file` and `refuse_member`) takes a string or an array of
+//! strings. A relative path ([`PATH_KEYS`]: `key_file`, `identity_file`) is
+//! relative to the directory of the config file. Hidden flags (`rekey_after`)
+//! are accepted too, but not listed in messages.
 //!
 //! Precedence: a flag given on the command line, then the file, then the
 //! built-in default. A file value is also dropped when the command line gives
 //! a flag it conflicts with (`bridge --tap` drops the file's `relay` and
-//! `key_file`). The surviving file values become `--flag=value` arguments
+//! `key_file`). The exception are the lists in
+//! [`ADDITIVE_KEYS`] (`refuse_member`): the file's values and the command
+//! line's add up, so that a flag never lifts a refusal the file makes. The
+//! surviving file values become `--flag=value` arguments
 //! appended to the command line, which is parsed again, so the drivers get
 //! ordinary [`RelayArgs`](crate::cli::RelayArgs) and friends.
 //!
@@ -36,6 +41,13 @@ use crate::{cli::Cli, io::plain};
 
 /// The subcommands that take `--config`.
 const ROLES: [&str; 3] = ["relay", "edge", "bridge"];
+
+/// Keys whose values are paths, relative to the config file's directory.
+const PATH_KEYS: [&str; 2] = ["key_file", "identity_file"];
+
+/// Repeatable keys whose file values the command line's add to rather than
+/// replace: lists of refusals.
+const ADDITIVE_KEYS: [&str; 1] = ["refuse_member"];
 
 /// Why the command line could not become a [`Cli`].
 #[derive(Debug)]
@@ -165,7 +177,11 @@ fn file_args(cmd: &Command, given: &ArgMatches, path: &Path) -> Result<Vec<OsStr
         let start = key.span().start;
         let key = key.get_ref().as_ref();
         let Some((_, arg)) = options.iter().find(|(k, _)| k == key) else {
-            let expected: Vec<&str> = options.iter().map(|(k, _)| k.as_str()).collect();
+            let expected: Vec<&str> = options
+                .iter()
+                .filter(|(_, a)| !a.is_hide_set())
+                .map(|(k, _)| k.as_str())
+                .collect();
             return Err(at(
                 start,
                 format!(
@@ -186,7 +202,7 @@ fn file_args(cmd: &Command, given: &ArgMatches, path: &Path) -> Result<Vec<OsStr
             {
                 check(arg, &word).map_err(|why| invalid(offset, why))?;
                 let mut a = OsString::from(format!("--{long}="));
-                if key == "key_file" {
+                if PATH_KEYS.contains(&key) {
                     a.push(dir.join(&word));
                 } else {
                     a.push(&word);
@@ -214,7 +230,7 @@ fn file_args(cmd: &Command, given: &ArgMatches, path: &Path) -> Result<Vec<OsStr
                 format!("{key} cannot be set together with {other} (line {other_line})"),
             ));
         }
-        let overridden = on_command_line(arg)
+        let overridden = (on_command_line(arg) && !ADDITIVE_KEYS.contains(&key))
             || options
                 .iter()
                 .any(|(_, o)| on_command_line(o) && conflict(cmd, arg, o));
@@ -437,10 +453,16 @@ mod tests {
             "edge.toml",
             &format!(
                 "{EDGE}address = \"10.0.0.2/24\"\nmac = \"02:00:00:00:00:02\"\nmtu = 1400\n\
-                 max_datagram = 1300\nmetrics = \"127.0.0.1:9171\"\n"
+                 max_datagram = 1300\nmetrics = \"127.0.0.1:9171\"\n\
+                 identity_file = \"/var/lib/lanbridge/home.identity\"\nrekey_after = 5\n"
             ),
         );
         let a = edge(&["--config", &f]);
+        assert_eq!(
+            a.identity_file.as_deref(),
+            Some(Path::new("/var/lib/lanbridge/home.identity"))
+        );
+        assert_eq!(a.tuning.rekey_after, 5);
         assert_eq!(a.address.unwrap().to_string(), "10.0.0.2/24");
         assert_eq!(a.mac.unwrap().to_string(), "02:00:00:00:00:02");
         assert_eq!((a.mtu, a.tuning.max_datagram), (1400, 1300));
@@ -450,9 +472,11 @@ mod tests {
             &d,
             "relay.toml",
             "listen = \"[::]:7171\"\nkey_file = \"a.key\"\npeer_timeout = 60\nkeepalive = 0x0a\n\
-             max_macs_per_peer = 10_000\nmetrics = \"127.0.0.1:9171\"\n",
+             max_macs_per_peer = 10_000\nmetrics = \"127.0.0.1:9171\"\n\
+             refuse_member = \"0101010101010101010101010101010101010101010101010101010101010101\"\n",
         );
         let a = relay(&["--config", &f]);
+        assert_eq!(a.refuse_members, [[1; 32]]);
         assert_eq!(a.listen.to_string(), "[::]:7171");
         assert_eq!(
             (a.peer_timeout, a.keepalive, a.max_macs_per_peer),
@@ -471,6 +495,15 @@ mod tests {
             ("eth1", Some("vm0"), None)
         );
         assert_eq!(a.tuning.max_datagram, 1000);
+        let f = write(
+            &d,
+            "bridge-relay.toml",
+            "iface = \"eth1\"\nrelay = \"r:1\"\nkey_file = \"/k\"\nidentity_file = \"/i\"\n\
+             rekey_after = 120\n",
+        );
+        let a = bridge(&["--config", &f]);
+        assert_eq!(a.identity_file.as_deref(), Some(Path::new("/i")));
+        assert_eq!(a.tuning.rekey_after, 120);
     }
 
     #[test]
@@ -489,6 +522,62 @@ mod tests {
             "relay = \"r:1\"\nkey_file = \"/k/net.key\"\ntap = \"t\"\n",
         );
         assert_eq!(edge(&["--config", &f]).key_file, Path::new("/k/net.key"));
+        // So is a relative identity_file.
+        let f = write(
+            &d,
+            "id.toml",
+            &format!("{EDGE}identity_file = \"state/home.identity\"\n"),
+        );
+        assert_eq!(
+            edge(&["--config", &f]).identity_file,
+            Some(d.join("state/home.identity"))
+        );
+        assert_eq!(
+            edge(&["--config", &f, "--identity-file", "x.identity"]).identity_file,
+            Some(PathBuf::from("x.identity"))
+        );
+    }
+
+    #[test]
+    fn refused_members_from_the_file_and_the_flags_add_up() {
+        let d = dir("refuse");
+        let hex = |b: u8| format!("{b:02x}").repeat(32);
+        let f = write(
+            &d,
+            "relay.toml",
+            &format!(
+                "listen = \"0.0.0.0:7171\"\nkey_file = \"a.key\"\nrefuse_member = [\"{}\", \"{}\"]\n",
+                hex(1),
+                hex(2)
+            ),
+        );
+        assert_eq!(relay(&["--config", &f]).refuse_members, [[1; 32], [2; 32]]);
+        // A flag never lifts a refusal the file makes.
+        assert_eq!(
+            relay(&["--config", &f, "--refuse-member", &hex(3)]).refuse_members,
+            [[3; 32], [1; 32], [2; 32]]
+        );
+        let f = write(
+            &d,
+            "none.toml",
+            "listen = \"0.0.0.0:7171\"\nkey_file = \"a.key\"\nrefuse_member = []\n",
+        );
+        assert!(relay(&["--config", &f]).refuse_members.is_empty());
+        let f = write(
+            &d,
+            "bad.toml",
+            &format!(
+                "listen = \"0.0.0.0:7171\"\nkey_file = \"a.key\"\nrefuse_member = [\n  \"{}\",\n  \"zz\",\n]\n",
+                hex(1)
+            ),
+        );
+        assert_eq!(
+            err(&["relay", "--config", &f]),
+            format!(
+                "{f}: line 5: invalid value for refuse_member: not a member's public key: expected \
+                 64 hex characters, found 2; `lanbridge pubkey < IDENTITY_FILE` prints one"
+            )
+        );
     }
 
     #[test]
@@ -566,6 +655,26 @@ mod tests {
             (a.relay, a.key_file, a.tap.as_deref()),
             (None, None, Some("vm0"))
         );
+        let f = write(
+            &d,
+            "id.toml",
+            "iface = \"eth0\"\nrelay = \"r:1\"\nkey_file = \"net.key\"\nidentity_file = \"x\"\n",
+        );
+        // identity_file is no overlay setting: kept (and unused with --tap),
+        // so that the systemd unit can give --identity-file to every bridge.
+        let a = bridge(&["--config", &f, "--tap", "vm0"]);
+        assert_eq!(
+            (a.identity_file, a.tap.as_deref()),
+            (Some(d.join("x")), Some("vm0"))
+        );
+        let f = write(&d, "tap.toml", "iface = \"eth0\"\ntap = \"vm0\"\n");
+        let a = bridge(&[
+            "--config",
+            &f,
+            "--identity-file",
+            "/var/lib/lanbridge/t.identity",
+        ]);
+        assert_eq!(a.tap.as_deref(), Some("vm0"));
         let f = write(&d, "t.toml", "iface = \"eth0\"\ntap = \"vm0\"\n");
         let a = bridge(&["--config", &f, "--relay", "r:2", "--key-file", "/k"]);
         assert_eq!((a.relay.as_deref(), a.tap), (Some("r:2"), None));
@@ -587,8 +696,8 @@ mod tests {
             (
                 "unknown.toml",
                 "relay = \"r:1\"\n# comment\n\nmtuu = 1400\n",
-                "line 4: unknown key \"mtuu\" (expected one of: relay, key_file, tap, address, mac, mtu, \
-                 max_datagram, no_offload, no_mss_clamp, metrics)",
+                "line 4: unknown key \"mtuu\" (expected one of: relay, key_file, identity_file, tap, \
+                 address, mac, mtu, max_datagram, no_offload, no_mss_clamp, metrics)",
             ),
             ("range.toml", &format!("{EDGE}\nmtu = 70000\n"), "line 5: invalid value for mtu: 70000 is not in 576..=9000"),
             (
@@ -603,7 +712,7 @@ mod tests {
             ("array.toml", "mtu = [1500]", "line 1: invalid value for mtu: expected one value, not an array"),
             ("float.toml", "mtu = 1500.0", "line 1: invalid value for mtu: expected a string or an integer, not float"),
             ("empty.toml", "tap = \"\"", "line 1: invalid value for tap: must not be empty"),
-            ("table.toml", "[edge]\nmtu = 1500\n", "line 1: unknown key \"edge\" (expected one of: relay, key_file, tap, address, mac, mtu, max_datagram, no_offload, no_mss_clamp, metrics)"),
+            ("table.toml", "[edge]\nmtu = 1500\n", "line 1: unknown key \"edge\" (expected one of: relay, key_file, identity_file, tap, address, mac, mtu, max_datagram, no_offload, no_mss_clamp, metrics)"),
             ("section.toml", "[mtu]\n", "line 1: invalid value for mtu: expected a string or an integer, not table"),
         ];
         for (name, text, expected) in cases {
@@ -631,8 +740,8 @@ mod tests {
         assert_eq!(
             err(&["relay", "--config", &f]),
             format!(
-                "{f}: line 1: unknown key \"mtu\" (expected one of: listen, key_file, peer_timeout, keepalive, \
-                 max_macs_per_peer, metrics)"
+                "{f}: line 1: unknown key \"mtu\" (expected one of: listen, key_file, refuse_member, \
+                 peer_timeout, keepalive, max_macs_per_peer, metrics)"
             )
         );
         let f = write(
@@ -662,6 +771,7 @@ mod tests {
             cmd.build();
             let keys: Vec<String> = options(cmd.find_subcommand(role).unwrap())
                 .into_iter()
+                .filter(|(_, a)| !a.is_hide_set())
                 .map(|(k, _)| k)
                 .collect();
             for key in &keys {

@@ -12,6 +12,7 @@ pub mod core;
 pub mod demo;
 pub mod edge;
 pub mod host_access;
+pub mod identity;
 pub mod io;
 pub mod lab;
 pub mod metrics;

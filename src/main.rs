@@ -21,6 +21,12 @@ fn main() -> ExitCode {
             println!("{}", lanbridge::core::wire::NetworkKey::generate().to_hex());
             Ok(())
         }
+        Command::RelayKey => lanbridge::cli::read_stdin_key("lanbridge relay-key < net.key")
+            .and_then(|text| lanbridge::cli::relay_key_command(&text))
+            .and_then(print_line),
+        Command::Pubkey => lanbridge::cli::read_stdin_key("lanbridge pubkey < home.identity")
+            .and_then(|text| lanbridge::cli::pubkey_command(&text))
+            .and_then(print_line),
         Command::Relay(args) => run(lanbridge::relay::run(args)),
         Command::Edge(args) => run(lanbridge::edge::run(args)),
         Command::Bridge(args) => run(lanbridge::bridge::run(args)),
@@ -34,6 +40,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints one line to stdout; a closed stdout is an error, not a panic.
+fn print_line(line: String) -> anyhow::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{line}")
+        .map_err(|e| anyhow::anyhow!("cannot write to stdout: {}", lanbridge::io::plain(&e)))
 }
 
 /// Runs a component on a single-threaded runtime: one core is plenty for
