@@ -400,7 +400,7 @@ fn refuse_member_takes_only_public_keys() {
 /// The relay key admits members at the relay but can't join a network: an
 /// edge given it as its key file says so and doesn't start.
 #[test]
-#[ignore = "until edge.rs reads its key with cli::read_member_key (issue 10)"]
+
 fn an_edge_refuses_a_relay_key_file() {
     let key = run(&["genkey"]);
     let relay_key = run_with_stdin(&["relay-key"], &key.stdout);

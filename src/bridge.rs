@@ -17,7 +17,7 @@ use anyhow::Context;
 use tracing::{debug, info, warn};
 
 use crate::{
-    cli::{read_key_file, BridgeArgs},
+    cli::{read_member_key, BridgeArgs},
     control::Ops,
     core::mac::MacAddr,
     core::{
@@ -27,6 +27,7 @@ use crate::{
         offload::{self, VnetHdr},
     },
     host_access::{self, HostAccess},
+    identity::load_identity,
     io::{
         netlink::Netlink,
         packet_socket::{Captured, PacketSocket},
@@ -124,13 +125,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut overlay = match (&args.relay, &args.tap) {
         (Some(relay), _) => {
             let key_file = args.key_file.as_ref().context("--relay needs --key-file")?;
-            let key = read_key_file(key_file)?;
-            let connect = Uplink::connect(
-                &key,
-                crate::core::proto::Identity::generate(),
-                relay,
-                &args.tuning,
-            );
+            let key = read_member_key(key_file)?;
+            let identity = load_identity(args.identity_file.as_deref())?;
+            let connect = Uplink::connect(&key, identity, relay, &args.tuning);
             let Some(uplink) = shutdown.unless_stopped(connect).await? else {
                 return Ok(());
             };

@@ -119,7 +119,8 @@ pub struct RelayArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub keepalive: u64,
 
-    /// MACs one peer may own (a bridge brings its whole LAN).
+    /// Ignored since protocol version 2: the relay sees no MACs; each member
+    /// caps the MACs another member may own (1024).
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_macs_per_peer: u64,
 

@@ -6,9 +6,10 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::{
-    cli::{read_key_file, EdgeArgs},
+    cli::{read_member_key, EdgeArgs},
     control::Ops,
     core::{drop::DropReason, mac::MacAddr, offload::VnetHdr},
+    identity::load_identity,
     io::{netlink::Netlink, tap::Tap, udp::burst_step},
     signals::Shutdown,
     status::{EdgeStatus, Role, Status},
@@ -18,13 +19,9 @@ use crate::{
 /// Runs an edge until SIGINT/SIGTERM; the TAP disappears on return.
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::new()?;
-    let key = read_key_file(&args.key_file)?;
-    let connect = Uplink::connect(
-        &key,
-        crate::core::proto::Identity::generate(),
-        &args.relay,
-        &args.tuning,
-    );
+    let key = read_member_key(&args.key_file)?;
+    let identity = load_identity(args.identity_file.as_deref())?;
+    let connect = Uplink::connect(&key, identity, &args.relay, &args.tuning);
     let Some(mut uplink) = shutdown.unless_stopped(connect).await? else {
         return Ok(());
     };

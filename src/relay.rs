@@ -12,7 +12,7 @@ use std::{
 use tracing::{info, trace, warn};
 
 use crate::{
-    cli::{read_key_files, RelayArgs},
+    cli::{read_relay_keys, RelayArgs},
     control::Ops,
     core::{
         drop::DropReason,
@@ -36,13 +36,11 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             args.keepalive
         );
     }
-    let keys: Vec<RelayKey> = read_key_files(&args.key_files)?
-        .iter()
-        .map(RelayKey::derive)
-        .collect();
+    let keys: Vec<RelayKey> = read_relay_keys(&args.key_files)?;
     let config = RelayConfig {
         keepalive: Duration::from_secs(args.keepalive),
         peer_timeout: Duration::from_secs(args.peer_timeout),
+        refuse: args.refuse_members.clone(),
         ..RelayConfig::default()
     };
     let socket = Socket::bind(args.listen, args.listen.ip().is_unspecified()).await?;

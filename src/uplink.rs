@@ -16,7 +16,10 @@ use crate::{
         client::{Client, ClientConfig, ClientEvent, MemberEvent},
         drop::DropReason,
         offload::VnetHdr,
-        proto::{session::WallClock, Identity},
+        proto::{
+            session::{Timers, WallClock},
+            Identity,
+        },
         wire::NetworkKey,
     },
     io::{
@@ -85,6 +88,7 @@ impl Uplink {
             max_datagram: usize::from(tuning.max_datagram),
             offload: !tuning.no_offload,
             clamp_mss: !tuning.no_mss_clamp,
+            timers: Timers::with_rekey_after(Duration::from_secs(tuning.rekey_after)),
             ..ClientConfig::default()
         };
         let now = Instant::now();
