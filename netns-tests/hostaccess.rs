@@ -207,7 +207,19 @@ fn the_host_tap_replaces_a_stale_one_and_vanishes_after_sigkill() {
     assert!(b.ns.link_mac("lbh-eth0").is_some());
     let relay = format!("{RELAY_IP}:{RELAY_PORT}");
     let key = net.key.to_str().unwrap();
-    let proc = start_bridge(&b.ns, &["--relay", &relay, "--key-file", key]);
+    // The bridge keeps its identity across the restart below, as its
+    // systemd unit does, so the members take its MACs from it at once.
+    let identity = lab.dir().join("b.identity");
+    let identity = identity.to_str().unwrap();
+    let args = [
+        "--relay",
+        &relay,
+        "--key-file",
+        key,
+        "--identity-file",
+        identity,
+    ];
+    let proc = start_bridge(&b.ns, &args);
     assert!(
         proc.log().contains("removed a stale host-access device"),
         "no word about the stale TAP:\n{}",
@@ -235,7 +247,7 @@ fn the_host_tap_replaces_a_stale_one_and_vanishes_after_sigkill() {
     // The host's own LAN traffic is as before.
     assert_ping(&lab, &b.ns, &l1.ip);
     // A fresh bridge starts cleanly, with no stale device to remove.
-    let proc = start_bridge(&b.ns, &["--relay", &relay, "--key-file", key]);
+    let proc = start_bridge(&b.ns, &args);
     assert!(!proc.log().contains("removed a stale"), "{}", proc.log());
     assert_ping(&lab, &b.ns, &v1.ip);
 }
