@@ -146,7 +146,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let ops = Ops::start(Role::Bridge, &args.ops).await?;
     match &overlay {
         Overlay::Relay(u) => {
-            info!(iface = %args.iface, %mac, mtu, relay = %u.relay(), "bridge running")
+            info!(iface = %args.iface, %mac, mtu, relay = %u.relay(), member = %u.client().identity().id(), "bridge running")
         }
         Overlay::Tap(t) => info!(iface = %args.iface, %mac, mtu, tap = t.name(), "bridge running"),
     }

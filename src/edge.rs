@@ -39,7 +39,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     }
     let (mac, _) = netlink.mac_and_mtu(tap.name()).await?;
     let ops = Ops::start(Role::Edge, &args.ops).await?;
-    info!(tap = tap.name(), %mac, address = ?args.address.map(|c| c.to_string()), relay = %uplink.relay(), "edge running");
+    info!(tap = tap.name(), %mac, address = ?args.address.map(|c| c.to_string()), relay = %uplink.relay(), member = %uplink.client().identity().id(), "edge running");
 
     let mut tap_buf = vec![0u8; 65536 + 64];
     let mut udp_buf = vec![0u8; 65536];

@@ -30,7 +30,9 @@ use crate::{
 pub fn load_identity(path: Option<&Path>) -> anyhow::Result<Identity> {
     let Some(path) = path else {
         let identity = Identity::generate();
-        tracing::info!(
+        // Said at debug level: "edge running" and "bridge running" name
+        // the member, and an error at start stays one line.
+        tracing::debug!(
             "identity {} (public key {}) is new for this run; --identity-file keeps one \
              across restarts",
             identity.id(),
