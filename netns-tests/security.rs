@@ -132,6 +132,38 @@ struct Member {
     mac: MacAddr,
     /// Its underlay address: the source of its datagrams at the relay.
     wan: Ipv4Addr,
+    /// How to start it again.
+    relaunch: Relaunch,
+}
+
+/// What [`Member::restart`] needs.
+enum Relaunch {
+    /// `lanbridge edge` with this key file and these extra arguments.
+    Edge { key: PathBuf, extra: Vec<String> },
+    /// `lanbridge bridge` ([`start_bridge`]) with these arguments.
+    Bridge { args: Vec<String> },
+}
+
+impl Member {
+    /// Stops it (SIGTERM; it must exit 0) and starts it again with the same
+    /// arguments, as a new process.
+    fn restart(&mut self) {
+        let status = self.proc.stop(Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{} stopped with {status:?}:\n{}",
+            self.ns.short(),
+            self.proc.log()
+        );
+        self.proc = match &self.relaunch {
+            Relaunch::Edge { key, extra } => {
+                let proc = spawn_edge(&self.ns, key, &self.ip, self.mac, &strs(extra));
+                wait_for_tap(&self.ns, &proc);
+                proc
+            }
+            Relaunch::Bridge { args } => start_bridge(&self.ns, &strs(args)),
+        };
+    }
 }
 
 /// A LAN with host L1 and a bridge member, joined to an [`Overlay`].
@@ -266,6 +298,22 @@ fn start_edge_in(ns: Ns, wan: &str, key: &Path, n: u8, extra: &[&str]) -> Member
     let ip = lan_ip(n);
     let mac = edge_mac(n);
     let proc = spawn_edge(&ns, key, &ip, mac, extra);
+    wait_for_tap(&ns, &proc);
+    Member {
+        ns,
+        proc,
+        ip,
+        mac,
+        wan: wan.parse().unwrap(),
+        relaunch: Relaunch::Edge {
+            key: key.to_path_buf(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+        },
+    }
+}
+
+/// Waits until the edge `proc` in `ns` has made its `tap0`.
+fn wait_for_tap(ns: &Ns, proc: &Proc) {
     let up = wait_until(Duration::from_secs(10), || {
         ns.has_link("tap0") || !proc.is_running()
     });
@@ -275,13 +323,13 @@ fn start_edge_in(ns: Ns, wan: &str, key: &Path, n: u8, extra: &[&str]) -> Member
         ns.short(),
         proc.log()
     );
-    Member {
-        ns,
-        proc,
-        ip,
-        mac,
-        wan: wan.parse().unwrap(),
-    }
+}
+
+/// `--identity-file` with a file `{short}.identity` in the lab directory
+/// (created by the member at its first start, kept across restarts).
+fn identity(lab: &Lab, short: &str) -> [String; 2] {
+    let path = lab.dir().join(format!("{short}.identity"));
+    ["--identity-file".into(), path.to_str().unwrap().into()]
 }
 
 /// An edge `short` at `lan_ip(n)` in a new namespace on the underlay, with
@@ -310,6 +358,9 @@ fn bridged_lan(lab: &Lab, net: &Overlay, gso: Gso, extra: &[&str]) -> BridgedLan
         ip: host.ip,
         mac: host.mac,
         wan: wan.parse().unwrap(),
+        relaunch: Relaunch::Bridge {
+            args: args.iter().map(|a| a.to_string()).collect(),
+        },
     };
     BridgedLan { lan, l1, bridge }
 }
@@ -581,15 +632,117 @@ fn replay(ns: &Ns, bind_ip: &str, port: u16, file: &Path) -> Replayed {
     r
 }
 
+/// `&str`s of `v`, for argument lists.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// What replays did: (which, result).
+type Replays = Vec<(&'static str, Replayed)>;
+
+/// Watches B's TAP and the LAN while `replays` replay A's recording of
+/// `recorded` datagrams; then L1 pings B with the control pattern, which
+/// both captures must see. Asserts that nothing of A's (a marked ping, a
+/// frame from A's MAC, or A's address from the bridge NIC, or the bridge
+/// probing for it) showed on either, and that the relay never answered with
+/// more bytes than the largest datagram it got.
+fn assert_replays_reach_nobody(
+    lab: &Lab,
+    phase: &str,
+    t: &BridgedLan,
+    a: &Member,
+    b: &Member,
+    recorded: usize,
+    replays: impl FnOnce() -> Replays,
+) {
+    let watch_b = b.ns.capture("tap0").unwrap();
+    let watch_lan = t.lan.ns().capture(Switch::BRIDGE).unwrap();
+    for (what, r) in replays() {
+        assert!(r.sent == recorded, "{phase}: replay {what} sent {}", r.sent);
+        assert!(
+            r.max_reply <= r.max_sent,
+            "{phase}: replay {what}: the relay answered with {} bytes, more than the {} of the \
+             largest datagram it got",
+            r.max_reply,
+            r.max_sent
+        );
+    }
+    let a_ip: Ipv4Addr = a.ip.parse().unwrap();
+    let leaked = |frames: &[Frame]| {
+        frames.iter().any(|f| {
+            let from_bridge = f.src() == Some(t.bridge.mac);
+            marked(f)
+                || sent_by_mac(f, a.mac)
+                || ipv6_src_iid(f, eui64_iid(a.mac))
+                || (from_bridge && sent_by_ip(f, &a.ip))
+                || (from_bridge && f.arp().is_some_and(|p| p.tpa == a_ip.octets()))
+        })
+    };
+    // Anything let through would arrive within the quiet period.
+    let through_b = watch_b.wait_for(QUIET, leaked);
+    let through_lan = watch_lan.wait_for(Duration::ZERO, leaked);
+    // The captures see what does cross.
+    let control_pings = ping_count(&t.l1.ns, &b.ip, 3, &["-p", CONTROL_HEX]);
+    assert_eq!(
+        control_pings,
+        3,
+        "{phase}: L1 -> B after the replays:\n{}",
+        lab.logs()
+    );
+    let watch_b = frames_of(lab, watch_b, "B's TAP");
+    let watch_lan = frames_of(lab, watch_lan, "the LAN");
+    let describe = |frames: &[Frame]| {
+        let bad: Vec<&Frame> = frames
+            .iter()
+            .filter(|f| leaked(std::slice::from_ref(*f)))
+            .collect();
+        format!(
+            "{} of {} frames, {} marked pings; the first: {:02x?}",
+            bad.len(),
+            frames.len(),
+            bad.iter().filter(|f| marked(f)).count(),
+            bad.first().map(|f| &f.data)
+        )
+    };
+    assert!(
+        !through_b && !leaked(&watch_b),
+        "{phase}: the replays reached B's TAP: {}\n{}",
+        describe(&watch_b),
+        lab.logs()
+    );
+    assert!(
+        !through_lan && !leaked(&watch_lan),
+        "{phase}: the replays reached the LAN: {}\n{}",
+        describe(&watch_lan),
+        lab.logs()
+    );
+    for (what, frames) in [("B's TAP", &watch_b), ("the LAN", &watch_lan)] {
+        let n = frames.iter().filter(|f| control(f)).count();
+        assert!(
+            n >= 3,
+            "{phase}: {what}: the capture missed the control pings ({n})"
+        );
+    }
+    for m in [b, &t.bridge] {
+        assert!(
+            m.proc.is_running(),
+            "{phase}: {} died:\n{}",
+            m.ns.short(),
+            m.proc.log()
+        );
+    }
+}
+
 #[test]
 fn replayed_recording_after_member_left_and_relay_restarted_reaches_nobody() {
     let Some(lab) = Lab::new("sec_replay") else {
         return;
     };
     let start = Instant::now();
+    // Every member keeps its identity across restarts, as deployed.
     let (mut net, relay_key) = overlay(&lab, true, Gso::Cut);
-    let t = bridged_lan(&lab, &net, Gso::Cut, &[]);
-    let b = edge(&lab, &net, "b", 102, Gso::Cut, &[]);
+    let mut t = bridged_lan(&lab, &net, Gso::Cut, &strs(&identity(&lab, "br")));
+    let mut b = edge(&lab, &net, "b", 102, Gso::Cut, &strs(&identity(&lab, "b")));
     assert_ping(&lab, &b.ns, &t.l1.ip);
 
     // The recording starts before A's first datagram.
@@ -597,7 +750,7 @@ fn replayed_recording_after_member_left_and_relay_restarted_reaches_nobody() {
     let recorder = net.relay_ns.capture_with("eth0", 0, &filter).unwrap();
     let live_b = b.ns.capture("tap0").unwrap();
     let live_lan = t.lan.ns().capture(Switch::BRIDGE).unwrap();
-    let a = edge(&lab, &net, "a", 101, Gso::Cut, &[]);
+    let a = edge(&lab, &net, "a", 101, Gso::Cut, &strs(&identity(&lab, "a")));
     assert_ping(&lab, &a.ns, &b.ip);
     assert_ping(&lab, &a.ns, &t.l1.ip);
     let to_b = ping_count(&a.ns, &b.ip, 10, &["-p", MARK_HEX]);
@@ -670,98 +823,55 @@ fn replayed_recording_after_member_left_and_relay_restarted_reaches_nobody() {
     let file = lab.dir().join("a-recording.hex");
     let lines: Vec<String> = recording.iter().map(|d| hex(&d.payload)).collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-
-    // Replays, watched on B's TAP and on the LAN.
-    let watch_b = b.ns.capture("tap0").unwrap();
-    let watch_lan = t.lan.ns().capture(Switch::BRIDGE).unwrap();
     let a_wan = a.wan.to_string();
-    let mut replays = vec![(
-        "from A's address, same relay",
-        replay(&a.ns, &a_wan, a_port, &file),
-    )];
-    restart_relay(&mut net, &relay_key);
+    let (x, x_ip) = net.host(&lab, "x");
+
+    // To the relay A knew, then to a new relay process with the same key.
+    let phase = "A left";
+    assert_replays_reach_nobody(&lab, phase, &t, &a, &b, recording.len(), || {
+        let mut done = vec![(
+            "from A's address, same relay",
+            replay(&a.ns, &a_wan, a_port, &file),
+        )];
+        restart_relay(&mut net, &relay_key);
+        assert!(
+            ping_within(&b.ns, &t.l1.ip, RECONNECT),
+            "B and the bridge did not come back after the relay restarted:\n{}",
+            lab.logs()
+        );
+        done.push((
+            "from A's address, restarted relay",
+            replay(&a.ns, &a_wan, a_port, &file),
+        ));
+        done.push((
+            "from another address, restarted relay",
+            replay(&x, &x_ip, a_port, &file),
+        ));
+        done
+    });
+
+    // B and the bridge restart too, with their identities: no process that
+    // saw A's sessions is left to remember them.
+    b.restart();
+    t.bridge.restart();
     assert!(
         ping_within(&b.ns, &t.l1.ip, RECONNECT),
-        "B and the bridge did not come back after the relay restarted:\n{}",
+        "B and the bridge did not come back after they restarted:\n{}",
         lab.logs()
     );
-    replays.push((
-        "from A's address, restarted relay",
-        replay(&a.ns, &a_wan, a_port, &file),
-    ));
-    let (x, x_ip) = net.host(&lab, "x");
-    replays.push((
-        "from another address, restarted relay",
-        replay(&x, &x_ip, a_port, &file),
-    ));
-    for (what, r) in &replays {
-        assert!(r.sent == recording.len(), "replay {what}: {r:?}");
-        assert!(
-            r.max_reply <= r.max_sent,
-            "replay {what}: the relay answered with {} bytes, more than the {} of the largest \
-             datagram it got",
-            r.max_reply,
-            r.max_sent
-        );
-    }
-    let leaked = |frames: &[Frame]| {
-        frames.iter().any(|f| {
-            marked(f)
-                || sent_by_mac(f, a.mac)
-                || ipv6_src_iid(f, eui64_iid(a.mac))
-                || (f.src() == Some(t.bridge.mac) && sent_by_ip(f, &a.ip))
-        })
-    };
-    // Anything let through would arrive within the quiet period.
-    let through_b = watch_b.wait_for(QUIET, leaked);
-    let through_lan = watch_lan.wait_for(Duration::ZERO, leaked);
-    // The captures see what does cross.
-    let control_pings = ping_count(&t.l1.ns, &b.ip, 3, &["-p", CONTROL_HEX]);
-    assert_eq!(
-        control_pings,
-        3,
-        "L1 -> B after the replays:\n{}",
-        lab.logs()
-    );
-    let watch_b = frames_of(&lab, watch_b, "B's TAP");
-    let watch_lan = frames_of(&lab, watch_lan, "the LAN");
-    let describe = |frames: &[Frame]| {
-        let bad: Vec<&Frame> = frames
-            .iter()
-            .filter(|f| leaked(std::slice::from_ref(*f)))
-            .collect();
-        format!(
-            "{} of {} frames, {} marked pings; the first: {:02x?}",
-            bad.len(),
-            frames.len(),
-            bad.iter().filter(|f| marked(f)).count(),
-            bad.first().map(|f| &f.data)
-        )
-    };
-    assert!(
-        !through_b && !leaked(&watch_b),
-        "the replays reached B's TAP: {}\n{}",
-        describe(&watch_b),
-        lab.logs()
-    );
-    assert!(
-        !through_lan && !leaked(&watch_lan),
-        "the replays reached the LAN: {}\n{}",
-        describe(&watch_lan),
-        lab.logs()
-    );
-    for (what, frames) in [("B's TAP", &watch_b), ("the LAN", &watch_lan)] {
-        let n = frames.iter().filter(|f| control(f)).count();
-        assert!(n >= 3, "{what}: the capture missed the control pings ({n})");
-    }
-    for m in [&b, &t.bridge] {
-        assert!(
-            m.proc.is_running(),
-            "{} died:\n{}",
-            m.ns.short(),
-            m.proc.log()
-        );
-    }
+    let phase = "A left, relay, B and bridge restarted";
+    assert_replays_reach_nobody(&lab, phase, &t, &a, &b, recording.len(), || {
+        vec![
+            (
+                "from A's address, restarted members",
+                replay(&a.ns, &a_wan, a_port, &file),
+            ),
+            (
+                "from another address, restarted members",
+                replay(&x, &x_ip, a_port, &file),
+            ),
+        ]
+    });
     eprintln!("sec_replay: {:.2?} in all", start.elapsed());
 }
 
