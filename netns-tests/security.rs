@@ -850,16 +850,18 @@ fn replayed_recording_after_member_left_and_relay_restarted_reaches_nobody() {
         done
     });
 
-    // B and the bridge restart too, with their identities: no process that
-    // saw A's sessions is left to remember them.
+    // B, the bridge and the relay restart (B and the bridge with their
+    // identities): no process that saw A's sessions, or the replays above,
+    // is left to remember them.
     b.restart();
     t.bridge.restart();
+    restart_relay(&mut net, &relay_key);
     assert!(
         ping_within(&b.ns, &t.l1.ip, RECONNECT),
-        "B and the bridge did not come back after they restarted:\n{}",
+        "B and the bridge did not come back after they and the relay restarted:\n{}",
         lab.logs()
     );
-    let phase = "A left, relay, B and bridge restarted";
+    let phase = "A left, then relay, B and bridge restarted";
     assert_replays_reach_nobody(&lab, phase, &t, &a, &b, recording.len(), || {
         vec![
             (
