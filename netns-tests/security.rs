@@ -1074,7 +1074,10 @@ fn an_edge_given_the_relay_key_reaches_nobody() {
 /// that member: the inner receiver index becomes the given one, the inner
 /// counter 2^64 - 2 (big and little endian in turn), the rest of the inner
 /// message garbage; the routed header and the relay tag stay C's own, so
-/// the relay sees a datagram of C's uplink. Prints `ready`, then `forged N`.
+/// the relay sees a datagram of C's uplink. The UDP checksum of every IPv4
+/// datagram it forwards is zeroed ("none"): one sent with checksum offload
+/// reaches the wire unfinished, and a packet socket's send does not finish
+/// it. Prints `ready`, then `forged N`.
 const WIRE_PY: &str = r#"
 import os, select, socket, sys, time
 down_if, up_if, rport, ctl = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -1102,8 +1105,12 @@ def forge(frame):
     out[p + 28:p + 36] = (2**64 - 2).to_bytes(8, order)
     for i in range(p + 36, end - 16):
         out[i] ^= 0xa5
-    out[u + 6:u + 8] = b'\x00\x00'
-    return bytes(out)
+    return out
+def no_udp_checksum(frame):
+    if len(frame) >= 42 and frame[12:14] == b'\x08\x00' and frame[23] == 17:
+        u = 14 + (frame[14] & 0x0f) * 4
+        frame[u + 6:u + 8] = b'\x00\x00'
+    return frame
 print('ready', flush=True)
 while True:
     ready, _, _ = select.select([down, up], [], [], 0.2)
@@ -1116,6 +1123,7 @@ while True:
         frame, addr = s.recvfrom(65535)
         if addr[2] == socket.PACKET_OUTGOING:
             continue
+        frame = bytearray(frame)
         if s is down and target is not None and forged < target[2]:
             f = forge(frame)
             if f is not None:
@@ -1123,7 +1131,7 @@ while True:
                 forged += 1
                 print('forged', forged, flush=True)
         try:
-            other[s].send(frame)
+            other[s].send(no_udp_checksum(frame))
         except OSError as e:
             print('dropped', len(frame), e, flush=True)
 "#;
