@@ -1,9 +1,10 @@
 //! The attacks of issue 10 against protocol version 2, in namespaces with
 //! the real relay, edges and bridge, judged from outside (captures on TAPs,
 //! on the LAN and at the relay; ping; `ip neigh`; SHA-256 of TCP streams):
-//! - a recording of a member, replayed after it left (before and after the
-//!   relay restarted, from its address and from another), reaches no TAP
-//!   and no LAN;
+//! - a recording of a member, replayed after it left (to the relay it knew,
+//!   to a restarted relay, and once the relay, the other edge and the
+//!   bridge all restarted with their identities; from its address and from
+//!   another), reaches no TAP and no LAN;
 //! - a relay given only the relay key (`lanbridge relay-key`) carries edges
 //!   and a bridge, and its key file does not hold the network key;
 //! - an edge given the relay key refuses to start, and one given the relay
@@ -15,7 +16,9 @@
 //!   (nor for a member joining after it), and the LAN still sees only the
 //!   bridge NIC's MAC;
 //! - keys rotating every 2 s during long TCP transfers lose no byte, and the
-//!   rotations are visible at the relay.
+//!   rotations are visible at the relay;
+//! - a member whose public key the relay refuses (`--refuse-member`)
+//!   reaches nobody, while the same host with a new identity still joins.
 //!
 //! What the tests rely on of the version 2 wire format (docs/protocol.md):
 //! every datagram is UDP to the relay's port, byte 0 is the version (2),
@@ -54,7 +57,9 @@ use crate::{
         assert_ping, diff_bytes, lan_host, lan_ip, pseudo_random, sha256, start_bridge,
         transfer_intact, LanHost, SETTLE,
     },
-    overlay::{ping_count, ping_within, start_relay, Overlay, RELAY_IP, RELAY_PORT},
+    overlay::{
+        ping_count, ping_within, start_relay, start_relay_with, Overlay, RELAY_IP, RELAY_PORT,
+    },
 };
 
 /// The Python that has scapy (Debian's; a pyenv `python3` may not).
@@ -1359,7 +1364,6 @@ fn a_member_forging_another_identity_or_its_macs_changes_nothing() {
         })
         .count();
     eprintln!("{reached_b} datagrams with counter 2^64 - 2 reached B's underlay NIC");
-    drop(at_relay);
 
     // Nothing is locked out, either way.
     assert_eq!(ping_count(&a.ns, &b.ip, 10, &[]), 10, "{}", lab.logs());
@@ -1704,4 +1708,81 @@ fn a_key_rotation_during_a_long_transfer_loses_no_byte() {
         lab.logs()
     );
     eprintln!("sec_rekey: {:.2?} in all", start.elapsed());
+}
+
+#[test]
+fn a_member_refused_by_the_relay_reaches_nobody() {
+    let Some(lab) = Lab::new("sec_refuse") else {
+        return;
+    };
+    let start = Instant::now();
+    let (mut net, relay_key) = overlay(&lab, true, Gso::Keep);
+    let t = bridged_lan(&lab, &net, Gso::Keep, &[]);
+    let b = edge(&lab, &net, "b", 102, Gso::Keep, &[]);
+    // C joins once with an identity file, which it creates.
+    let c_identity = identity(&lab, "c");
+    let mut c = edge(&lab, &net, "c", 103, Gso::Keep, &strs(&c_identity));
+    assert_ping(&lab, &c.ns, &b.ip);
+    let status = c.proc.stop(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "C stopped with {status:?}"
+    );
+    let out = lanbridge_with_stdin(&["pubkey"], Path::new(&c_identity[1]));
+    let pubkey = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success()
+            && pubkey.len() == 64
+            && pubkey.chars().all(|ch| ch.is_ascii_hexdigit()),
+        "lanbridge pubkey < {} printed {pubkey:?}: {}",
+        c_identity[1],
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The relay refuses C's key from now on.
+    let stopped = net.relay.stop(Duration::from_secs(5));
+    assert!(stopped.is_some_and(|s| s.success()), "relay: {stopped:?}");
+    net.relay = start_relay_with(&net.relay_ns, &relay_key, &["--refuse-member", &pubkey]);
+    assert!(
+        ping_within(&b.ns, &t.l1.ip, RECONNECT),
+        "B and the bridge did not come back:\n{}",
+        lab.logs()
+    );
+    let watch_lan = t.lan.ns().capture(Switch::BRIDGE).unwrap();
+    let watch_b = b.ns.capture("tap0").unwrap();
+    c.restart();
+    assert_eq!(ping_count(&c.ns, &b.ip, 5, &[]), 0, "refused C reached B");
+    assert_eq!(
+        ping_count(&c.ns, &t.l1.ip, 5, &[]),
+        0,
+        "refused C reached L1"
+    );
+    assert!(!c.ns.arping("tap0", &b.ip), "B answered refused C's ARP");
+    assert_eq!(ping_count(&b.ns, &t.l1.ip, 5, &[]), 5, "{}", lab.logs());
+    let from_c = |f: &Frame| {
+        sent_by_ip(f, &c.ip) || f.contains_mac_bytes(c.mac) || ipv6_src_iid(f, eui64_iid(c.mac))
+    };
+    for (what, frames) in [
+        ("the LAN", frames_of(&lab, watch_lan, "the LAN")),
+        ("B's TAP", frames_of(&lab, watch_b, "B's TAP")),
+    ] {
+        let bad: Vec<&Frame> = frames.iter().filter(|f| from_c(f)).collect();
+        assert!(
+            bad.is_empty(),
+            "{what}: {} of {} frames from refused C, e.g. {:02x?}",
+            bad.len(),
+            frames.len(),
+            bad[0].data
+        );
+    }
+
+    // The refusal is of C's key, not of its host or of the network key: C
+    // with a new (ephemeral) identity joins from the same address.
+    let stopped = c.proc.stop(Duration::from_secs(5));
+    assert!(stopped.is_some_and(|s| s.success()), "C: {stopped:?}");
+    c.proc = spawn_edge(&c.ns, &net.key, &c.ip, c.mac, &[]);
+    wait_for_tap(&c.ns, &c.proc);
+    assert_ping(&lab, &c.ns, &b.ip);
+    assert_ping(&lab, &c.ns, &t.l1.ip);
+    eprintln!("sec_refuse: {:.2?} in all", start.elapsed());
 }
