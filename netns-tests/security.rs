@@ -38,7 +38,7 @@
 //! transfers.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -72,6 +72,10 @@ const V2: u8 = 2;
 mod kind {
     /// Member → relay: Noise message 1 of the uplink handshake.
     pub const UPLINK_INIT: u8 = 1;
+    /// Relay → member: Noise message 2 of the uplink handshake.
+    pub const UPLINK_RESP: u8 = 2;
+    /// Relay → member: a cookie, under load.
+    pub const COOKIE_REPLY: u8 = 3;
     /// Member ↔ member: Noise message 1 of a member session, routed.
     pub const PEER_INIT: u8 = 5;
     /// Member ↔ member: Noise message 2 of a member session, routed.
@@ -569,15 +573,28 @@ impl Pinger {
 /// What a replay sent and got back.
 #[derive(Debug)]
 struct Replayed {
+    /// Datagrams sent.
     sent: usize,
-    max_sent: usize,
-    replies: usize,
-    max_reply: usize,
+    /// What came back: (byte 0, byte 1, length) of each datagram.
+    replies: Vec<(u8, u8, usize)>,
+}
+
+impl Replayed {
+    /// The replies that answer a handshake initiation (UplinkResp,
+    /// CookieReply): the only ones a relay may send to an address that has
+    /// not proved anything.
+    fn answers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.replies
+            .iter()
+            .filter(|(v, k, _)| *v == V2 && [kind::UPLINK_RESP, kind::COOKIE_REPLY].contains(k))
+            .map(|(_, _, len)| *len)
+    }
 }
 
 /// Sends every payload of `file` (one hex line each) to the relay from a
 /// UDP socket bound to `bind_ip`:`port` in `ns`, 2 ms apart, collecting
-/// what comes back until 1 s after the last.
+/// what comes back until 1 s after the last; prints the number sent, then
+/// `version:kind:length` of each reply.
 const REPLAY_PY: &str = r#"
 import select, socket, sys, time
 path, ip, port, relay, rport = sys.argv[1:6]
@@ -590,9 +607,10 @@ replies = []
 def drain():
     while True:
         try:
-            replies.append(len(s.recv(65536)))
+            d = s.recv(65536) + b'\0\0'
         except OSError:
             return
+        replies.append(f'{d[0]}:{d[1]}:{len(d) - 2}')
 for p in payloads:
     s.sendto(p, (relay, int(rport)))
     time.sleep(0.002)
@@ -601,7 +619,7 @@ end = time.time() + 1.0
 while time.time() < end:
     select.select([s], [], [], 0.1)
     drain()
-print(len(payloads), max(map(len, payloads), default=0), len(replies), max(replies, default=0))
+print(len(payloads), *replies)
 "#;
 
 fn replay(ns: &Ns, bind_ip: &str, port: u16, file: &Path) -> Replayed {
@@ -617,25 +635,32 @@ fn replay(ns: &Ns, bind_ip: &str, port: u16, file: &Path) -> Replayed {
         ],
         Duration::from_secs(120),
     );
-    let n: Vec<usize> = out
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
+    let mut words = out.split_whitespace();
+    let sent = words.next().and_then(|w| w.parse().ok());
+    let replies: Option<Vec<(u8, u8, usize)>> = words
+        .map(|w| {
+            let mut f = w.split(':');
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            ))
+        })
         .collect();
-    let [sent, max_sent, replies, max_reply] = n[..] else {
+    let (Some(sent), Some(replies)) = (sent, replies) else {
         panic!("replay printed {out:?}");
     };
-    let r = Replayed {
-        sent,
-        max_sent,
-        replies,
-        max_reply,
-    };
+    let mut kinds: BTreeMap<(u8, u8), (usize, usize)> = BTreeMap::new();
+    for (v, k, len) in &replies {
+        let e = kinds.entry((*v, *k)).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(*len);
+    }
     eprintln!(
-        "replay from {bind_ip}:{port}: sent {} datagrams (largest {} bytes), got {} back \
-         (largest {} bytes)",
-        r.sent, r.max_sent, r.replies, r.max_reply
+        "replay from {bind_ip}:{port}: sent {sent} datagrams; got back, by (version, kind): \
+         (count, largest) {kinds:?}"
     );
-    r
+    Replayed { sent, replies }
 }
 
 /// `&str`s of `v`, for argument lists.
@@ -643,34 +668,46 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// The recording a replay sends.
+struct Recorded {
+    /// How many datagrams.
+    datagrams: usize,
+    /// The length of the smallest UplinkInit among them.
+    smallest_init: usize,
+}
+
 /// What replays did: (which, result).
 type Replays = Vec<(&'static str, Replayed)>;
 
 /// Watches B's TAP and the LAN while `replays` replay A's recording of
-/// `recorded` datagrams; then L1 pings B with the control pattern, which
+/// `recorded`; then L1 pings B with the control pattern, which
 /// both captures must see. Asserts that nothing of A's (a marked ping, a
 /// frame from A's MAC, or A's address from the bridge NIC, or the bridge
-/// probing for it) showed on either, and that the relay never answered with
-/// more bytes than the largest datagram it got.
+/// probing for it) showed on either, and that the relay never answered a
+/// handshake with more bytes than the smallest UplinkInit replayed.
 fn assert_replays_reach_nobody(
     lab: &Lab,
     phase: &str,
     t: &BridgedLan,
     a: &Member,
     b: &Member,
-    recorded: usize,
+    recorded: &Recorded,
     replays: impl FnOnce() -> Replays,
 ) {
     let watch_b = b.ns.capture("tap0").unwrap();
     let watch_lan = t.lan.ns().capture(Switch::BRIDGE).unwrap();
     for (what, r) in replays() {
-        assert!(r.sent == recorded, "{phase}: replay {what} sent {}", r.sent);
         assert!(
-            r.max_reply <= r.max_sent,
-            "{phase}: replay {what}: the relay answered with {} bytes, more than the {} of the \
-             largest datagram it got",
-            r.max_reply,
-            r.max_sent
+            r.sent == recorded.datagrams,
+            "{phase}: replay {what} sent {}",
+            r.sent
+        );
+        let biggest = r.answers().max().unwrap_or(0);
+        assert!(
+            biggest <= recorded.smallest_init,
+            "{phase}: replay {what}: the relay answered with {biggest} bytes, more than the {} \
+             of the smallest UplinkInit it got",
+            recorded.smallest_init
         );
     }
     let a_ip: Ipv4Addr = a.ip.parse().unwrap();
@@ -826,6 +863,15 @@ fn replayed_recording_after_member_left_and_relay_restarted_reaches_nobody() {
         "no member handshake from A in the recording (kinds {kinds:?})"
     );
     let a_port = most_common(recording.iter().map(|d| d.sport)).unwrap();
+    let recorded = Recorded {
+        datagrams: recording.len(),
+        smallest_init: recording
+            .iter()
+            .filter(|d| d.kind() == Some(kind::UPLINK_INIT))
+            .map(|d| d.payload.len())
+            .min()
+            .unwrap_or(0),
+    };
     let file = lab.dir().join("a-recording.hex");
     let lines: Vec<String> = recording.iter().map(|d| hex(&d.payload)).collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
@@ -834,7 +880,7 @@ fn replayed_recording_after_member_left_and_relay_restarted_reaches_nobody() {
 
     // To the relay A knew, then to a new relay process with the same key.
     let phase = "A left";
-    assert_replays_reach_nobody(&lab, phase, &t, &a, &b, recording.len(), || {
+    assert_replays_reach_nobody(&lab, phase, &t, &a, &b, &recorded, || {
         let mut done = vec![(
             "from A's address, same relay",
             replay(&a.ns, &a_wan, a_port, &file),
@@ -868,7 +914,7 @@ fn replayed_recording_after_member_left_and_relay_restarted_reaches_nobody() {
         lab.logs()
     );
     let phase = "A left, then relay, B and bridge restarted";
-    assert_replays_reach_nobody(&lab, phase, &t, &a, &b, recording.len(), || {
+    assert_replays_reach_nobody(&lab, phase, &t, &a, &b, &recorded, || {
         vec![
             (
                 "from A's address, restarted members",
