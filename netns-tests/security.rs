@@ -951,6 +951,14 @@ fn a_relay_with_only_the_relay_key_carries_edges_and_bridges() {
         !text.contains(&network),
         "the relay key file holds the network key"
     );
+    // The same network key gives the same relay key (for a second relay, or
+    // a replaced one).
+    let again = lanbridge_with_stdin(&["relay-key"], &net.key);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).to_lowercase(),
+        text,
+        "relay-key is not a function of the network key"
+    );
     // Given the network key, the relay runs, and warns that it needs less.
     assert!(
         wait_until(EVENT, || warns_relay_key_only(&net.relay.log())),
