@@ -14,6 +14,7 @@ mod hostaccess;
 mod lan;
 mod lossy;
 mod overlay;
+mod security;
 mod selftest;
 mod status;
 mod tap_vnet;

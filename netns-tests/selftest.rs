@@ -301,3 +301,43 @@ fn pcap_reader_handles_both_byte_orders_and_units() {
     assert!(pcap::parse(&[0u8; 24]).is_err());
     assert!(pcap::parse(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn frames_show_their_udp_datagrams_and_patterns() {
+    let payload = [2u8, 7, 0, 0, 0xde, 0xad, 0xbe, 0xef, 9, 9, 9];
+    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([172, 16, 0, 10], [172, 16, 0, 1], 64)
+        .udp(40000, 7171);
+    let mut data = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut data, &payload).unwrap();
+    let whole = pcap::Frame {
+        ts: Duration::ZERO,
+        orig_len: data.len() as u32,
+        data: data.clone(),
+    };
+    let u = whole.udp4().expect("a UDP datagram");
+    assert_eq!(
+        (u.src, u.dst, u.sport, u.dport),
+        (
+            "172.16.0.10".parse().unwrap(),
+            "172.16.0.1".parse().unwrap(),
+            40000,
+            7171
+        )
+    );
+    assert_eq!((u.payload, u.truncated), (&payload[..], false));
+    assert_eq!(whole.ipv4_src(), Some("172.16.0.10".parse().unwrap()));
+    assert!(whole.contains(&[0xde, 0xad, 0xbe, 0xef]));
+    assert!(!whole.contains(&[0xde, 0xad, 0xbe, 0xee]) && !whole.contains(&[]));
+    // Cut by a snap length: the payload as far as it was kept.
+    let cut = pcap::Frame {
+        data: data[..data.len() - 3].to_vec(),
+        ..whole.clone()
+    };
+    let u = cut.udp4().unwrap();
+    assert_eq!((u.payload, u.truncated), (&payload[..8], true));
+    // Padded to the Ethernet minimum: the UDP length decides.
+    let mut padded = whole;
+    padded.data.resize(60, 0);
+    assert_eq!(padded.udp4().unwrap().payload, &payload[..]);
+}

@@ -171,28 +171,37 @@ impl fmt::Debug for Ns {
 impl Ns {
     /// Starts `tcpdump -w` on `iface` here and returns once it is capturing.
     pub fn capture(&self, iface: &str) -> Result<Capture> {
+        self.capture_with(iface, 0, "")
+    }
+
+    /// [`Ns::capture`] keeping the first `snaplen` bytes of each frame (0:
+    /// whole frames) of the frames that match the BPF expression `filter`
+    /// (`""`: every frame), e.g. `"udp dst port 7171"`.
+    pub fn capture_with(&self, iface: &str, snaplen: u32, filter: &str) -> Result<Capture> {
         let path = self.scratch_file(iface).with_extension("pcap");
         let file = path.to_string_lossy().into_owned();
+        let snaplen = snaplen.to_string();
         // -U and --immediate-mode: hand each packet over and write it at once
         // (not when a TPACKET_V3 block retires), so the file is complete when
         // the test stops tcpdump.
         // -Z root: don't drop privileges before opening the file.
-        let proc = self.spawn(
-            "tcpdump",
-            &[
-                "-i",
-                iface,
-                "-w",
-                &file,
-                "-U",
-                "--immediate-mode",
-                "-n",
-                "-Z",
-                "root",
-                "-s",
-                "0",
-            ],
-        )?;
+        let mut args = vec![
+            "-i",
+            iface,
+            "-w",
+            &file,
+            "-U",
+            "--immediate-mode",
+            "-n",
+            "-Z",
+            "root",
+            "-s",
+            &snaplen,
+        ];
+        if !filter.is_empty() {
+            args.push(filter);
+        }
+        let proc = self.spawn("tcpdump", &args)?;
         if !wait_until(Duration::from_secs(10), || {
             proc.log().contains("listening on") || !proc.is_running()
         }) {

@@ -7,7 +7,7 @@
 //! tells the byte order and the timestamp unit. A truncated last record (the
 //! writer is still running) is ignored.
 
-use std::{path::Path, time::Duration};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use lanbridge::core::mac::MacAddr;
@@ -30,6 +30,23 @@ pub struct Frame {
     pub orig_len: u32,
     /// The captured bytes, starting with the destination MAC.
     pub data: Vec<u8>,
+}
+
+/// An IPv4 UDP datagram in a captured frame (see [`Frame::udp4`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Udp4<'a> {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// The UDP payload as far as it was captured.
+    pub payload: &'a [u8],
+    /// True if the capture's snap length cut the payload short.
+    pub truncated: bool,
 }
 
 /// The fields of an Ethernet/IPv4 ARP packet.
@@ -111,6 +128,48 @@ impl Frame {
     /// catches NDP options, DHCP `chaddr`, ...).
     pub fn contains_mac_bytes(&self, mac: MacAddr) -> bool {
         self.data.windows(6).any(|w| w == mac.0)
+    }
+
+    /// True if `needle` (not empty) appears anywhere in the captured bytes,
+    /// e.g. the pattern of `ping -p`.
+    pub fn contains(&self, needle: &[u8]) -> bool {
+        !needle.is_empty() && self.data.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// The source address of an IPv4 packet.
+    pub fn ipv4_src(&self) -> Option<Ipv4Addr> {
+        let p = self.payload();
+        if self.ethertype()? != ETHERTYPE_IPV4 || p.len() < 20 {
+            return None;
+        }
+        Some(Ipv4Addr::new(p[12], p[13], p[14], p[15]))
+    }
+
+    /// The UDP datagram, if this is the first (or only) fragment of an IPv4
+    /// UDP packet. The payload ends where the UDP length says or where the
+    /// capture ends, whichever comes first.
+    pub fn udp4(&self) -> Option<Udp4<'_>> {
+        let p = self.payload();
+        if self.ethertype()? != ETHERTYPE_IPV4 || p.len() < 20 || p[0] >> 4 != 4 || p[9] != 17 {
+            return None;
+        }
+        let frag_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        if frag_offset != 0 || ihl < 20 || p.len() < ihl + 8 {
+            return None;
+        }
+        let u = &p[ihl..];
+        let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+        let want = udp_len.saturating_sub(8);
+        let payload = &u[8..u.len().min(8 + want)];
+        Some(Udp4 {
+            src: Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+            dst: Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+            sport: u16::from_be_bytes([u[0], u[1]]),
+            dport: u16::from_be_bytes([u[2], u[3]]),
+            payload,
+            truncated: payload.len() < want,
+        })
     }
 
     /// True for an IPv4 ICMP packet.
