@@ -273,17 +273,26 @@ pub struct Keypairs {
 
 impl Keypairs {
     /// Installs the keypair of a handshake we initiated: confirmed by the
-    /// answer, so it is current at once. Returns keypairs dropped (their
-    /// indexes are freed by the caller).
+    /// answer, so it is current at once. A responder keypair still waiting
+    /// in `next` (both sides initiated at once) becomes `previous`, so what
+    /// the other side already sends under it still opens (as WireGuard
+    /// does); the older keypairs go. Returns the indexes of keypairs
+    /// dropped (the caller frees them).
     pub fn install_initiated(&mut self, kp: Keypair) -> Vec<u32> {
         let mut gone = Vec::new();
-        if let Some(old) = self.next.take() {
+        let old_previous = match self.next.take() {
+            Some(next) => {
+                if let Some(old) = self.current.take() {
+                    gone.push(old.local_index);
+                }
+                self.previous.replace(next)
+            }
+            None => std::mem::replace(&mut self.previous, self.current.take()),
+        };
+        if let Some(old) = old_previous {
             gone.push(old.local_index);
         }
-        if let Some(old) = self.previous.take() {
-            gone.push(old.local_index);
-        }
-        self.previous = self.current.replace(kp);
+        self.current = Some(kp);
         gone
     }
 
@@ -460,6 +469,25 @@ mod tests {
         let gone = s.expire(t0 + Duration::from_secs(62), &timers);
         assert_eq!(gone.len(), 2);
         assert!(s.is_empty());
+    }
+
+    /// Both sides initiated at once: each holds the other's keypair as
+    /// `next` when its own handshake completes. The `next` one stays
+    /// accepted (as `previous`), so the first datagrams of the other side
+    /// still open.
+    #[test]
+    fn a_simultaneous_handshake_keeps_the_responder_keypair() {
+        let t0 = Instant::now();
+        let mut s = Keypairs::default();
+        let (_, responded) = pair(t0);
+        let (initiated, _) = pair(t0);
+        assert_eq!(s.install_responded(responded), None);
+        assert!(s.install_initiated(initiated).is_empty());
+        assert!(
+            matches!(s.find(2), Some((Slot::Previous, _))),
+            "responder keypair kept"
+        );
+        assert!(matches!(s.find(1), Some((Slot::Current, _))));
     }
 
     #[test]
