@@ -220,8 +220,11 @@ struct Peer {
 
 /// The member list being fetched from the relay.
 struct Fetch {
-    generation: u32,
+    /// The list's generation, from its first page.
+    generation: Option<u32>,
     entries: Vec<(MemberId, [u8; KEY_LEN])>,
+    /// The next entry to ask for.
+    next_from: u32,
     asked_at: Instant,
 }
 
@@ -723,9 +726,10 @@ impl Client {
         let kind = match codec::peek(d) {
             Ok(k) => k,
             Err(WireError::BadVersion(v)) => {
-                if self
-                    .other_version_logged
-                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60))
+                if v == 1
+                    && self
+                        .other_version_logged
+                        .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60))
                 {
                     self.other_version_logged = Some(now);
                     self.events.push(MemberEvent::OtherVersion(v));
@@ -850,8 +854,7 @@ impl Client {
         self.stats.uplink_handshakes += 1;
         // Confirms the keys at the relay, and asks for the member list.
         self.send_control(now, Control::Keepalive, transmit);
-        self.fetch = None;
-        self.ask_members(now, 0, transmit);
+        self.ask_members(now, true, transmit);
         if self.joined {
             return Ok(ClientEvent::Nothing);
         }
@@ -906,10 +909,23 @@ impl Client {
         }
     }
 
-    fn ask_members(&mut self, now: Instant, from: u32, emit: &mut dyn FnMut(&[u8])) {
-        if let Some(f) = &mut self.fetch {
-            f.asked_at = now;
+    /// Asks for the member list from its start (a new fetch), or for the
+    /// next page of the fetch under way; asked again after
+    /// [`MEMBERS_RETRY`] if the answer is lost.
+    fn ask_members(&mut self, now: Instant, restart: bool, emit: &mut dyn FnMut(&[u8])) {
+        if restart || self.fetch.is_none() {
+            self.fetch = Some(Fetch {
+                generation: None,
+                entries: Vec::new(),
+                next_from: 0,
+                asked_at: now,
+            });
         }
+        let Some(fetch) = &mut self.fetch else {
+            return;
+        };
+        fetch.asked_at = now;
+        let from = fetch.next_from;
         self.send_control(now, Control::GetMembers { from }, emit);
     }
 
@@ -969,7 +985,7 @@ impl Client {
             } => {
                 self.keepalive = Duration::from_secs(keepalive_secs.max(1).into());
                 if self.generation != Some(generation) && self.fetch.is_none() {
-                    self.ask_members(now, 0, transmit);
+                    self.ask_members(now, true, transmit);
                 }
                 Ok(())
             }
@@ -979,15 +995,16 @@ impl Client {
                 from,
                 entries,
             } => {
-                let fetch = self.fetch.get_or_insert(Fetch {
-                    generation,
-                    entries: Vec::new(),
-                    asked_at: now,
-                });
-                if fetch.generation != generation || from as usize != fetch.entries.len() {
+                let Some(fetch) = &mut self.fetch else {
+                    // Not asked for (a late answer to an earlier fetch).
+                    return Ok(());
+                };
+                let page = entries.len() / MEMBER_ENTRY_LEN;
+                if *fetch.generation.get_or_insert(generation) != generation
+                    || from != fetch.next_from
+                {
                     // The list changed while we read it: start over.
-                    self.fetch = None;
-                    self.ask_members(now, 0, transmit);
+                    self.ask_members(now, true, transmit);
                     return Ok(());
                 }
                 for e in entries.chunks_exact(MEMBER_ENTRY_LEN) {
@@ -998,13 +1015,13 @@ impl Client {
                         fetch.entries.push((id, public));
                     }
                 }
-                let got = from as usize + entries.len() / MEMBER_ENTRY_LEN;
-                if got < total as usize && !entries.is_empty() {
-                    self.ask_members(now, got as u32, transmit);
+                fetch.next_from = from.saturating_add(page as u32);
+                if (fetch.next_from as usize) < total as usize && page > 0 {
+                    self.ask_members(now, false, transmit);
                     return Ok(());
                 }
                 if let Some(fetch) = self.fetch.take() {
-                    self.generation = Some(fetch.generation);
+                    self.generation = fetch.generation;
                     self.apply_members(fetch.entries);
                 }
                 Ok(())
@@ -1200,6 +1217,12 @@ impl Client {
         let receiver = codec::be32(inner, data::RECEIVER);
         let counter = codec::be64(inner, data::COUNTER);
         if self.index.get(&receiver) != Some(&Owner::Peer(src)) {
+            // Keys we no longer have (we forgot the sender when the relay
+            // did, or restarted): a new handshake gives both sides new
+            // ones, once a second at most. The relay vouched for `src`.
+            if self.peers.contains_key(&src) {
+                self.start_peer_handshake(now, src, transmit);
+            }
             return Err(DropReason::NoSession);
         }
         let timers = self.config.timers;
@@ -1250,10 +1273,11 @@ impl Client {
     ) -> Result<ClientEvent, DropReason> {
         let fragment = Fragment::parse(plain).map_err(|e| e.drop_reason())?;
         if let Err(reason) = self.switch.learn(now, src, fragment.src()) {
-            if reason == DropReason::MacTaken
-                && self.mac_taken_logged.len() < MAC_TAKEN_LOGGED
-                && self.mac_taken_logged.insert(fragment.src())
-            {
+            if self.mac_taken_logged.len() >= MAC_TAKEN_LOGGED {
+                // Bounded: after this many, each is logged once more.
+                self.mac_taken_logged.clear();
+            }
+            if reason == DropReason::MacTaken && self.mac_taken_logged.insert(fragment.src()) {
                 if let Route::Unicast(owner) = self.switch.route(now, src, fragment.src()) {
                     self.events.push(MemberEvent::MacTaken {
                         mac: fragment.src(),
@@ -1342,8 +1366,7 @@ impl Client {
                 .as_ref()
                 .is_some_and(|f| now.saturating_duration_since(f.asked_at) >= MEMBERS_RETRY)
             {
-                let from = self.fetch.as_ref().map_or(0, |f| f.entries.len() as u32);
-                self.ask_members(now, from, emit);
+                self.ask_members(now, false, emit);
             }
         }
         let ids: Vec<MemberId> = self.peers.keys().copied().collect();

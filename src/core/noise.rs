@@ -1,5 +1,5 @@
-//! Noise handshakes for protocol version 2 (docs/design-v2.md; not used by
-//! the version 1 protocol that runs today).
+//! Noise handshakes for protocol version 2 (docs/protocol.md, "The
+//! handshake").
 //!
 //! Both sessions of version 2, member ↔ relay and member ↔ member, use
 //! `Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s`: one round trip, the initiator

@@ -78,6 +78,10 @@ impl Default for RelayConfig {
     }
 }
 
+/// A member whose keys nothing confirmed is forgotten after this long.
+const UNCONFIRMED_LIFE: Duration = Duration::from_secs(5);
+/// Cookie mode lasts at least this long once on.
+const COOKIE_MODE_MIN: Duration = Duration::from_secs(10);
 /// How often one address is sent a `Rejoin`.
 const REJOIN_EVERY: Duration = Duration::from_secs(1);
 /// How often the cookie secret changes (cookies live as long).
@@ -178,6 +182,10 @@ pub struct RelayStats {
 }
 
 struct Member {
+    /// Set by the first datagram under its keys: only then is it listed,
+    /// announced and forwarded to. A replayed initiation never gets here
+    /// (the replayer lacks the ephemeral key), so it lists no ghost.
+    confirmed: bool,
     public: [u8; KEY_LEN],
     addr: SocketAddr,
     keypairs: Keypairs,
@@ -210,6 +218,8 @@ pub struct Relay {
     cookie_secret_at: Option<Instant>,
     /// Start of the current second and handshakes seen in it.
     load: (Option<Instant>, u32),
+    /// Initiations need a cookie until then.
+    cookie_until: Option<Instant>,
     /// When each address was last sent a Rejoin.
     told: FastMap<SocketAddr, Instant>,
     bad_version_logged: Option<Instant>,
@@ -257,6 +267,7 @@ impl Relay {
             cookie_secret: random(),
             cookie_secret_at: None,
             load: (None, 0),
+            cookie_until: None,
             told: FastMap::default(),
             bad_version_logged: None,
             scratch: Vec::with_capacity(2048),
@@ -301,9 +312,10 @@ impl Relay {
         let kind = match codec::peek(d) {
             Ok(k) => k,
             Err(WireError::BadVersion(version)) => {
-                if self
-                    .bad_version_logged
-                    .is_none_or(|t| now.saturating_duration_since(t) >= BAD_VERSION_LOG_EVERY)
+                if version == 1
+                    && self
+                        .bad_version_logged
+                        .is_none_or(|t| now.saturating_duration_since(t) >= BAD_VERSION_LOG_EVERY)
                 {
                     self.bad_version_logged = Some(now);
                     self.events.push(RelayEvent::OtherVersion {
@@ -323,13 +335,19 @@ impl Relay {
         }
     }
 
+    /// Counts an initiation; true while initiations need a cookie: from a
+    /// second with more than `handshakes_per_sec` of them, for at least
+    /// [`COOKIE_MODE_MIN`] (so the mode doesn't flap under a steady flood).
     fn under_load(&mut self, now: Instant) -> bool {
         match self.load.0 {
             Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
             _ => self.load = (Some(now), 0),
         }
         self.load.1 += 1;
-        let on = self.load.1 > self.config.handshakes_per_sec;
+        if self.load.1 > self.config.handshakes_per_sec {
+            self.cookie_until = Some(now + COOKIE_MODE_MIN);
+        }
+        let on = self.cookie_until.is_some_and(|t| now < t);
         if on != self.stats.cookie_mode {
             self.stats.cookie_mode = on;
             self.events.push(RelayEvent::CookieMode(on));
@@ -450,25 +468,15 @@ impl Relay {
         let remote_index = codec::be32(d, uplink_init::SENDER);
         let kp = Keypair::new(&responded.keys, local_index, remote_index, false, now);
         self.index.insert(local_index, (network, id));
-        let member = net.members.entry(id).or_insert_with(|| {
-            self.stats.registrations += 1;
-            self.events.push(RelayEvent::Joined {
-                network,
-                member: id,
-                addr: from,
-            });
-            Member {
-                public: remote,
-                addr: from,
-                keypairs: Keypairs::default(),
-                last_seen: now,
-                rx: 0,
-                handshakes: 0,
-            }
+        let member = net.members.entry(id).or_insert_with(|| Member {
+            confirmed: false,
+            public: remote,
+            addr: from,
+            keypairs: Keypairs::default(),
+            last_seen: now,
+            rx: 0,
+            handshakes: 0,
         });
-        if member.handshakes == 0 {
-            net.generation = net.generation.wrapping_add(1);
-        }
         member.handshakes += 1;
         member.addr = from;
         member.last_seen = now;
@@ -500,10 +508,13 @@ impl Relay {
         let Some(&(network, id)) = self.index.get(&index) else {
             return Err(self.rejoin(now, from, index));
         };
-        let member = self
+        let net = self
             .networks
             .get_mut(&network)
-            .and_then(|n| n.members.get_mut(&id))
+            .ok_or(Step2::Drop(DropReason::NoSession))?;
+        let member = net
+            .members
+            .get_mut(&id)
             .ok_or(Step2::Drop(DropReason::NoSession))?;
         let (slot, kp) = member
             .keypairs
@@ -521,6 +532,16 @@ impl Relay {
         member.addr = from;
         member.last_seen = now;
         member.rx += 1;
+        if !member.confirmed {
+            member.confirmed = true;
+            net.generation = net.generation.wrapping_add(1);
+            self.stats.registrations += 1;
+            self.events.push(RelayEvent::Joined {
+                network,
+                member: id,
+                addr: from,
+            });
+        }
         Ok((network, id))
     }
 
@@ -581,7 +602,8 @@ impl Relay {
             }
             .encode(&mut reply),
             Control::GetMembers { from } => {
-                let mut all: Vec<(&MemberId, &Member)> = net.members.iter().collect();
+                let mut all: Vec<(&MemberId, &Member)> =
+                    net.members.iter().filter(|(_, m)| m.confirmed).collect();
                 all.sort_by_key(|(m, _)| **m);
                 let from = (from as usize).min(all.len());
                 let mut entries = Vec::new();
@@ -666,8 +688,15 @@ impl Relay {
                 for i in m.keypairs.expire(now, &timers) {
                     self.index.remove(&i);
                 }
-                let silent = now.saturating_duration_since(m.last_seen) > timeout;
-                if silent || m.keypairs.is_empty() {
+                let idle = now.saturating_duration_since(m.last_seen);
+                if !m.confirmed && (idle > UNCONFIRMED_LIFE || m.keypairs.is_empty()) {
+                    // Never listed: goes without a word.
+                    for i in m.keypairs.clear() {
+                        self.index.remove(&i);
+                    }
+                    return false;
+                }
+                if idle > timeout || m.keypairs.is_empty() {
                     for i in m.keypairs.clear() {
                         self.index.remove(&i);
                     }
@@ -703,7 +732,7 @@ impl Relay {
     pub fn peers(&self, now: Instant) -> Vec<PeerInfo> {
         let mut out = Vec::new();
         for (network, net) in &self.networks {
-            for (id, m) in &net.members {
+            for (id, m) in net.members.iter().filter(|(_, m)| m.confirmed) {
                 out.push(PeerInfo {
                     network: *network,
                     member: *id,

@@ -1,7 +1,10 @@
-//! The relay's learning switch, one per network.
+//! A learning switch table: each member keeps one, its ports being the
+//! other members.
 //!
 //! Invariants:
-//! - a MAC belongs to at most one port; seeing it from another port moves it;
+//! - a MAC belongs to at most one port; seeing it from another port moves
+//!   it, or, in a sticky table ([`SwitchConfig::sticky`]), is refused until
+//!   the MAC ages out;
 //! - a port owns at most [`SwitchConfig::max_macs_per_port`] MACs, and the
 //!   table at most [`SwitchConfig::max_macs`]; beyond that the frame is
 //!   dropped ([`DropReason::MacCap`]) rather than learned, so a peer that
@@ -10,7 +13,7 @@
 //!   host that moved is found again by flooding;
 //! - nothing is ever sent back to the port it came from.
 //!
-//! The port type is generic: the relay uses peer session ids.
+//! The port type is generic: members use member ids.
 
 use std::{
     collections::HashMap,

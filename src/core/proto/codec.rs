@@ -141,7 +141,8 @@ pub fn mac2(cookie: &[u8; MAC_LEN], parts: &[&[u8]]) -> [u8; MAC_LEN] {
 /// UplinkInit: `header | sender index | network id | Noise message 1 | mac1 | mac2`.
 pub mod uplink_init {
     use super::*;
-    /// The initiation's payload: TAI64N timestamp (12), capabilities (4).
+    /// The initiation's payload: TAI64N timestamp (12), 4 reserved bytes
+    /// (zero).
     pub const PAYLOAD_LEN: usize = 16;
     /// The member's index for the session.
     pub const SENDER: Range<usize> = 4..8;

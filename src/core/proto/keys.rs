@@ -110,7 +110,7 @@ impl RelayKey {
     }
 
     /// The relay's static key pair, derived from `R` (docs/protocol.md,
-    /// "Relay identity"): every holder of `R` can compute it.
+    /// "Threat model"): every holder of `R` can compute it.
     pub fn relay_static(&self) -> StaticKeys {
         let mut private = blake3::derive_key(RELAY_STATIC_CONTEXT, &self.0);
         // X25519 clamping is done by the DH itself; keep the bytes as drawn.

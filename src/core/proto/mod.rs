@@ -2,6 +2,10 @@
 //!
 //! - `keys.rs`: who holds what ([`RelayKey`], [`MemberPsk`], [`Identity`],
 //!   [`MemberId`]);
+//! - `codec.rs`: every datagram's layout, the clear header check, control
+//!   messages, cutting frames into fragments;
+//! - `session.rs`: keypairs after a handshake, counters, replay windows,
+//!   timers, timestamps.
 
 pub mod codec;
 mod keys;

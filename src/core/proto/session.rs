@@ -8,9 +8,11 @@
 //! - **Replay**: a counter is accepted once, within the window, and the
 //!   window moves only after the AEAD (or relay tag) held.
 //! - **Forward secrecy**: a keypair older than its `reject_after` is
-//!   refused and erased by [`Keypairs::expire`]; key bytes are overwritten
-//!   when a keypair is dropped (ring's keys are dropped with it; the raw
-//!   bytes we held are erased in `noise::TransportKeys`'s drop).
+//!   refused and dropped by [`Keypairs::expire`]. The raw key bytes are
+//!   overwritten (`noise::TransportKeys`'s drop, and the relay tag keys
+//!   here); ring's expanded AEAD keys are freed without being overwritten
+//!   (ring 0.17 does not zeroize them), so until that memory is reused a
+//!   process memory dump could still hold them.
 //! - **Key confirmation**: a responder's keypair is `next` until a datagram
 //!   opens under it; only then does it send with it (WireGuard §5.4.4).
 
