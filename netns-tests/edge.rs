@@ -89,7 +89,7 @@ fn traffic_resumes_after_the_relay_restarts() {
         .wait_timeout(Duration::from_secs(5))
         .expect("relay did not die");
     assert!(!a.ns.ping(&b.ip, 1), "ping worked with the relay dead");
-    let _relay2 = start_relay(&net.relay_ns, &net.key);
+    let _relay2 = start_relay(&net.relay_ns, &net.relay_key);
     assert!(
         ping_within(&a.ns, &b.ip, Duration::from_secs(30)),
         "traffic did not resume within 30 s:\n{}",
@@ -336,7 +336,7 @@ fn edges_follow_a_relay_whose_name_moves_to_a_new_address() {
                 "--listen",
                 &format!("172.16.0.3:{RELAY_PORT}"),
                 "--key-file",
-                net.key.to_str().unwrap(),
+                net.relay_key.to_str().unwrap(),
             ],
         )
         .unwrap();

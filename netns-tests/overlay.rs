@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use lanbridge::core::wire::NetworkKey;
+use lanbridge::core::{proto::RelayKey, wire::NetworkKey};
 
 use crate::harness::{lanbridge_bin, wait_until, Lab, Ns, Proc, Switch};
 
@@ -35,8 +35,10 @@ pub struct Overlay {
     pub relay_ns: Ns,
     /// The running relay.
     pub relay: Proc,
-    /// The network key file.
+    /// The network key file (the members').
     pub key: PathBuf,
+    /// The network's relay key file (the relay's).
+    pub relay_key: PathBuf,
     next_host: Cell<u8>,
     /// Every underlay veth so far (the relay's and each host's).
     links: RefCell<Vec<UnderlayLink>>,
@@ -100,6 +102,16 @@ pub fn key_file(lab: &Lab, name: &str) -> PathBuf {
     path
 }
 
+/// Writes the relay key of the network key in `key` beside it, as
+/// `lanbridge relay-key < net.key > relay.key` would.
+pub fn relay_key_file(lab: &Lab, key: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(key).unwrap();
+    let relay = RelayKey::derive(&NetworkKey::parse(&text).unwrap());
+    let path = lab.dir().join("relay.key");
+    std::fs::write(&path, relay.to_text() + "\n").unwrap();
+    path
+}
+
 impl Overlay {
     /// Builds the underlay and starts a relay serving one network.
     pub fn new(lab: &Lab) -> Overlay {
@@ -114,12 +126,14 @@ impl Overlay {
             port: link.peer,
         }];
         let key = key_file(lab, "net.key");
-        let relay = start_relay(&relay_ns, &key);
+        let relay_key = relay_key_file(lab, &key);
+        let relay = start_relay(&relay_ns, &relay_key);
         Overlay {
             inet,
             relay_ns,
             relay,
             key,
+            relay_key,
             next_host: Cell::new(10),
             links: RefCell::new(links),
             lossy: Cell::new(false),

@@ -276,11 +276,17 @@ underlay_plugged() {
 start_relay() {
     ((HAVE_RELAY)) && return 0
     (umask 077 && "$BIN" genkey >"$KEY") || lb_die "lanbridge genkey failed"
+    # The relay gets only the relay key (an older binary has no relay-key:
+    # it is given the network key, as it was then).
+    RELAY_KEY=$KEY
+    if (umask 077 && "$BIN" relay-key <"$KEY" >"$KEY.relay") 2>/dev/null; then
+        RELAY_KEY=$KEY.relay
+    fi
     start_underlay
     lb_ns relay
     lb_plug relay eth0 inet "$RELAY_IP/24"
     underlay_plugged relay eth0
-    lb_spawn relay "$LB_WORK/relay.log" "$BIN" relay --listen "$RELAY_IP:$RELAY_PORT" --key-file "$KEY"
+    lb_spawn relay "$LB_WORK/relay.log" "$BIN" relay --listen "$RELAY_IP:$RELAY_PORT" --key-file "$RELAY_KEY"
     RELAY_PID=$LB_LAST_PID
     HAVE_RELAY=1
 }

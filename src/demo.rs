@@ -28,7 +28,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::{
     cli::DemoArgs,
-    core::{mac::MacAddr, wire::NetworkKey},
+    core::{mac::MacAddr, proto::RelayKey, wire::NetworkKey},
     lab::{self, netns, tail, Lab, LabCloser, Link, Neighbour, Ns, Proc},
 };
 
@@ -181,6 +181,7 @@ fn run_inner(args: DemoArgs) -> Result<()> {
     if !ok {
         lab.keep_files(true);
         let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_file_name("relay.key"));
         println!("logs kept in {}", lab.dir().display());
     }
     if args.keep {
@@ -454,6 +455,14 @@ impl Tour {
     fn tour(&mut self, w: &World, exe: &Path, key: &Path) -> Result<bool> {
         let exe_s = exe.to_string_lossy().into_owned();
         let key_s = key.to_string_lossy().into_owned();
+        // The relay gets only the relay key, as in a real deployment.
+        let relay_key = key.with_file_name("relay.key");
+        let text =
+            std::fs::read_to_string(key).with_context(|| format!("read {}", key.display()))?;
+        let network = NetworkKey::parse(&text).context("the demo's network key")?;
+        std::fs::write(&relay_key, RelayKey::derive(&network).to_text() + "\n")
+            .with_context(|| format!("write {}", relay_key.display()))?;
+        let relay_key_s = relay_key.to_string_lossy().into_owned();
         let relay_addr = format!("{RELAY_IP}:{RELAY_PORT}");
         let spawn = |ns: &Ns, label: &str, args: &[&str]| -> Result<Proc> {
             let mut cmd = ns.try_cmd(&exe_s)?;
@@ -465,7 +474,7 @@ impl Tour {
         let relay = spawn(
             &w.relay.ns,
             "relay",
-            &["relay", "--listen", &relay_addr, "--key-file", &key_s],
+            &["relay", "--listen", &relay_addr, "--key-file", &relay_key_s],
         )?;
         let up = self.step(
             "relay",
