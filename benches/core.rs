@@ -8,18 +8,19 @@
 
 use std::{
     hint::black_box,
-    net::{Ipv4Addr, SocketAddr},
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
 use etherparse::PacketBuilder;
 use lanbridge::core::{
-    client::{Client, ClientConfig, ClientEvent},
+    client::{ClientConfig, ClientEvent},
     mac::MacAddr,
+    memnet::{member_addr, MemNet, RELAY},
     nat::{LanMeta, Nat, NatConfig, PacketType, Verdict},
     offload::{self, VnetHdr},
-    relay::{Relay, RelayAction, RelayConfig},
-    wire::{self, Cipher, Message, NetworkKey, Sealer, SessionId},
+    relay::RelayAction,
+    wire::{self, NetworkKey},
 };
 
 const VIRTUAL: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
@@ -86,54 +87,33 @@ fn run(name: String, frames: u64, frame_len: usize, mut f: impl FnMut()) -> Case
     }
 }
 
-/// A client as an edge or bridge runs it (`offload`: a vnet device),
-/// registered with a relay at `relay_addr` that acknowledged `caps`.
-fn registered_client(
-    cipher: &Cipher,
-    session: u8,
-    relay_addr: SocketAddr,
-    max_datagram: usize,
-    offload: bool,
-) -> Client {
-    let config = ClientConfig {
-        max_datagram,
-        offload,
-        ..ClientConfig::default()
-    };
-    let mut client = Client::new(config, cipher.clone(), SessionId([session; 16]), relay_addr);
-    let caps = if offload { wire::CAP_ROUTED } else { 0 };
-    let mut ack = Vec::new();
-    Sealer::new(SessionId([0xee - session; 16]))
-        .seal(
-            cipher,
-            &Message::RegisterAck {
-                caps,
-                keepalive_secs: 5,
-            },
-            &mut ack,
-        )
-        .expect("ack seals");
-    let ev = client.handle_datagram(
-        Instant::now(),
-        relay_addr,
-        &ack,
-        &mut |_| {},
-        &mut |_, _| {},
-    );
-    assert_eq!(ev, ClientEvent::Registered);
-    client
-}
-
-/// Datagrams of one frame as `client` sends it.
-fn seal(client: &mut Client, hdr: &VnetHdr, frame: &mut [u8]) -> Vec<Vec<u8>> {
+/// Datagrams of one frame as member 0 of `net` sends it.
+fn seal(net: &mut MemNet, hdr: &VnetHdr, frame: &mut [u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    client.handle_frame(hdr, frame, 1500, &mut |d| out.push(d.to_vec()));
+    let now = net.now;
+    net.members[0]
+        .client
+        .handle_frame(now, hdr, frame, 1500, &mut |d| out.push(d.to_vec()));
     out
 }
 
 fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64) -> Vec<Case> {
     let key = NetworkKey::from_bytes([7; 32]);
-    let cipher = Cipher::new(&key);
+    let config = ClientConfig {
+        max_datagram,
+        offload,
+        ..ClientConfig::default()
+    };
+    // Members 0 (VIRTUAL's side) and 1 (LAN's), sessions up, and member 0
+    // knowing that LAN lives behind member 1.
+    let mut net = MemNet::joined(&key, 2, config);
+    let mut teach = tcp_frame(
+        (LAN, Ipv4Addr::new(10, 0, 0, 11)),
+        (VIRTUAL, Ipv4Addr::new(10, 0, 0, 10)),
+        100,
+    );
+    net.frame(1, &VnetHdr::NONE, &mut teach);
+    net.pump();
     let mut frame = tcp_frame(
         (VIRTUAL, Ipv4Addr::new(10, 0, 0, 10)),
         (LAN, Ipv4Addr::new(10, 0, 0, 11)),
@@ -154,78 +134,50 @@ fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64
     };
     let tag = format!("{kind} {frame_len} B, {max_datagram} B datagrams");
     let mut cases = Vec::new();
-    let relay_addr = SocketAddr::from(([127, 0, 0, 1], 7171));
 
     // The sender: segments (a super-frame) and seals, as an edge does.
-    let mut sender = registered_client(&cipher, 1, relay_addr, max_datagram, offload);
     let mut sink = 0usize;
+    let now = net.now;
+    let sender = &mut net.members[0].client;
     cases.push(run(format!("send   {tag}"), frames, frame_len, || {
-        sender.handle_frame(&hdr, &mut frame, 1500, &mut |d| sink += d.len());
+        sender.handle_frame(now, &hdr, &mut frame, 1500, &mut |d| sink += d.len());
     }));
     black_box(sink);
 
-    // The relay: a registered sender and receiver, then the sender's frames.
-    let mut relay = Relay::new(
-        RelayConfig::default(),
-        vec![cipher.clone()],
-        SessionId([9; 16]),
-    );
-    let t0 = Instant::now();
-    let mut peers = Vec::new();
-    for (i, port) in [(1u8, 4001u16), (2, 4002)] {
-        let mut s = Sealer::new(SessionId([0x40 + i; 16]));
-        let mut reg = Vec::new();
-        let caps = if offload { wire::CAP_ROUTED } else { 0 };
-        s.seal(&cipher, &Message::Register { caps }, &mut reg)
-            .expect("register seals");
-        let from = SocketAddr::from(([127, 0, 0, 1], port));
-        let _ = relay.handle_datagram(t0, from, &reg);
-        peers.push((
-            registered_client(&cipher, 0x40 + i, relay_addr, max_datagram, offload),
-            from,
-        ));
-    }
-    // Teach the switch where both MACs live.
-    for ((c, from), mac) in peers.iter_mut().zip([VIRTUAL, LAN]) {
-        let mut f = tcp_frame(
-            (mac, Ipv4Addr::new(10, 0, 0, 1)),
-            (NIC, Ipv4Addr::new(10, 0, 0, 2)),
-            100,
-        );
-        for d in seal(c, &VnetHdr::NONE, &mut f) {
-            let _ = relay.handle_datagram(t0, *from, &d);
-        }
-    }
-    let (sender, from) = &mut peers[0];
+    // The relay: the sender's frames, sealed beforehand (fresh counters).
     let batch: Vec<Vec<Vec<u8>>> = (0..frames + frames.div_ceil(10))
-        .map(|_| seal(sender, &hdr, &mut frame))
+        .map(|_| seal(&mut net, &hdr, &mut frame))
         .collect();
+    let from = member_addr(0);
+    let mut forwarded: Vec<Vec<Vec<u8>>> = Vec::with_capacity(batch.len());
     let mut next = batch.iter();
-    let mut forwarded = 0u64;
+    let relay = &mut net.relay;
     cases.push(run(format!("relay  {tag}"), frames, frame_len, || {
+        let mut out = Vec::new();
         for d in next.next().expect("enough frames") {
-            if let RelayAction::Forward(to) = relay.handle_datagram(t0, *from, d) {
-                forwarded += to.len() as u64;
+            if let RelayAction::Forward(_, bytes) = relay.handle_datagram(now, from, d) {
+                out.push(bytes.to_vec());
             }
         }
+        forwarded.push(out);
     }));
     assert!(
-        cases.last().is_some_and(|c| c.frames == 0) || forwarded > 0,
+        cases.last().is_some_and(|c| c.frames == 0) || forwarded.iter().any(|f| !f.is_empty()),
         "the relay forwarded nothing"
     );
 
-    // The receiver: the client state machine edges and bridges run
+    // The receiver: the member state machine edges and bridges run
     // (authenticate, decrypt, reassemble, put segments back together), fed
     // what the relay forwarded, one frame's datagrams per receive batch.
-    let mut client = registered_client(&cipher, 2, relay_addr, max_datagram, offload);
-    let mut next = batch.iter();
+    let client = &mut net.members[1].client;
+    let mut next = forwarded.iter();
     let mut delivered = 0usize;
     cases.push(run(format!("receive {tag}"), frames, frame_len, || {
         let mut deliver = |_: &VnetHdr, f: &[u8]| delivered += f.len();
         for d in next.next().expect("enough frames") {
-            match client.handle_datagram(t0, relay_addr, d, &mut |_| {}, &mut deliver) {
+            match client.handle_datagram(now, RELAY, d, &mut |_| {}, &mut deliver) {
                 ClientEvent::Frame | ClientEvent::Nothing => {}
-                other => panic!("the client did not take a frame: {other:?}"),
+                other => panic!("the member did not take a frame: {other:?}"),
             }
         }
         client.flush(&mut deliver);

@@ -12,6 +12,7 @@ pub mod gro;
 pub mod guard;
 pub mod host;
 pub mod mac;
+pub mod memnet;
 pub mod nat;
 // Ported to version 2 next (WIP).
 #[cfg(any())]

@@ -1,0 +1,233 @@
+//! An in-memory network: one [`Relay`] and members ([`Client`]s), the
+//! engines the binaries run, joined by a queue of datagrams instead of
+//! sockets, with time passed in. For benchmarks, fuzz targets and tests
+//! that need members with sessions up (the simulator, `netsim`, adds loss,
+//! NAT and traces on top of the same engines).
+//!
+//! Deterministic apart from the random indexes and ephemeral keys the
+//! engines draw; identities are derived from the member's number.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use crate::core::{
+    client::{Client, ClientConfig},
+    offload::VnetHdr,
+    proto::{session::WallClock, Identity},
+    relay::{Relay, RelayAction, RelayConfig},
+    wire::NetworkKey,
+};
+
+/// The relay's address.
+pub const RELAY: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+    7171,
+);
+
+/// The address of member `n`.
+pub fn member_addr(n: usize) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, 1 + n as u8], 40000 + n as u16))
+}
+
+/// The identity of member `n` (the same in every run).
+pub fn identity(n: usize) -> Identity {
+    let mut private = [0x11u8; 32];
+    // Bytes 1..=2: X25519 clamps bits of bytes 0 and 31.
+    private[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+    Identity::from_private(private)
+}
+
+/// One datagram in flight.
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    /// Sender.
+    pub from: SocketAddr,
+    /// Destination.
+    pub to: SocketAddr,
+    /// Bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A member: its engine, its address and what it delivered.
+pub struct Member {
+    /// The engine.
+    pub client: Client,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Frames it delivered to its device, with their offload metadata.
+    pub delivered: Vec<(VnetHdr, Vec<u8>)>,
+}
+
+/// A relay and its members.
+pub struct MemNet {
+    /// The relay.
+    pub relay: Relay,
+    /// The members, numbered from 0.
+    pub members: Vec<Member>,
+    /// The simulated clock.
+    pub now: Instant,
+    /// Datagrams not yet handed over.
+    pub queue: VecDeque<InFlight>,
+}
+
+impl MemNet {
+    /// A relay for `key`'s network and `n` members, none joined yet.
+    pub fn new(key: &NetworkKey, n: usize, config: ClientConfig, relay: RelayConfig) -> MemNet {
+        let now = Instant::now();
+        let clock = WallClock::new(now, Duration::from_secs(1_800_000_000));
+        let members = (0..n)
+            .map(|i| Member {
+                client: Client::new(config.clone(), key, identity(i), RELAY, now, clock),
+                addr: member_addr(i),
+                delivered: Vec::new(),
+            })
+            .collect();
+        MemNet {
+            relay: Relay::new(relay, vec![crate::core::proto::RelayKey::derive(key)]),
+            members,
+            now,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// `n` members joined, each with a session with every other (a
+    /// broadcast from each made them), nothing delivered left over.
+    pub fn joined(key: &NetworkKey, n: usize, config: ClientConfig) -> MemNet {
+        let mut net = MemNet::new(key, n, config, RelayConfig::default());
+        net.run(Duration::from_millis(100));
+        for i in 0..n {
+            let mut arp = broadcast_from(i);
+            net.frame(i, &VnetHdr::NONE, &mut arp);
+            net.pump();
+        }
+        net.run(Duration::from_millis(100));
+        for m in &mut net.members {
+            m.delivered.clear();
+        }
+        net
+    }
+
+    /// Member `i` sends a frame from its device.
+    pub fn frame(&mut self, i: usize, hdr: &VnetHdr, frame: &mut [u8]) {
+        let (now, queue) = (self.now, &mut self.queue);
+        let m = &mut self.members[i];
+        let from = m.addr;
+        m.client.handle_frame(now, hdr, frame, 1500, &mut |d| {
+            queue.push_back(InFlight {
+                from,
+                to: RELAY,
+                bytes: d.to_vec(),
+            })
+        });
+    }
+
+    /// Hands one datagram to its destination; queues what that produces.
+    pub fn deliver_one(&mut self, d: InFlight) {
+        let now = self.now;
+        if d.to == RELAY {
+            match self.relay.handle_datagram(now, d.from, &d.bytes) {
+                RelayAction::Forward(to, bytes) => self.queue.push_back(InFlight {
+                    from: RELAY,
+                    to,
+                    bytes: bytes.to_vec(),
+                }),
+                RelayAction::Reply(bytes) => self.queue.push_back(InFlight {
+                    from: RELAY,
+                    to: d.from,
+                    bytes: bytes.to_vec(),
+                }),
+                RelayAction::Drop(_) => {}
+            }
+            return;
+        }
+        let Some(m) = self.members.iter_mut().find(|m| m.addr == d.to) else {
+            return;
+        };
+        let (queue, delivered, from) = (&mut self.queue, &mut m.delivered, m.addr);
+        let mut transmit = |b: &[u8]| {
+            queue.push_back(InFlight {
+                from,
+                to: RELAY,
+                bytes: b.to_vec(),
+            })
+        };
+        let mut deliver = |h: &VnetHdr, f: &[u8]| delivered.push((*h, f.to_vec()));
+        m.client
+            .handle_datagram(now, d.from, &d.bytes, &mut transmit, &mut deliver);
+        m.client.flush(&mut deliver);
+    }
+
+    /// Hands over every queued datagram, and what they produce, until the
+    /// queue is empty (bounded: at most a million datagrams).
+    pub fn pump(&mut self) {
+        for _ in 0..1_000_000 {
+            let Some(d) = self.queue.pop_front() else {
+                return;
+            };
+            self.deliver_one(d);
+        }
+    }
+
+    /// Runs timers and traffic for `dur` of simulated time, in 10 ms steps.
+    pub fn run(&mut self, dur: Duration) {
+        let end = self.now + dur;
+        while self.now < end {
+            let now = self.now;
+            for m in &mut self.members {
+                let (queue, from) = (&mut self.queue, m.addr);
+                m.client.poll(now, &mut |d| {
+                    queue.push_back(InFlight {
+                        from,
+                        to: RELAY,
+                        bytes: d.to_vec(),
+                    })
+                });
+            }
+            self.relay.expire(now);
+            self.pump();
+            self.now += Duration::from_millis(10);
+        }
+    }
+}
+
+/// An ARP request from member `i`'s MAC (`02:00:00:00:00:i+1`).
+pub fn broadcast_from(i: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, i as u8 + 1, 0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[2, 0, 0, 0, 0, i as u8 + 1, 10, 0, 0, i as u8 + 1]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 0, 250]);
+    f.resize(60, 0);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three members join, each broadcast reaches both others, and unicast
+    /// to a learned MAC reaches only its owner.
+    #[test]
+    fn members_join_and_frames_cross() {
+        let key = NetworkKey::from_bytes([3; 32]);
+        let mut net = MemNet::joined(&key, 3, ClientConfig::default());
+        assert!(net.members.iter().all(|m| m.client.is_registered()));
+        let mut arp = broadcast_from(0);
+        net.frame(0, &VnetHdr::NONE, &mut arp);
+        net.pump();
+        assert_eq!(net.members[1].delivered.len(), 1);
+        assert_eq!(net.members[2].delivered.len(), 1);
+        assert_eq!(net.members[1].delivered[0].1, arp);
+        // Member 1's MAC was learned from its broadcast: unicast goes to it only.
+        let mut unicast = arp.clone();
+        unicast[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        net.frame(0, &VnetHdr::NONE, &mut unicast);
+        net.pump();
+        assert_eq!(net.members[1].delivered.len(), 2);
+        assert_eq!(net.members[2].delivered.len(), 1);
+    }
+}
