@@ -13,8 +13,7 @@ pub mod guard;
 pub mod host;
 pub mod mac;
 pub mod nat;
-// Ported to version 2 next (WIP).
-#[cfg(any())]
+#[cfg(test)]
 mod netsim;
 pub mod noise;
 pub mod offload;
