@@ -275,15 +275,26 @@ impl Keypairs {
     /// Installs the keypair of a handshake we initiated: confirmed by the
     /// answer, so it is current at once. Returns keypairs dropped (their
     /// indexes are freed by the caller).
+    ///
+    /// A `next` keypair means the other side's handshake crossed ours: it
+    /// sends with that one (its own initiated keypair, once our answer
+    /// reaches it), so it stays accepted as `previous`, and the old current
+    /// goes (WireGuard does the same).
     pub fn install_initiated(&mut self, kp: Keypair) -> Vec<u32> {
         let mut gone = Vec::new();
-        if let Some(old) = self.next.take() {
+        let keep = match self.next.take() {
+            Some(next) => {
+                if let Some(old) = self.current.take() {
+                    gone.push(old.local_index);
+                }
+                Some(next)
+            }
+            None => self.current.take(),
+        };
+        if let Some(old) = std::mem::replace(&mut self.previous, keep) {
             gone.push(old.local_index);
         }
-        if let Some(old) = self.previous.take() {
-            gone.push(old.local_index);
-        }
-        self.previous = self.current.replace(kp);
+        self.current = Some(kp);
         gone
     }
 
@@ -454,6 +465,32 @@ mod tests {
         let gone = s.expire(t0 + Duration::from_secs(62), &timers);
         assert_eq!(gone.len(), 2);
         assert!(s.is_empty());
+    }
+
+    /// Both sides initiated at once: the other side's keypair (our `next`)
+    /// is what it will send with, so finishing our own handshake keeps it.
+    #[test]
+    fn a_crossed_handshake_keeps_the_other_sides_keypair() {
+        let t0 = Instant::now();
+        let kp = |i: u32| {
+            let mut k = pair(t0).0;
+            k.local_index = i;
+            k
+        };
+        let mut s = Keypairs::default();
+        assert_eq!(s.install_responded(kp(7)), None);
+        assert!(s.install_initiated(kp(1)).is_empty());
+        assert!(matches!(s.find(1), Some((Slot::Current, _))));
+        assert!(matches!(s.find(7), Some((Slot::Previous, _))));
+        // Crossed rekeys: the old current goes, theirs stays.
+        assert_eq!(s.install_responded(kp(8)), None);
+        assert_eq!(s.install_initiated(kp(2)), [1, 7]);
+        assert!(matches!(s.find(2), Some((Slot::Current, _))));
+        assert!(matches!(s.find(8), Some((Slot::Previous, _))));
+        assert!(s.next.is_none());
+        // Without a crossing, as before: the current becomes previous.
+        assert_eq!(s.install_initiated(kp(3)), [8]);
+        assert!(matches!(s.find(2), Some((Slot::Previous, _))));
     }
 
     #[test]
