@@ -1182,6 +1182,13 @@ impl Client {
         let receiver = codec::be32(inner, data::RECEIVER);
         let counter = codec::be64(inner, data::COUNTER);
         if self.index.get(&receiver) != Some(&Owner::Peer(src)) {
+            // `src` sends under keys we no longer have (we restarted, or
+            // forgot it while it kept its session): it would until its
+            // next rekey. The relay vouches for `src`, so answer with a
+            // handshake of our own (one a second at most).
+            if self.peers.contains_key(&src) {
+                self.start_peer_handshake(now, src, transmit);
+            }
             return Err(DropReason::NoSession);
         }
         let timers = self.config.timers;
