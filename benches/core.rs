@@ -7,6 +7,7 @@
 //! frames, so a run is bounded; numbers are throughput of one core.
 
 use std::{
+    collections::VecDeque,
     hint::black_box,
     net::{Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
@@ -18,8 +19,9 @@ use lanbridge::core::{
     mac::MacAddr,
     nat::{LanMeta, Nat, NatConfig, PacketType, Verdict},
     offload::{self, VnetHdr},
+    proto::{session::WallClock, Identity, RelayKey},
     relay::{Relay, RelayAction, RelayConfig},
-    wire::{self, Cipher, Message, NetworkKey, Sealer, SessionId},
+    wire::{self, NetworkKey},
 };
 
 const VIRTUAL: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
@@ -86,54 +88,114 @@ fn run(name: String, frames: u64, frame_len: usize, mut f: impl FnMut()) -> Case
     }
 }
 
-/// A client as an edge or bridge runs it (`offload`: a vnet device),
-/// registered with a relay at `relay_addr` that acknowledged `caps`.
-fn registered_client(
-    cipher: &Cipher,
-    session: u8,
+/// A relay and two members in memory, joined, with a member session
+/// between them and each other's MACs learned: what the driver loops do,
+/// with every datagram delivered at once.
+struct Overlay {
+    relay: Relay,
     relay_addr: SocketAddr,
-    max_datagram: usize,
-    offload: bool,
-) -> Client {
-    let config = ClientConfig {
-        max_datagram,
-        offload,
-        ..ClientConfig::default()
-    };
-    let mut client = Client::new(config, cipher.clone(), SessionId([session; 16]), relay_addr);
-    let caps = if offload { wire::CAP_ROUTED } else { 0 };
-    let mut ack = Vec::new();
-    Sealer::new(SessionId([0xee - session; 16]))
-        .seal(
-            cipher,
-            &Message::RegisterAck {
-                caps,
-                keepalive_secs: 5,
-            },
-            &mut ack,
-        )
-        .expect("ack seals");
-    let ev = client.handle_datagram(
-        Instant::now(),
-        relay_addr,
-        &ack,
-        &mut |_| {},
-        &mut |_, _| {},
-    );
-    assert_eq!(ev, ClientEvent::Registered);
-    client
+    sender: (Client, SocketAddr),
+    receiver: (Client, SocketAddr),
+    now: Instant,
 }
 
-/// Datagrams of one frame as `client` sends it.
-fn seal(client: &mut Client, hdr: &VnetHdr, frame: &mut [u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    client.handle_frame(hdr, frame, 1500, &mut |d| out.push(d.to_vec()));
-    out
+impl Overlay {
+    fn new(max_datagram: usize, offload: bool) -> Overlay {
+        let key = NetworkKey::from_bytes([7; 32]);
+        let now = Instant::now();
+        let clock = WallClock::new(now, Duration::from_secs(1_800_000_000));
+        let relay_addr = SocketAddr::from(([127, 0, 0, 1], 7171));
+        let config = ClientConfig {
+            max_datagram,
+            offload,
+            ..ClientConfig::default()
+        };
+        let member = |n: u8| {
+            let identity = Identity::from_private([n; 32]);
+            let client = Client::new(config.clone(), &key, identity, relay_addr, now, clock);
+            (
+                client,
+                SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(n))),
+            )
+        };
+        let mut o = Overlay {
+            relay: Relay::new(RelayConfig::default(), vec![RelayKey::derive(&key)]),
+            relay_addr,
+            sender: member(1),
+            receiver: member(2),
+            now,
+        };
+        let mut queue = VecDeque::new();
+        for (c, addr) in [&mut o.sender, &mut o.receiver] {
+            c.poll(now, &mut |d| {
+                queue.push_back((*addr, relay_addr, d.to_vec()))
+            });
+        }
+        o.settle(queue);
+        assert!(o.sender.0.is_registered() && o.receiver.0.is_registered());
+        // Each learns where the other's MAC lives (and the sender starts
+        // the member session).
+        for mac in [VIRTUAL, LAN] {
+            let mut f = tcp_frame(
+                (mac, Ipv4Addr::new(10, 0, 0, 1)),
+                (MacAddr::BROADCAST, Ipv4Addr::new(10, 0, 0, 2)),
+                100,
+            );
+            let (c, addr) = if mac == VIRTUAL {
+                &mut o.sender
+            } else {
+                &mut o.receiver
+            };
+            let mut queue = VecDeque::new();
+            c.handle_frame(now, &VnetHdr::NONE, &mut f, 1500, &mut |d| {
+                queue.push_back((*addr, relay_addr, d.to_vec()))
+            });
+            o.settle(queue);
+        }
+        o
+    }
+
+    /// Delivers datagrams (from, to, bytes) until none is left.
+    fn settle(&mut self, mut queue: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) {
+        while let Some((from, to, d)) = queue.pop_front() {
+            if to == self.relay_addr {
+                match self.relay.handle_datagram(self.now, from, &d) {
+                    RelayAction::Forward(to, b) => {
+                        queue.push_back((self.relay_addr, to, b.to_vec()))
+                    }
+                    RelayAction::Reply(b) => queue.push_back((self.relay_addr, from, b.to_vec())),
+                    RelayAction::Drop(reason) => panic!("the relay dropped a datagram: {reason}"),
+                }
+                continue;
+            }
+            let (c, addr) = if to == self.sender.1 {
+                &mut self.sender
+            } else {
+                &mut self.receiver
+            };
+            let relay_addr = self.relay_addr;
+            c.handle_datagram(
+                self.now,
+                from,
+                &d,
+                &mut |r| queue.push_back((*addr, relay_addr, r.to_vec())),
+                &mut |_, _| {},
+            );
+        }
+    }
+
+    /// Datagrams of one frame as the sender sends it.
+    fn seal(&mut self, hdr: &VnetHdr, frame: &mut [u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let now = self.now;
+        self.sender
+            .0
+            .handle_frame(now, hdr, frame, 1500, &mut |d| out.push(d.to_vec()));
+        out
+    }
 }
 
 fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64) -> Vec<Case> {
-    let key = NetworkKey::from_bytes([7; 32]);
-    let cipher = Cipher::new(&key);
     let mut frame = tcp_frame(
         (VIRTUAL, Ipv4Addr::new(10, 0, 0, 10)),
         (LAN, Ipv4Addr::new(10, 0, 0, 11)),
@@ -154,58 +216,37 @@ fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64
     };
     let tag = format!("{kind} {frame_len} B, {max_datagram} B datagrams");
     let mut cases = Vec::new();
-    let relay_addr = SocketAddr::from(([127, 0, 0, 1], 7171));
+    let mut o = Overlay::new(max_datagram, offload);
+    let (t0, relay_addr, from) = (o.now, o.relay_addr, o.sender.1);
+    let batch_len = frames + frames.div_ceil(10);
 
     // The sender: segments (a super-frame) and seals, as an edge does.
-    let mut sender = registered_client(&cipher, 1, relay_addr, max_datagram, offload);
     let mut sink = 0usize;
+    let sender = &mut o.sender.0;
     cases.push(run(format!("send   {tag}"), frames, frame_len, || {
-        sender.handle_frame(&hdr, &mut frame, 1500, &mut |d| sink += d.len());
+        sender.handle_frame(t0, &hdr, &mut frame, 1500, &mut |d| sink += d.len());
     }));
     black_box(sink);
 
-    // The relay: a registered sender and receiver, then the sender's frames.
-    let mut relay = Relay::new(
-        RelayConfig::default(),
-        vec![cipher.clone()],
-        SessionId([9; 16]),
-    );
-    let t0 = Instant::now();
-    let mut peers = Vec::new();
-    for (i, port) in [(1u8, 4001u16), (2, 4002)] {
-        let mut s = Sealer::new(SessionId([0x40 + i; 16]));
-        let mut reg = Vec::new();
-        let caps = if offload { wire::CAP_ROUTED } else { 0 };
-        s.seal(&cipher, &Message::Register { caps }, &mut reg)
-            .expect("register seals");
-        let from = SocketAddr::from(([127, 0, 0, 1], port));
-        let _ = relay.handle_datagram(t0, from, &reg);
-        peers.push((
-            registered_client(&cipher, 0x40 + i, relay_addr, max_datagram, offload),
-            from,
-        ));
-    }
-    // Teach the switch where both MACs live.
-    for ((c, from), mac) in peers.iter_mut().zip([VIRTUAL, LAN]) {
-        let mut f = tcp_frame(
-            (mac, Ipv4Addr::new(10, 0, 0, 1)),
-            (NIC, Ipv4Addr::new(10, 0, 0, 2)),
-            100,
-        );
-        for d in seal(c, &VnetHdr::NONE, &mut f) {
-            let _ = relay.handle_datagram(t0, *from, &d);
+    // The relay: the sender's datagrams, checked and re-tagged for the
+    // receiver.
+    let wanted_len = |case: &str| {
+        if wanted(&format!("{case} {tag}")) {
+            batch_len
+        } else {
+            0
         }
-    }
-    let (sender, from) = &mut peers[0];
-    let batch: Vec<Vec<Vec<u8>>> = (0..frames + frames.div_ceil(10))
-        .map(|_| seal(sender, &hdr, &mut frame))
+    };
+    let batch: Vec<Vec<Vec<u8>>> = (0..wanted_len("relay "))
+        .map(|_| o.seal(&hdr, &mut frame))
         .collect();
     let mut next = batch.iter();
     let mut forwarded = 0u64;
+    let relay = &mut o.relay;
     cases.push(run(format!("relay  {tag}"), frames, frame_len, || {
         for d in next.next().expect("enough frames") {
-            if let RelayAction::Forward(to) = relay.handle_datagram(t0, *from, d) {
-                forwarded += to.len() as u64;
+            if let RelayAction::Forward(_, b) = relay.handle_datagram(t0, from, d) {
+                forwarded += b.len() as u64;
             }
         }
     }));
@@ -213,11 +254,24 @@ fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64
         cases.last().is_some_and(|c| c.frames == 0) || forwarded > 0,
         "the relay forwarded nothing"
     );
+    drop(batch);
 
     // The receiver: the client state machine edges and bridges run
     // (authenticate, decrypt, reassemble, put segments back together), fed
     // what the relay forwarded, one frame's datagrams per receive batch.
-    let mut client = registered_client(&cipher, 2, relay_addr, max_datagram, offload);
+    let batch: Vec<Vec<Vec<u8>>> = (0..wanted_len("receive"))
+        .map(|_| {
+            let sealed = o.seal(&hdr, &mut frame);
+            sealed
+                .iter()
+                .filter_map(|d| match o.relay.handle_datagram(t0, from, d) {
+                    RelayAction::Forward(_, b) => Some(b.to_vec()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let client = &mut o.receiver.0;
     let mut next = batch.iter();
     let mut delivered = 0usize;
     cases.push(run(format!("receive {tag}"), frames, frame_len, || {
