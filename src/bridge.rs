@@ -125,7 +125,12 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         (Some(relay), _) => {
             let key_file = args.key_file.as_ref().context("--relay needs --key-file")?;
             let key = read_key_file(key_file)?;
-            let connect = Uplink::connect(&key, crate::core::proto::Identity::generate(), relay, &args.tuning);
+            let connect = Uplink::connect(
+                &key,
+                crate::core::proto::Identity::generate(),
+                relay,
+                &args.tuning,
+            );
             let Some(uplink) = shutdown.unless_stopped(connect).await? else {
                 return Ok(());
             };

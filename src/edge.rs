@@ -19,7 +19,12 @@ use crate::{
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::new()?;
     let key = read_key_file(&args.key_file)?;
-    let connect = Uplink::connect(&key, crate::core::proto::Identity::generate(), &args.relay, &args.tuning);
+    let connect = Uplink::connect(
+        &key,
+        crate::core::proto::Identity::generate(),
+        &args.relay,
+        &args.tuning,
+    );
     let Some(mut uplink) = shutdown.unless_stopped(connect).await? else {
         return Ok(());
     };

@@ -466,7 +466,15 @@ fn render_relay(out: &mut String, r: &RelayStatus) {
         .collect();
     table(
         out,
-        &["NETWORK", "MEMBER", "ADDRESS", "KEYS AGE", "HANDSHAKES", "IDLE", "RX"],
+        &[
+            "NETWORK",
+            "MEMBER",
+            "ADDRESS",
+            "KEYS AGE",
+            "HANDSHAKES",
+            "IDLE",
+            "RX",
+        ],
         &rows,
     );
     section(out, "counters");
@@ -479,7 +487,10 @@ fn render_relay(out: &mut String, r: &RelayStatus) {
             ("handshakes", r.handshakes.to_string()),
             ("timeouts", r.timeouts.to_string()),
             ("cookies sent", r.cookies_sent.to_string()),
-            ("cookie mode", if r.cookie_mode { "on" } else { "off" }.to_string()),
+            (
+                "cookie mode",
+                if r.cookie_mode { "on" } else { "off" }.to_string(),
+            ),
         ],
     );
 }

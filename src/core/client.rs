@@ -44,8 +44,8 @@ use crate::core::{
     offload::{self, GsoType, VnetHdr},
     proto::{
         codec::{
-            self, control, cookie_reply, data, peer_init, peer_resp, rejoin, routed,
-            uplink_init, uplink_resp, Control, Kind, MEMBER_ENTRY_LEN,
+            self, control, cookie_reply, data, peer_init, peer_resp, rejoin, routed, uplink_init,
+            uplink_resp, Control, Kind, MEMBER_ENTRY_LEN,
         },
         session::{constant_time_eq, Keypair, Keypairs, Slot, Timers, WallClock},
         Identity, MemberId, MemberPsk, RelayKey,
@@ -540,7 +540,10 @@ impl Client {
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<(), DropReason> {
         let timers = self.config.timers;
-        let max = self.config.max_datagram.min(crate::core::wire::MAX_DATAGRAM);
+        let max = self
+            .config
+            .max_datagram
+            .min(crate::core::wire::MAX_DATAGRAM);
         let room = max
             .checked_sub(codec::DATA_OVERHEAD)
             .filter(|r| *r > 0)
@@ -553,7 +556,10 @@ impl Client {
         let mut seal = |plain: &[u8]| -> Result<(), WireError> {
             let up = uplink.sending(now, &timers).ok_or(WireError::Forged)?;
             let peer = peers.get_mut(&id).ok_or(WireError::Forged)?;
-            let kp = peer.keypairs.sending(now, &timers).ok_or(WireError::Forged)?;
+            let kp = peer
+                .keypairs
+                .sending(now, &timers)
+                .ok_or(WireError::Forged)?;
             let counter = kp.next_counter()?;
             let up_counter = up.next_counter()?;
             out.clear();
@@ -733,10 +739,14 @@ impl Client {
             Kind::CookieReply => self.cookie_reply(d).map(|()| ClientEvent::Nothing),
             Kind::Rejoin => {
                 let index = codec::be32(d, rejoin::RECEIVER);
-                let ours = [&self.uplink.current, &self.uplink.previous, &self.uplink.next]
-                    .into_iter()
-                    .flatten()
-                    .any(|k| k.remote_index == index);
+                let ours = [
+                    &self.uplink.current,
+                    &self.uplink.previous,
+                    &self.uplink.next,
+                ]
+                .into_iter()
+                .flatten()
+                .any(|k| k.remote_index == index);
                 if !ours {
                     return Err(DropReason::NoSession);
                 }
@@ -857,7 +867,9 @@ impl Client {
             .as_ref()
             .filter(|p| p.index == receiver)
             .ok_or(DropReason::NoSession)?;
-        let nonce: [u8; 12] = d[cookie_reply::NONCE].try_into().map_err(|_| DropReason::Malformed)?;
+        let nonce: [u8; 12] = d[cookie_reply::NONCE]
+            .try_into()
+            .map_err(|_| DropReason::Malformed)?;
         let sealed = &d[cookie_reply::SEALED];
         let mut cookie = sealed[..16].to_vec();
         let tag = Tag::try_from(&sealed[16..]).map_err(|_| DropReason::Malformed)?;
@@ -1143,7 +1155,13 @@ impl Client {
                 return Err(DropReason::HandshakeFailed);
             }
         };
-        let kp = Keypair::new(&keys, receiver, codec::be32(inner, peer_resp::SENDER), true, now);
+        let kp = Keypair::new(
+            &keys,
+            receiver,
+            codec::be32(inner, peer_resp::SENDER),
+            true,
+            now,
+        );
         let rekey = peer.keypairs.current.is_some();
         for i in peer.keypairs.install_initiated(kp) {
             self.index.remove(&i);
@@ -1295,7 +1313,9 @@ impl Client {
     pub fn poll(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) -> Instant {
         let timers = self.config.timers;
         let timed_out = self.reassembler.expire(now) as u64;
-        self.stats.drops.add_n(DropReason::ReassemblyTimeout, timed_out);
+        self.stats
+            .drops
+            .add_n(DropReason::ReassemblyTimeout, timed_out);
         self.switch.expire(now);
         for i in self.uplink.expire(now, &timers) {
             self.index.remove(&i);
@@ -1307,9 +1327,10 @@ impl Client {
         if self.joined && (dead || self.uplink.current.is_none()) {
             self.joined = false;
         }
-        let pending_due = self.uplink_pending.as_ref().is_none_or(|p| {
-            now.saturating_duration_since(p.sent_at) >= self.config.register_retry
-        });
+        let pending_due = self
+            .uplink_pending
+            .as_ref()
+            .is_none_or(|p| now.saturating_duration_since(p.sent_at) >= self.config.register_retry);
         let wants_rekey = self
             .uplink
             .current
@@ -1366,7 +1387,8 @@ impl Client {
             }
         }
         let next = self.last_sent.map_or(now, |t| t + self.keepalive);
-        next.min(now + Duration::from_millis(250)).max(now + Duration::from_millis(10))
+        next.min(now + Duration::from_millis(250))
+            .max(now + Duration::from_millis(10))
     }
 }
 

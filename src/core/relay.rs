@@ -39,7 +39,9 @@ use crate::core::{
     fasthash::FastMap,
     noise::{self, NoiseError, StaticKeys, KEY_LEN},
     proto::{
-        codec::{self, control, cookie_reply, rejoin, routed, uplink_init, uplink_resp, Control, Kind},
+        codec::{
+            self, control, cookie_reply, rejoin, routed, uplink_init, uplink_resp, Control, Kind,
+        },
         session::{constant_time_eq, Keypair, Keypairs, Slot, Timers},
         MemberId, RelayKey,
     },
@@ -225,9 +227,7 @@ fn random<const N: usize>() -> [u8; N] {
 
 /// The AEAD that seals cookies of a network.
 pub(crate) fn cookie_aead(key: &RelayKey) -> LessSafeKey {
-    LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, &key.cookie_key()).expect("32-byte key"),
-    )
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key.cookie_key()).expect("32-byte key"))
 }
 
 impl Relay {
@@ -351,7 +351,10 @@ impl Relay {
 
     fn handshake(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Result<(), DropReason> {
         let network = NetworkId(d[uplink_init::NETWORK].try_into().unwrap_or_default());
-        let net = self.networks.get(&network).ok_or(DropReason::WrongNetwork)?;
+        let net = self
+            .networks
+            .get(&network)
+            .ok_or(DropReason::WrongNetwork)?;
         let mac1 = codec::mac(&net.mac1_key, &[&d[..uplink_init::MAC1.start]]);
         if !constant_time_eq(&mac1, &d[uplink_init::MAC1]) {
             return Err(DropReason::Forged);
@@ -372,7 +375,8 @@ impl Relay {
                     )
                     .map_err(|_| DropReason::SendFailed)?;
                 self.out.clear();
-                self.out.extend_from_slice(&codec::header(Kind::CookieReply));
+                self.out
+                    .extend_from_slice(&codec::header(Kind::CookieReply));
                 self.out.extend_from_slice(&d[uplink_init::SENDER]);
                 self.out.extend_from_slice(&nonce);
                 self.out.extend_from_slice(&sealed);
@@ -383,7 +387,10 @@ impl Relay {
                 return Ok(());
             }
         }
-        let net = self.networks.get_mut(&network).ok_or(DropReason::WrongNetwork)?;
+        let net = self
+            .networks
+            .get_mut(&network)
+            .ok_or(DropReason::WrongNetwork)?;
         let mut refusal = DropReason::HandshakeFailed;
         let mut refused = None;
         let keepalive = self.config.keepalive.as_secs().clamp(1, u16::MAX.into()) as u16;
@@ -548,7 +555,9 @@ impl Relay {
             kp.open(counter, head, &mut scratch, tag)
         });
         let result = match who {
-            Ok(who) => self.answer_control(now, who, &scratch).map(|()| Step::Reply),
+            Ok(who) => self
+                .answer_control(now, who, &scratch)
+                .map(|()| Step::Reply),
             Err(Step2::Rejoin) => Ok(Step::Rejoin),
             Err(Step2::Drop(reason)) => Err(reason),
         };
@@ -592,7 +601,10 @@ impl Relay {
                 return Err(DropReason::UnknownKind)
             }
         }
-        let net = self.networks.get_mut(&network).ok_or(DropReason::NoSession)?;
+        let net = self
+            .networks
+            .get_mut(&network)
+            .ok_or(DropReason::NoSession)?;
         let member = net.members.get_mut(&id).ok_or(DropReason::NoSession)?;
         let kp = member
             .keypairs
@@ -607,12 +619,13 @@ impl Relay {
         let len = d.len();
         let tag = &d[len - codec::TAG_LEN..];
         let covered = &d[..routed::HEADER_LEN];
-        let (network, src) =
-            match self.authenticate(now, from, index, |kp| kp.check_tag(counter, covered, len, tag)) {
-                Ok(who) => who,
-                Err(Step2::Rejoin) => return Ok(Step::Rejoin),
-                Err(Step2::Drop(reason)) => return Err(reason),
-            };
+        let (network, src) = match self.authenticate(now, from, index, |kp| {
+            kp.check_tag(counter, covered, len, tag)
+        }) {
+            Ok(who) => who,
+            Err(Step2::Rejoin) => return Ok(Step::Rejoin),
+            Err(Step2::Drop(reason)) => return Err(reason),
+        };
         let dst = codec::member_id(d, routed::MEMBER);
         if dst == src {
             return Err(DropReason::Loop);
@@ -627,7 +640,10 @@ impl Relay {
             return Err(DropReason::Loop);
         }
         let to = dest.addr;
-        let kp = dest.keypairs.sending(now, &timers).ok_or(DropReason::NoDestination)?;
+        let kp = dest
+            .keypairs
+            .sending(now, &timers)
+            .ok_or(DropReason::NoDestination)?;
         let out_counter = kp.next_counter().map_err(|e| e.drop_reason())?;
         self.out.clear();
         self.out.extend_from_slice(d);
@@ -672,7 +688,12 @@ impl Relay {
         }
         self.told
             .retain(|_, t| now.saturating_duration_since(*t) < REJOIN_EVERY);
-        if self.stats.cookie_mode && self.load.0.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(2)) {
+        if self.stats.cookie_mode
+            && self
+                .load
+                .0
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(2))
+        {
             self.stats.cookie_mode = false;
             self.events.push(RelayEvent::CookieMode(false));
         }
@@ -741,7 +762,11 @@ enum Step2 {
 }
 
 /// Seals a control message under `kp` into `out` (cleared first).
-pub(crate) fn seal_control(kp: &mut Keypair, plain: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+pub(crate) fn seal_control(
+    kp: &mut Keypair,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
     let counter = kp.next_counter()?;
     out.clear();
     out.extend_from_slice(&codec::header(Kind::Control));

@@ -267,8 +267,7 @@ pub mod data {
 }
 
 /// Bytes a Data datagram through the relay adds around a fragment's chunk.
-pub const DATA_OVERHEAD: usize =
-    routed::OVERHEAD + data::HEADER_LEN + TAG_LEN + FRAG_HEADER_LEN;
+pub const DATA_OVERHEAD: usize = routed::OVERHEAD + data::HEADER_LEN + TAG_LEN + FRAG_HEADER_LEN;
 
 /// The longest frame that fits one Data datagram of `max_datagram` bytes.
 pub const fn max_frame_in_one_datagram(max_datagram: usize) -> usize {
@@ -313,7 +312,9 @@ pub enum Control<'a> {
 impl<'a> Control<'a> {
     /// Parses a control plaintext.
     pub fn parse(p: &'a [u8]) -> Result<Control<'a>, WireError> {
-        let (&t, body) = p.split_first().ok_or(WireError::Malformed("empty control"))?;
+        let (&t, body) = p
+            .split_first()
+            .ok_or(WireError::Malformed("empty control"))?;
         let exact = |n: usize| {
             if body.len() == n {
                 Ok(())
@@ -340,7 +341,9 @@ impl<'a> Control<'a> {
                 }
             }
             4 => {
-                let entries = body.get(12..).ok_or(WireError::Malformed("short member list"))?;
+                let entries = body
+                    .get(12..)
+                    .ok_or(WireError::Malformed("short member list"))?;
                 if entries.len() % MEMBER_ENTRY_LEN != 0
                     || entries.len() > MEMBERS_PER_MESSAGE * MEMBER_ENTRY_LEN
                 {
@@ -453,7 +456,10 @@ mod tests {
         let mut d = vec![0u8; uplink_init::LEN];
         d[..4].copy_from_slice(&header(Kind::UplinkInit));
         assert_eq!(peek(&d), Ok(Kind::UplinkInit));
-        assert_eq!(peek(&d[..100]), Err(WireError::Malformed("wrong length for its kind")));
+        assert_eq!(
+            peek(&d[..100]),
+            Err(WireError::Malformed("wrong length for its kind"))
+        );
         d[0] = 1;
         assert_eq!(peek(&d), Err(WireError::BadVersion(1)));
         d[0] = 2;

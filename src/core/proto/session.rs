@@ -436,7 +436,10 @@ mod tests {
         b.open(c, b"aad", &mut p, &tag).unwrap();
         assert_eq!(p, b"hello");
         let mut again = sealed.clone();
-        assert_eq!(b.open(c, b"aad", &mut again, &tag), Err(WireError::Replayed));
+        assert_eq!(
+            b.open(c, b"aad", &mut again, &tag),
+            Err(WireError::Replayed)
+        );
         // A forged one does not move the window.
         let mut forged = sealed.clone();
         forged[0] ^= 1;
@@ -461,7 +464,10 @@ mod tests {
         assert_eq!(s.confirm_next(), None);
         assert!(matches!(s.find(2), Some((Slot::Current, _))));
         assert!(matches!(s.find(1), Some((Slot::Previous, _))));
-        assert!(s.sending(t0, &timers).unwrap().wants_rekey(t0 + Duration::from_secs(2), &timers));
+        assert!(s
+            .sending(t0, &timers)
+            .unwrap()
+            .wants_rekey(t0 + Duration::from_secs(2), &timers));
         let gone = s.expire(t0 + Duration::from_secs(62), &timers);
         assert_eq!(gone.len(), 2);
         assert!(s.is_empty());
