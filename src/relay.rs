@@ -124,6 +124,14 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 drops.maybe_log(now, &relay.stats().drops);
             }
         }
+        for (to, bytes) in relay.drain_pushes() {
+            if socket
+                .try_send(&bytes, to, local_of.get(&to).copied())
+                .is_err()
+            {
+                send_errors += 1;
+            }
+        }
         for event in relay.drain_events() {
             match event {
                 RelayEvent::Joined {

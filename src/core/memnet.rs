@@ -141,6 +141,7 @@ impl MemNet {
                 }),
                 RelayAction::Drop(_) => {}
             }
+            self.drain_relay_pushes();
             return;
         }
         let Some(m) = self.members.iter_mut().find(|m| m.addr == d.to) else {
@@ -158,6 +159,16 @@ impl MemNet {
         m.client
             .handle_datagram(now, d.from, &d.bytes, &mut transmit, &mut deliver);
         m.client.flush(&mut deliver);
+    }
+
+    fn drain_relay_pushes(&mut self) {
+        for (to, bytes) in self.relay.drain_pushes() {
+            self.queue.push_back(InFlight {
+                from: RELAY,
+                to,
+                bytes,
+            });
+        }
     }
 
     /// Hands over every queued datagram, and what they produce, until the
@@ -187,6 +198,7 @@ impl MemNet {
                 });
             }
             self.relay.expire(now);
+            self.drain_relay_pushes();
             self.pump();
             self.now += Duration::from_millis(10);
         }

@@ -14,8 +14,7 @@ pub mod host;
 pub mod mac;
 pub mod memnet;
 pub mod nat;
-// Ported to version 2 next (WIP).
-#[cfg(any())]
+#[cfg(test)]
 mod netsim;
 pub mod noise;
 pub mod offload;

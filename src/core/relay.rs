@@ -80,6 +80,9 @@ impl Default for RelayConfig {
 
 /// A member whose keys nothing confirmed is forgotten after this long.
 const UNCONFIRMED_LIFE: Duration = Duration::from_secs(5);
+/// Members are told of member list changes at most this often (per
+/// network; a burst of joins makes one round).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
 /// Cookie mode lasts at least this long once on.
 const COOKIE_MODE_MIN: Duration = Duration::from_secs(10);
 /// How often one address is sent a `Rejoin`.
@@ -204,6 +207,10 @@ struct Network {
     timestamps: FastMap<MemberId, [u8; 12]>,
     /// Changes whenever a member joins or leaves.
     generation: u32,
+    /// The generation changed and members were not told yet.
+    announce: bool,
+    /// When members were last told.
+    announced: Option<Instant>,
 }
 
 /// The relay: every network it serves.
@@ -225,6 +232,8 @@ pub struct Relay {
     bad_version_logged: Option<Instant>,
     scratch: Vec<u8>,
     out: Vec<u8>,
+    /// Datagrams the relay sends of its own accord (see [`Relay::drain_pushes`]).
+    pushes: Vec<(SocketAddr, Vec<u8>)>,
     stats: RelayStats,
     events: Vec<RelayEvent>,
 }
@@ -254,6 +263,8 @@ impl Relay {
                     members: FastMap::default(),
                     timestamps: FastMap::default(),
                     generation: 1,
+                    announce: false,
+                    announced: None,
                 };
                 (net.key.network_id(), net)
             })
@@ -272,6 +283,7 @@ impl Relay {
             bad_version_logged: None,
             scratch: Vec::with_capacity(2048),
             out: Vec::with_capacity(2048),
+            pushes: Vec::new(),
             stats: RelayStats::default(),
             events: Vec::new(),
         }
@@ -286,7 +298,9 @@ impl Relay {
         datagram: &[u8],
     ) -> RelayAction<'_> {
         self.stats.rx += 1;
-        match self.decide(now, from, datagram) {
+        let step = self.decide(now, from, datagram);
+        self.announce(now, ANNOUNCE_EVERY);
+        match step {
             Ok(Step::Forward(to)) => {
                 self.stats.tx += 1;
                 RelayAction::Forward(to, &self.out)
@@ -535,6 +549,7 @@ impl Relay {
         if !member.confirmed {
             member.confirmed = true;
             net.generation = net.generation.wrapping_add(1);
+            net.announce = true;
             self.stats.registrations += 1;
             self.events.push(RelayEvent::Joined {
                 network,
@@ -677,8 +692,52 @@ impl Relay {
         Ok(Step::Forward(to))
     }
 
+    /// Tells every member of a network whose member list changed (a member
+    /// joined or left) its new generation, so that they fetch the list at
+    /// once rather than at their next keepalive: a KeepaliveAck each, at
+    /// most once per `every` per network (the rest waits for the next call).
+    fn announce(&mut self, now: Instant, every: Duration) {
+        let keepalive_secs = self.config.keepalive.as_secs().clamp(1, u16::MAX.into()) as u16;
+        let timers = self.config.timers;
+        for net in self.networks.values_mut() {
+            if !net.announce
+                || net
+                    .announced
+                    .is_some_and(|t| now.saturating_duration_since(t) < every)
+            {
+                continue;
+            }
+            net.announce = false;
+            net.announced = Some(now);
+            let mut plain = Vec::new();
+            Control::KeepaliveAck {
+                keepalive_secs,
+                generation: net.generation,
+            }
+            .encode(&mut plain);
+            for m in net.members.values_mut().filter(|m| m.confirmed) {
+                let Some(kp) = m.keypairs.sending(now, &timers) else {
+                    continue;
+                };
+                let mut out = Vec::new();
+                if seal_control(kp, &plain, &mut out).is_ok() {
+                    self.stats.tx += 1;
+                    self.pushes.push((m.addr, out));
+                }
+            }
+        }
+    }
+
+    /// Datagrams the relay sends of its own accord (member list changes),
+    /// each to its address. Drivers drain them after every receive burst
+    /// and every [`Relay::expire`].
+    pub fn drain_pushes(&mut self) -> std::vec::Drain<'_, (SocketAddr, Vec<u8>)> {
+        self.pushes.drain(..)
+    }
+
     /// Forgets members silent for longer than the timeout and keys past
-    /// their age. Call about once a second.
+    /// their age, and tells members of changes not told yet. Call about once
+    /// a second.
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.config.peer_timeout;
         let timers = self.config.timers;
@@ -713,10 +772,12 @@ impl Relay {
             });
             if changed {
                 net.generation = net.generation.wrapping_add(1);
+                net.announce = true;
             }
         }
         self.told
             .retain(|_, t| now.saturating_duration_since(*t) < REJOIN_EVERY);
+        self.announce(now, Duration::ZERO);
         if self.stats.cookie_mode
             && self
                 .load

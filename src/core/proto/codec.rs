@@ -440,7 +440,7 @@ mod tests {
     fn layouts_add_up() {
         assert_eq!(uplink_init::LEN, 160);
         assert_eq!(uplink_resp::LEN, 64);
-        assert!(uplink_resp::LEN < uplink_init::LEN && cookie_reply::LEN < uplink_init::LEN);
+        const { assert!(uplink_resp::LEN < uplink_init::LEN && cookie_reply::LEN < uplink_init::LEN) };
         assert_eq!(peer_init::LEN, 128);
         assert_eq!(peer_resp::LEN, 56);
         // The same budget as version 1's RoutedFrame: MSS clamping aims at
@@ -449,7 +449,7 @@ mod tests {
             max_frame_in_one_datagram(1400),
             crate::core::wire::max_frame_in_one_datagram(1400)
         );
-        assert!(MEMBERS_PER_MESSAGE * MEMBER_ENTRY_LEN + 13 + 32 < 1400);
+        const { assert!(MEMBERS_PER_MESSAGE * MEMBER_ENTRY_LEN + 13 + 32 < 1400) };
     }
 
     #[test]

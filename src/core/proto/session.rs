@@ -8,11 +8,9 @@
 //! - **Replay**: a counter is accepted once, within the window, and the
 //!   window moves only after the AEAD (or relay tag) held.
 //! - **Forward secrecy**: a keypair older than its `reject_after` is
-//!   refused and dropped by [`Keypairs::expire`]. The raw key bytes are
-//!   overwritten (`noise::TransportKeys`'s drop, and the relay tag keys
-//!   here); ring's expanded AEAD keys are freed without being overwritten
-//!   (ring 0.17 does not zeroize them), so until that memory is reused a
-//!   process memory dump could still hold them.
+//!   refused and erased by [`Keypairs::expire`]; key bytes are overwritten
+//!   when a keypair is dropped (ring's keys are dropped with it; the raw
+//!   bytes we held are erased in `noise::TransportKeys`'s drop).
 //! - **Key confirmation**: a responder's keypair is `next` until a datagram
 //!   opens under it; only then does it send with it (WireGuard §5.4.4).
 
@@ -275,23 +273,25 @@ pub struct Keypairs {
 
 impl Keypairs {
     /// Installs the keypair of a handshake we initiated: confirmed by the
-    /// answer, so it is current at once. A responder keypair still waiting
-    /// in `next` (both sides initiated at once) becomes `previous`, so what
-    /// the other side already sends under it still opens (as WireGuard
-    /// does); the older keypairs go. Returns the indexes of keypairs
-    /// dropped (the caller frees them).
+    /// answer, so it is current at once. Returns keypairs dropped (their
+    /// indexes are freed by the caller).
+    ///
+    /// A `next` keypair means the other side's handshake crossed ours: it
+    /// sends with that one (its own initiated keypair, once our answer
+    /// reaches it), so it stays accepted as `previous`, and the old current
+    /// goes (WireGuard does the same).
     pub fn install_initiated(&mut self, kp: Keypair) -> Vec<u32> {
         let mut gone = Vec::new();
-        let old_previous = match self.next.take() {
+        let keep = match self.next.take() {
             Some(next) => {
                 if let Some(old) = self.current.take() {
                     gone.push(old.local_index);
                 }
-                self.previous.replace(next)
+                Some(next)
             }
-            None => std::mem::replace(&mut self.previous, self.current.take()),
+            None => self.current.take(),
         };
-        if let Some(old) = old_previous {
+        if let Some(old) = std::mem::replace(&mut self.previous, keep) {
             gone.push(old.local_index);
         }
         self.current = Some(kp);
@@ -473,23 +473,30 @@ mod tests {
         assert!(s.is_empty());
     }
 
-    /// Both sides initiated at once: each holds the other's keypair as
-    /// `next` when its own handshake completes. The `next` one stays
-    /// accepted (as `previous`), so the first datagrams of the other side
-    /// still open.
+    /// Both sides initiated at once: the other side's keypair (our `next`)
+    /// is what it will send with, so finishing our own handshake keeps it.
     #[test]
-    fn a_simultaneous_handshake_keeps_the_responder_keypair() {
+    fn a_crossed_handshake_keeps_the_other_sides_keypair() {
         let t0 = Instant::now();
+        let kp = |i: u32| {
+            let mut k = pair(t0).0;
+            k.local_index = i;
+            k
+        };
         let mut s = Keypairs::default();
-        let (_, responded) = pair(t0);
-        let (initiated, _) = pair(t0);
-        assert_eq!(s.install_responded(responded), None);
-        assert!(s.install_initiated(initiated).is_empty());
-        assert!(
-            matches!(s.find(2), Some((Slot::Previous, _))),
-            "responder keypair kept"
-        );
+        assert_eq!(s.install_responded(kp(7)), None);
+        assert!(s.install_initiated(kp(1)).is_empty());
         assert!(matches!(s.find(1), Some((Slot::Current, _))));
+        assert!(matches!(s.find(7), Some((Slot::Previous, _))));
+        // Crossed rekeys: the old current goes, theirs stays.
+        assert_eq!(s.install_responded(kp(8)), None);
+        assert_eq!(s.install_initiated(kp(2)), [1, 7]);
+        assert!(matches!(s.find(2), Some((Slot::Current, _))));
+        assert!(matches!(s.find(8), Some((Slot::Previous, _))));
+        assert!(s.next.is_none());
+        // Without a crossing, as before: the current becomes previous.
+        assert_eq!(s.install_initiated(kp(3)), [8]);
+        assert!(matches!(s.find(2), Some((Slot::Previous, _))));
     }
 
     #[test]
