@@ -960,6 +960,8 @@ fn a_relay_with_only_the_relay_key_carries_edges_and_bridges() {
         "relay-key is not a function of the network key"
     );
     // Given the network key, the relay runs, and warns that it needs less.
+    let network_key = net.key.clone();
+    restart_relay(&mut net, &network_key);
     assert!(
         wait_until(EVENT, || warns_relay_key_only(&net.relay.log())),
         "a relay given the network key does not warn that it needs only the relay key:\n{}",
