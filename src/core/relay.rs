@@ -80,6 +80,9 @@ impl Default for RelayConfig {
 
 /// A member whose keys nothing confirmed is forgotten after this long.
 const UNCONFIRMED_LIFE: Duration = Duration::from_secs(5);
+/// Member list pages one member is sent a second (a list of 1024 members
+/// is 43 pages).
+const MEMBER_LISTS_PER_SEC: u32 = 64;
 /// Members are told of member list changes at most this often (per
 /// network; a burst of joins makes one round).
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
@@ -195,6 +198,8 @@ struct Member {
     last_seen: Instant,
     rx: u64,
     handshakes: u64,
+    /// Start of the current second and the GetMembers answered in it.
+    lists: (Option<Instant>, u32),
 }
 
 struct Network {
@@ -490,6 +495,7 @@ impl Relay {
             last_seen: now,
             rx: 0,
             handshakes: 0,
+            lists: (None, 0),
         });
         member.handshakes += 1;
         member.addr = from;
@@ -608,6 +614,24 @@ impl Relay {
         plain: &[u8],
     ) -> Result<(), DropReason> {
         let message = Control::parse(plain).map_err(|e| e.drop_reason())?;
+        if let Control::GetMembers { .. } = message {
+            // An answer is up to 27 times the request, to wherever the
+            // request came from: bounded per member, so that a member
+            // forging its source address can't aim much at anyone.
+            let m = self
+                .networks
+                .get_mut(&network)
+                .and_then(|n| n.members.get_mut(&id))
+                .ok_or(DropReason::NoSession)?;
+            match m.lists.0 {
+                Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
+                _ => m.lists = (Some(now), 0),
+            }
+            m.lists.1 += 1;
+            if m.lists.1 > MEMBER_LISTS_PER_SEC {
+                return Err(DropReason::QueueFull);
+            }
+        }
         let net = self.networks.get(&network).ok_or(DropReason::NoSession)?;
         let mut reply = Vec::new();
         match message {
