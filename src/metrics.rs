@@ -230,6 +230,36 @@ pub fn render(s: &Status) -> String {
             "Peers forgotten for silence.",
             r.timeouts,
         );
+        t.one(
+            "lanbridge_relay_handshakes_total",
+            "counter",
+            "Member handshakes completed (joins and key rotations).",
+            r.handshakes,
+        );
+        t.one(
+            "lanbridge_relay_cookies_sent_total",
+            "counter",
+            "Cookie replies sent to initiations without a valid cookie under load.",
+            r.cookies_sent,
+        );
+        t.one(
+            "lanbridge_relay_cookie_mode",
+            "gauge",
+            "1 while initiations need a cookie (handshake load), else 0.",
+            u8::from(r.cookie_mode),
+        );
+        t.family(
+            "lanbridge_relay_member_session_age_seconds",
+            "gauge",
+            "Age of each member's session keys with the relay (they rotate every 2 minutes).",
+        );
+        for p in &r.peers {
+            t.sample(
+                "lanbridge_relay_member_session_age_seconds",
+                &[("network", &p.network), ("member", &p.member)],
+                p.session_age_seconds,
+            );
+        }
     }
     if let Some(e) = &s.edge {
         uplink(&mut t, &e.uplink);
