@@ -249,6 +249,8 @@ pub struct Client {
     last_sent: Option<Instant>,
     last_heard: Option<Instant>,
     last_rejoin: Option<Instant>,
+    /// A Rejoin came: the handshake it started joins anew (counted).
+    rejoining: bool,
     generation: Option<u32>,
     fetch: Option<Fetch>,
     other_version_logged: Option<Instant>,
@@ -328,6 +330,7 @@ impl Client {
             last_sent: None,
             last_heard: Some(now),
             last_rejoin: None,
+            rejoining: false,
             generation: None,
             fetch: None,
             other_version_logged: None,
@@ -754,12 +757,15 @@ impl Client {
                 if !ours {
                     return Err(DropReason::NoSession);
                 }
+                // Unauthenticated: it only makes us handshake again (once a
+                // second at most), and we keep sending meanwhile, so a forged
+                // one costs a handshake and nothing else.
                 if self
                     .last_rejoin
                     .is_none_or(|t| now.saturating_duration_since(t) >= HANDSHAKE_RETRY)
                 {
                     self.last_rejoin = Some(now);
-                    self.joined = false;
+                    self.rejoining = true;
                     self.start_uplink_handshake(now, transmit);
                 }
                 Ok(ClientEvent::Nothing)
@@ -855,7 +861,7 @@ impl Client {
         // Confirms the keys at the relay, and asks for the member list.
         self.send_control(now, Control::Keepalive, transmit);
         self.ask_members(now, true, transmit);
-        if self.joined {
+        if self.joined && !std::mem::take(&mut self.rejoining) {
             return Ok(ClientEvent::Nothing);
         }
         self.joined = true;

@@ -1327,8 +1327,10 @@ mod attacks {
         resp.extend_from_slice(&ours.to_be_bytes());
         resp.extend_from_slice(&theirs.to_be_bytes());
         resp.extend_from_slice(&responded.reply);
+        let before = client.stats().uplink_handshakes;
         let event = client.handle_datagram(now, RELAY, &resp, &mut |_| {}, no_frames);
         assert_eq!(event, ClientEvent::Registered, "{name} takes the answer");
+        assert_eq!(client.stats().uplink_handshakes, before + 1, "{name}");
         w.log(format!("-- a relay key holder takes over {name}'s uplink"));
         Keypair::new(&responded.keys, ours, theirs, false, now)
     }
