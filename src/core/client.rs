@@ -65,6 +65,8 @@ const MEMBERS_RETRY: Duration = Duration::from_secs(1);
 const COOKIE_LIFE: Duration = Duration::from_secs(120);
 /// A responder starts a rekey this long after the initiator should have.
 const RESPONDER_REKEY_DELAY: Duration = Duration::from_secs(10);
+/// Handshake initiations answered per member per second.
+const PEER_INITS_PER_SEC: u32 = 10;
 /// MACs whose takeover attempts are logged (once each).
 const MAC_TAKEN_LOGGED: usize = 1024;
 
@@ -216,6 +218,8 @@ struct Peer {
     handshakes: u64,
     frames_in: u64,
     frames_out: u64,
+    /// Start of the current second and the initiations answered in it.
+    inits: (Option<Instant>, u32),
 }
 
 /// The member list being fetched from the relay.
@@ -1107,6 +1111,17 @@ impl Client {
         let mac1 = codec::mac(&self.peer_mac1_key, &[&inner[..peer_init::MAC1.start]]);
         if !constant_time_eq(&mac1, &inner[peer_init::MAC1]) {
             return Err(DropReason::Forged);
+        }
+        // Each answer costs a Diffie-Hellman: a member gets a few a second.
+        if let Some(p) = self.peers.get_mut(&src) {
+            match p.inits.0 {
+                Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
+                _ => p.inits = (Some(now), 0),
+            }
+            p.inits.1 += 1;
+            if p.inits.1 > PEER_INITS_PER_SEC {
+                return Err(DropReason::HandshakeFailed);
+            }
         }
         let last = self.peers.get(&src).and_then(|p| p.last_timestamp);
         let mut refusal = DropReason::HandshakeFailed;
