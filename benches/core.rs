@@ -89,12 +89,10 @@ fn run(name: String, frames: u64, frame_len: usize, mut f: impl FnMut()) -> Case
 
 /// Datagrams of one frame as member 0 of `net` sends it.
 fn seal(net: &mut MemNet, hdr: &VnetHdr, frame: &mut [u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
     let now = net.now;
-    net.members[0]
-        .client
-        .handle_frame(now, hdr, frame, 1500, &mut |d| out.push(d.to_vec()));
-    out
+    let client = &mut net.members[0].client;
+    client.handle_frame(now, hdr, frame, 1500);
+    std::iter::from_fn(|| client.poll_transmit().map(|t| t.contents.to_vec())).collect()
 }
 
 fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64) -> Vec<Case> {
@@ -140,7 +138,10 @@ fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64
     let now = net.now;
     let sender = &mut net.members[0].client;
     cases.push(run(format!("send   {tag}"), frames, frame_len, || {
-        sender.handle_frame(now, &hdr, &mut frame, 1500, &mut |d| sink += d.len());
+        sender.handle_frame(now, &hdr, &mut frame, 1500);
+        while let Some(t) = sender.poll_transmit() {
+            sink += t.contents.len();
+        }
     }));
     black_box(sink);
 
@@ -175,7 +176,7 @@ fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64
     cases.push(run(format!("receive {tag}"), frames, frame_len, || {
         let mut deliver = |_: &VnetHdr, f: &[u8]| delivered += f.len();
         for d in next.next().expect("enough frames") {
-            match client.handle_datagram(now, RELAY, d, &mut |_| {}, &mut deliver) {
+            match client.handle_datagram(now, RELAY, d, &mut deliver) {
                 ClientEvent::Frame | ClientEvent::Nothing => {}
                 other => panic!("the member did not take a frame: {other:?}"),
             }

@@ -116,7 +116,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                relay.expire(now);
+                relay.handle_timeout(now);
                 if !local_of.is_empty() {
                     let live: HashSet<SocketAddr> = relay.peers(now).iter().map(|p| p.addr).collect();
                     local_of.retain(|addr, _| live.contains(addr));
@@ -124,7 +124,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 drops.maybe_log(now, &relay.stats().drops);
             }
         }
-        for (to, bytes) in relay.drain_pushes() {
+        while let Some((to, bytes)) = relay.poll_transmit() {
             if socket
                 .try_send(&bytes, to, local_of.get(&to).copied())
                 .is_err()
@@ -132,7 +132,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 send_errors += 1;
             }
         }
-        for event in relay.drain_events() {
+        while let Some(event) = relay.poll_event() {
             match event {
                 RelayEvent::Joined {
                     network,

@@ -134,11 +134,19 @@ impl Uplink {
     /// ([`Client::handle_frame`]), in one UDP GSO send where it can.
     // HOT PATH
     pub fn send_frame(&mut self, hdr: &VnetHdr, frame: &mut [u8], mtu: usize) {
-        let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
-        let batch = &mut self.batch;
-        let mut send = |d: &[u8]| *failed += batch.push(socket, d, relay, None) as u64;
-        self.client
-            .handle_frame(Instant::now(), hdr, frame, mtu, &mut send);
+        self.client.handle_frame(Instant::now(), hdr, frame, mtu);
+        self.transmit();
+    }
+
+    /// Sends what the state machine has to send: runs of equal-sized
+    /// datagrams leave in one UDP GSO send.
+    // HOT PATH
+    fn transmit(&mut self) {
+        while let Some(t) = self.client.poll_transmit() {
+            self.failed_sends +=
+                self.batch
+                    .push(&self.socket, t.contents, t.destination, None) as u64;
+        }
         self.failed_sends += self.batch.flush(&self.socket) as u64;
     }
 
@@ -152,19 +160,11 @@ impl Uplink {
         datagram: &[u8],
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) {
-        let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
-        let mut transmit = |d: &[u8]| {
-            if socket.try_send(d, relay, None).is_err() {
-                *failed += 1;
-            }
-        };
-        match self
-            .client
-            .handle_datagram(now, from, datagram, &mut transmit, deliver)
-        {
+        match self.client.handle_datagram(now, from, datagram, deliver) {
             ClientEvent::Drop(reason) => trace!(%from, %reason, "dropped datagram"),
             ClientEvent::Frame | ClientEvent::Registered | ClientEvent::Nothing => {}
         }
+        self.transmit();
     }
 
     /// Handles a receive burst: `received` (what [`Uplink::recv`] put in
@@ -208,14 +208,10 @@ impl Uplink {
                 self.lookup_again().await;
             }
         }
-        let (socket, relay, failed) = (&self.socket, self.relay, &mut self.failed_sends);
-        let next = self.client.poll(now, &mut |d| {
-            if socket.try_send(d, relay, None).is_err() {
-                *failed += 1;
-            }
-        });
+        self.client.handle_timeout(now);
+        self.transmit();
         self.drops.maybe_log(now, &self.client.stats().drops);
-        next
+        self.client.poll_timeout()
     }
 
     /// Looks the relay's name up again; follows it if it moved (within the
@@ -263,7 +259,7 @@ impl Uplink {
                 warn!(relay = %self.relay, "lost the relay, registering again");
             }
         }
-        for event in self.client.drain_events() {
+        while let Some(event) = self.client.poll_event() {
             match event {
                 MemberEvent::PeerUp(member) => info!(%member, "session with member up"),
                 MemberEvent::PeerLeft(member) => info!(%member, "member left the network"),

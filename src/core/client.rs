@@ -20,6 +20,18 @@
 //! received TCP segments are put back together by a [`Coalescer`]; SYNs
 //! are MSS-clamped both ways so full segments fit one datagram.
 //!
+//! # Shape
+//! As quinn-proto's endpoint: input through [`Client::handle_frame`],
+//! [`Client::handle_datagram`] and [`Client::handle_timeout`], time passed
+//! in; output through [`Client::poll_transmit`] (datagrams, in order),
+//! [`Client::poll_event`] (what an operator wants logged) and
+//! [`Client::poll_timeout`] (when to call `handle_timeout`). Frames for the
+//! local device are the one exception: they go to the `deliver` callback of
+//! `handle_datagram` and [`Client::flush`], so that a 64 KiB super-frame is
+//! written once from the coalescer's buffer rather than copied into a queue.
+//! The drivers (`uplink.rs`) and the simulators (`memnet`, `netsim`) are
+//! loops over these calls.
+//!
 //! # Timers
 //! Keys rotate every [`Timers::rekey_after`] (the initiator of the current
 //! keypair starts a new handshake, the responder too if it is 10 s late);
@@ -275,8 +287,53 @@ pub struct Client {
     /// One segment of a super-frame being sent.
     segment: Vec<u8>,
     out: Vec<u8>,
-    events: Vec<MemberEvent>,
+    events: VecDeque<MemberEvent>,
+    /// Datagrams to send ([`Client::poll_transmit`]).
+    outbox: Outbox,
+    /// When timers are due next ([`Client::poll_timeout`]).
+    timeout: Instant,
     stats: ClientStats,
+}
+
+/// A datagram to send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: &'a [u8],
+}
+
+/// Datagrams waiting to be sent, back to back in one buffer (reused: no
+/// allocation once warm).
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    next: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, datagram: &[u8]) {
+        if self.next == self.ends.len() && self.next > 0 {
+            self.buf.clear();
+            self.ends.clear();
+            self.next = 0;
+        }
+        self.buf.extend_from_slice(datagram);
+        self.ends.push(self.buf.len());
+    }
+
+    fn pop(&mut self) -> Option<&[u8]> {
+        let end = *self.ends.get(self.next)?;
+        let start = if self.next == 0 {
+            0
+        } else {
+            self.ends[self.next - 1]
+        };
+        self.next += 1;
+        Some(&self.buf[start..end])
+    }
 }
 
 fn random_index(taken: &FastMap<u32, Owner>) -> u32 {
@@ -348,7 +405,9 @@ impl Client {
             syn: Vec::with_capacity(128),
             segment: Vec::with_capacity(2048),
             out: Vec::with_capacity(2048),
-            events: Vec::new(),
+            events: VecDeque::new(),
+            outbox: Outbox::default(),
+            timeout: now,
             stats: ClientStats::default(),
         }
     }
@@ -409,8 +468,29 @@ impl Client {
     }
 
     /// Takes the events that happened since the last call.
-    pub fn drain_events(&mut self) -> std::vec::Drain<'_, MemberEvent> {
-        self.events.drain(..)
+    pub fn poll_event(&mut self) -> Option<MemberEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram to send, in order. Drivers send everything this
+    /// gives after every `handle_*` call.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        let destination = self.relay;
+        self.outbox.pop().map(|contents| Transmit {
+            destination,
+            contents,
+        })
+    }
+
+    /// Everything [`Client::poll_transmit`] has, copied (for tests).
+    #[cfg(test)]
+    pub(crate) fn transmits(&mut self) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| self.poll_transmit().map(|t| t.contents.to_vec())).collect()
+    }
+
+    /// When [`Client::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.timeout
     }
 
     /// Counts drops that happened in the driver (e.g. failed sends).
@@ -438,14 +518,7 @@ impl Client {
     /// each segment sealed alone. A SYN's MSS is clamped first. Failures are
     /// counted drops.
     // HOT PATH
-    pub fn handle_frame(
-        &mut self,
-        now: Instant,
-        hdr: &VnetHdr,
-        frame: &mut [u8],
-        mtu: usize,
-        emit: &mut dyn FnMut(&[u8]),
-    ) {
+    pub fn handle_frame(&mut self, now: Instant, hdr: &VnetHdr, frame: &mut [u8], mtu: usize) {
         let max_frame = codec::max_frame_in_one_datagram(self.config.max_datagram);
         if self.config.clamp_mss
             && hdr.gso_type == 0
@@ -454,7 +527,7 @@ impl Client {
             self.stats.mss_clamped += 1;
         }
         if *hdr == VnetHdr::NONE {
-            self.send_frame(now, frame, emit);
+            self.send_frame(now, frame);
             return;
         }
         let mtu = match hdr.gso() {
@@ -463,7 +536,7 @@ impl Client {
         };
         let mut segment = std::mem::take(&mut self.segment);
         let result = offload::segment(hdr, frame, mtu, &mut segment, &mut |seg| {
-            self.send_frame(now, seg, emit);
+            self.send_frame(now, seg);
         });
         self.segment = segment;
         match result {
@@ -476,7 +549,7 @@ impl Client {
     /// Sends one wire-ready frame to the member owning its destination MAC,
     /// or to every member.
     // HOT PATH
-    fn send_frame(&mut self, now: Instant, frame: &[u8], emit: &mut dyn FnMut(&[u8])) {
+    fn send_frame(&mut self, now: Instant, frame: &[u8]) {
         if !self.joined {
             self.stats.drops.add(DropReason::NotRegistered);
             return;
@@ -486,14 +559,14 @@ impl Client {
             return;
         };
         match self.switch.route(now, self.identity.id(), MacAddr(dst)) {
-            Route::Unicast(id) => self.send_to(now, id, frame, emit),
+            Route::Unicast(id) => self.send_to(now, id, frame),
             Route::Flood => {
                 let ids: Vec<MemberId> = self.peers.keys().copied().collect();
                 if ids.is_empty() {
                     self.stats.drops.add(DropReason::NoDestination);
                 }
                 for id in ids {
-                    self.send_to(now, id, frame, emit);
+                    self.send_to(now, id, frame);
                 }
             }
             Route::Drop(reason) => self.stats.drops.add(reason),
@@ -501,7 +574,7 @@ impl Client {
     }
 
     /// Seals `frame` for member `id`, or queues it while a session is made.
-    fn send_to(&mut self, now: Instant, id: MemberId, frame: &[u8], emit: &mut dyn FnMut(&[u8])) {
+    fn send_to(&mut self, now: Instant, id: MemberId, frame: &[u8]) {
         let timers = self.config.timers;
         let Some(peer) = self.peers.get_mut(&id) else {
             self.stats.drops.add(DropReason::NoDestination);
@@ -526,7 +599,7 @@ impl Client {
             }
         };
         if rekey {
-            self.start_peer_handshake(now, id, emit);
+            self.start_peer_handshake(now, id);
         }
         if self
             .peers
@@ -534,7 +607,7 @@ impl Client {
             .and_then(|p| p.keypairs.sending(now, &timers))
             .is_some()
         {
-            if let Err(reason) = self.seal_data(now, id, frame, emit) {
+            if let Err(reason) = self.seal_data(now, id, frame) {
                 self.stats.drops.add(reason);
             }
         }
@@ -542,13 +615,7 @@ impl Client {
 
     /// Seals `frame` (empty: a keepalive) for member `id` under its current
     /// keypair, as Data datagrams through the relay.
-    fn seal_data(
-        &mut self,
-        now: Instant,
-        id: MemberId,
-        frame: &[u8],
-        emit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), DropReason> {
+    fn seal_data(&mut self, now: Instant, id: MemberId, frame: &[u8]) -> Result<(), DropReason> {
         let timers = self.config.timers;
         let max = self
             .config
@@ -562,7 +629,12 @@ impl Client {
         self.next_frame_id = self.next_frame_id.wrapping_add(1);
         let mut fragment = std::mem::take(&mut self.fragment);
         let mut out = std::mem::take(&mut self.out);
-        let (uplink, peers, stats) = (&mut self.uplink, &mut self.peers, &mut self.stats);
+        let (uplink, peers, stats, outbox) = (
+            &mut self.uplink,
+            &mut self.peers,
+            &mut self.stats,
+            &mut self.outbox,
+        );
         let mut seal = |plain: &[u8]| -> Result<(), WireError> {
             let up = uplink.sending(now, &timers).ok_or(WireError::Forged)?;
             let peer = peers.get_mut(&id).ok_or(WireError::Forged)?;
@@ -588,7 +660,7 @@ impl Client {
             let relay_tag = up.send_tag(&out[..routed::HEADER_LEN], len);
             out.extend_from_slice(&relay_tag);
             stats.datagrams_out += 1;
-            emit(&out);
+            outbox.push(&out);
             Ok(())
         };
         let result = if frame.is_empty() {
@@ -614,7 +686,7 @@ impl Client {
     }
 
     /// Starts a handshake with member `id` unless one is in flight.
-    fn start_peer_handshake(&mut self, now: Instant, id: MemberId, emit: &mut dyn FnMut(&[u8])) {
+    fn start_peer_handshake(&mut self, now: Instant, id: MemberId) {
         let timers = self.config.timers;
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -664,7 +736,7 @@ impl Client {
         let tag = up.send_tag(&out[..routed::HEADER_LEN], len);
         out.extend_from_slice(&tag);
         self.stats.datagrams_out += 1;
-        emit(out);
+        self.outbox.push(out);
     }
 
     /// Sends `inner` to member `id` as a routed datagram of `kind`.
@@ -674,7 +746,6 @@ impl Client {
         kind: Kind,
         id: MemberId,
         inner: &[u8],
-        emit: &mut dyn FnMut(&[u8]),
     ) -> Result<(), DropReason> {
         let timers = self.config.timers;
         let up = self
@@ -693,7 +764,7 @@ impl Client {
         let tag = up.send_tag(&out[..routed::HEADER_LEN], len);
         out.extend_from_slice(&tag);
         self.stats.datagrams_out += 1;
-        emit(out);
+        self.outbox.push(out);
         Ok(())
     }
 
@@ -706,11 +777,10 @@ impl Client {
         now: Instant,
         from: SocketAddr,
         d: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> ClientEvent {
         self.stats.datagrams_in += 1;
-        match self.handle(now, from, d, transmit, deliver) {
+        match self.handle(now, from, d, deliver) {
             Ok(event) => event,
             Err(reason) => {
                 self.stats.drops.add(reason);
@@ -724,7 +794,6 @@ impl Client {
         now: Instant,
         from: SocketAddr,
         d: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<ClientEvent, DropReason> {
         if from != self.relay {
@@ -739,14 +808,14 @@ impl Client {
                         .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60))
                 {
                     self.other_version_logged = Some(now);
-                    self.events.push(MemberEvent::OtherVersion(v));
+                    self.events.push_back(MemberEvent::OtherVersion(v));
                 }
                 return Err(DropReason::BadVersion);
             }
             Err(e) => return Err(e.drop_reason()),
         };
         match kind {
-            Kind::UplinkResp => self.uplink_response(now, d, transmit),
+            Kind::UplinkResp => self.uplink_response(now, d),
             Kind::CookieReply => self.cookie_reply(d).map(|()| ClientEvent::Nothing),
             Kind::Rejoin => {
                 let index = codec::be32(d, rejoin::RECEIVER);
@@ -770,19 +839,17 @@ impl Client {
                 {
                     self.last_rejoin = Some(now);
                     self.rejoining = true;
-                    self.start_uplink_handshake(now, transmit);
+                    self.start_uplink_handshake(now);
                 }
                 Ok(ClientEvent::Nothing)
             }
-            Kind::Control => self.control(now, d, transmit),
-            Kind::PeerInit | Kind::PeerResp | Kind::Data => {
-                self.routed(now, kind, d, transmit, deliver)
-            }
+            Kind::Control => self.control(now, d),
+            Kind::PeerInit | Kind::PeerResp | Kind::Data => self.routed(now, kind, d, deliver),
             Kind::UplinkInit => Err(DropReason::UnknownKind),
         }
     }
 
-    fn start_uplink_handshake(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) {
+    fn start_uplink_handshake(&mut self, now: Instant) {
         if let Some(p) = self.uplink_pending.take() {
             self.index.remove(&p.index);
         }
@@ -823,15 +890,10 @@ impl Client {
         });
         self.last_sent = Some(now);
         self.stats.datagrams_out += 1;
-        emit(out);
+        self.outbox.push(out);
     }
 
-    fn uplink_response(
-        &mut self,
-        now: Instant,
-        d: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
-    ) -> Result<ClientEvent, DropReason> {
+    fn uplink_response(&mut self, now: Instant, d: &[u8]) -> Result<ClientEvent, DropReason> {
         let receiver = codec::be32(d, uplink_resp::RECEIVER);
         if self.uplink_pending.as_ref().map(|p| p.index) != Some(receiver) {
             return Err(DropReason::NoSession);
@@ -863,8 +925,8 @@ impl Client {
         self.last_heard = Some(now);
         self.stats.uplink_handshakes += 1;
         // Confirms the keys at the relay, and asks for the member list.
-        self.send_control(now, Control::Keepalive, transmit);
-        self.ask_members(now, true, transmit);
+        self.send_control(now, Control::Keepalive);
+        self.ask_members(now, true);
         if self.joined && !std::mem::take(&mut self.rejoining) {
             return Ok(ClientEvent::Nothing);
         }
@@ -902,7 +964,7 @@ impl Client {
         Ok(())
     }
 
-    fn send_control(&mut self, now: Instant, message: Control<'_>, emit: &mut dyn FnMut(&[u8])) {
+    fn send_control(&mut self, now: Instant, message: Control<'_>) {
         let timers = self.config.timers;
         let Some(kp) = self.uplink.sending(now, &timers) else {
             return;
@@ -913,7 +975,7 @@ impl Client {
             Ok(()) => {
                 self.last_sent = Some(now);
                 self.stats.datagrams_out += 1;
-                emit(&self.out);
+                self.outbox.push(&self.out);
             }
             Err(e) => self.stats.drops.add(e.drop_reason()),
         }
@@ -922,7 +984,7 @@ impl Client {
     /// Asks for the member list from its start (a new fetch), or for the
     /// next page of the fetch under way; asked again after
     /// [`MEMBERS_RETRY`] if the answer is lost.
-    fn ask_members(&mut self, now: Instant, restart: bool, emit: &mut dyn FnMut(&[u8])) {
+    fn ask_members(&mut self, now: Instant, restart: bool) {
         if restart || self.fetch.is_none() {
             self.fetch = Some(Fetch {
                 generation: None,
@@ -936,7 +998,7 @@ impl Client {
         };
         fetch.asked_at = now;
         let from = fetch.next_from;
-        self.send_control(now, Control::GetMembers { from }, emit);
+        self.send_control(now, Control::GetMembers { from });
     }
 
     /// The uplink keypair an index names, after `check` accepted the
@@ -960,12 +1022,7 @@ impl Client {
         Ok(())
     }
 
-    fn control(
-        &mut self,
-        now: Instant,
-        d: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
-    ) -> Result<ClientEvent, DropReason> {
+    fn control(&mut self, now: Instant, d: &[u8]) -> Result<ClientEvent, DropReason> {
         let index = codec::be32(d, control::RECEIVER);
         let counter = codec::be64(d, control::COUNTER);
         let (head, rest) = d.split_at(control::HEADER_LEN);
@@ -976,18 +1033,13 @@ impl Client {
         let checked = self.uplink_check(index, now, |kp| kp.open(counter, head, &mut plain, tag));
         let result = checked.and_then(|()| {
             let message = Control::parse(&plain).map_err(|e| e.drop_reason())?;
-            self.apply_control(now, message, transmit)
+            self.apply_control(now, message)
         });
         self.scratch = plain;
         result.map(|()| ClientEvent::Nothing)
     }
 
-    fn apply_control(
-        &mut self,
-        now: Instant,
-        message: Control<'_>,
-        transmit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), DropReason> {
+    fn apply_control(&mut self, now: Instant, message: Control<'_>) -> Result<(), DropReason> {
         match message {
             Control::KeepaliveAck {
                 keepalive_secs,
@@ -995,7 +1047,7 @@ impl Client {
             } => {
                 self.keepalive = Duration::from_secs(keepalive_secs.max(1).into());
                 if self.generation != Some(generation) && self.fetch.is_none() {
-                    self.ask_members(now, true, transmit);
+                    self.ask_members(now, true);
                 }
                 Ok(())
             }
@@ -1014,7 +1066,7 @@ impl Client {
                     || from != fetch.next_from
                 {
                     // The list changed while we read it: start over.
-                    self.ask_members(now, true, transmit);
+                    self.ask_members(now, true);
                     return Ok(());
                 }
                 for e in entries.chunks_exact(MEMBER_ENTRY_LEN) {
@@ -1027,7 +1079,7 @@ impl Client {
                 }
                 fetch.next_from = from.saturating_add(page as u32);
                 if (fetch.next_from as usize) < total as usize && page > 0 {
-                    self.ask_members(now, false, transmit);
+                    self.ask_members(now, false);
                     return Ok(());
                 }
                 if let Some(fetch) = self.fetch.take() {
@@ -1054,7 +1106,7 @@ impl Client {
             .collect();
         for id in gone {
             self.forget_peer(id);
-            self.events.push(MemberEvent::PeerLeft(id));
+            self.events.push_back(MemberEvent::PeerLeft(id));
         }
         for (id, public) in listed {
             self.peers.entry(id).or_insert_with(|| Peer {
@@ -1081,7 +1133,6 @@ impl Client {
         now: Instant,
         kind: Kind,
         d: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<ClientEvent, DropReason> {
         let len = d.len();
@@ -1095,9 +1146,9 @@ impl Client {
         }
         let inner = &d[routed::HEADER_LEN..len - codec::TAG_LEN];
         match kind {
-            Kind::PeerInit => self.peer_init(now, src, inner, transmit),
-            Kind::PeerResp => self.peer_resp(now, src, inner, transmit),
-            _ => self.data(now, src, inner, transmit, deliver),
+            Kind::PeerInit => self.peer_init(now, src, inner),
+            Kind::PeerResp => self.peer_resp(now, src, inner),
+            _ => self.data(now, src, inner, deliver),
         }
     }
 
@@ -1106,7 +1157,6 @@ impl Client {
         now: Instant,
         src: MemberId,
         inner: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
     ) -> Result<ClientEvent, DropReason> {
         let mac1 = codec::mac(&self.peer_mac1_key, &[&inner[..peer_init::MAC1.start]]);
         if !constant_time_eq(&mac1, &inner[peer_init::MAC1]) {
@@ -1156,7 +1206,7 @@ impl Client {
         }
         peer.handshakes += 1;
         if peer.handshakes == 1 {
-            self.events.push(MemberEvent::PeerUp(src));
+            self.events.push_back(MemberEvent::PeerUp(src));
         }
         self.stats.peer_handshakes += 1;
         let mut answer = Vec::with_capacity(peer_resp::LEN);
@@ -1166,7 +1216,7 @@ impl Client {
         if answer.len() != peer_resp::LEN {
             return Err(DropReason::Malformed);
         }
-        self.send_routed(now, Kind::PeerResp, src, &answer, transmit)?;
+        self.send_routed(now, Kind::PeerResp, src, &answer)?;
         Ok(ClientEvent::Nothing)
     }
 
@@ -1175,7 +1225,6 @@ impl Client {
         now: Instant,
         src: MemberId,
         inner: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
     ) -> Result<ClientEvent, DropReason> {
         let receiver = codec::be32(inner, peer_resp::RECEIVER);
         if self.index.get(&receiver) != Some(&Owner::Peer(src)) {
@@ -1206,7 +1255,7 @@ impl Client {
         }
         peer.handshakes += 1;
         if peer.handshakes == 1 {
-            self.events.push(MemberEvent::PeerUp(src));
+            self.events.push_back(MemberEvent::PeerUp(src));
         }
         self.stats.peer_handshakes += 1;
         if rekey {
@@ -1215,12 +1264,12 @@ impl Client {
         let queued: Vec<(Instant, Vec<u8>)> = peer.queue.drain(..).collect();
         if queued.is_empty() {
             // Confirms the keys at the responder.
-            if let Err(reason) = self.seal_data(now, src, &[], transmit) {
+            if let Err(reason) = self.seal_data(now, src, &[]) {
                 self.stats.drops.add(reason);
             }
         }
         for (_, frame) in queued {
-            if let Err(reason) = self.seal_data(now, src, &frame, transmit) {
+            if let Err(reason) = self.seal_data(now, src, &frame) {
                 self.stats.drops.add(reason);
             }
         }
@@ -1232,7 +1281,6 @@ impl Client {
         now: Instant,
         src: MemberId,
         inner: &[u8],
-        transmit: &mut dyn FnMut(&[u8]),
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<ClientEvent, DropReason> {
         let receiver = codec::be32(inner, data::RECEIVER);
@@ -1242,7 +1290,7 @@ impl Client {
             // did, or restarted): a new handshake gives both sides new
             // ones, once a second at most. The relay vouched for `src`.
             if self.peers.contains_key(&src) {
-                self.start_peer_handshake(now, src, transmit);
+                self.start_peer_handshake(now, src);
             }
             return Err(DropReason::NoSession);
         }
@@ -1270,7 +1318,7 @@ impl Client {
             queued.extend(peer.queue.drain(..));
         }
         for (_, frame) in queued {
-            if let Err(reason) = self.seal_data(now, src, &frame, transmit) {
+            if let Err(reason) = self.seal_data(now, src, &frame) {
                 self.stats.drops.add(reason);
             }
         }
@@ -1300,7 +1348,7 @@ impl Client {
             }
             if reason == DropReason::MacTaken && self.mac_taken_logged.insert(fragment.src()) {
                 if let Route::Unicast(owner) = self.switch.route(now, src, fragment.src()) {
-                    self.events.push(MemberEvent::MacTaken {
+                    self.events.push_back(MemberEvent::MacTaken {
                         mac: fragment.src(),
                         owner,
                         by: src,
@@ -1348,7 +1396,7 @@ impl Client {
     /// Runs timers: uplink handshakes and keepalives, member list requests,
     /// rekeys, expiry of keys, queued frames, reassembly and MACs. Returns
     /// when to call again.
-    pub fn poll(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) -> Instant {
+    pub fn handle_timeout(&mut self, now: Instant) {
         let timers = self.config.timers;
         let timed_out = self.reassembler.expire(now) as u64;
         self.stats
@@ -1375,19 +1423,19 @@ impl Client {
             .as_ref()
             .is_none_or(|k| k.wants_rekey(now, &timers));
         if (!self.joined || wants_rekey || dead) && pending_due {
-            self.start_uplink_handshake(now, emit);
+            self.start_uplink_handshake(now);
         }
         if self.joined {
             let due = self.last_sent.is_none_or(|t| now >= t + self.keepalive);
             if due {
-                self.send_control(now, Control::Keepalive, emit);
+                self.send_control(now, Control::Keepalive);
             }
             if self
                 .fetch
                 .as_ref()
                 .is_some_and(|f| now.saturating_duration_since(f.asked_at) >= MEMBERS_RETRY)
             {
-                self.ask_members(now, false, emit);
+                self.ask_members(now, false);
             }
         }
         let ids: Vec<MemberId> = self.peers.keys().copied().collect();
@@ -1420,12 +1468,13 @@ impl Client {
                 }
             }
             if retry {
-                self.start_peer_handshake(now, id, emit);
+                self.start_peer_handshake(now, id);
             }
         }
         let next = self.last_sent.map_or(now, |t| t + self.keepalive);
-        next.min(now + Duration::from_millis(250))
-            .max(now + Duration::from_millis(10))
+        self.timeout = next
+            .min(now + Duration::from_millis(250))
+            .max(now + Duration::from_millis(10));
     }
 }
 

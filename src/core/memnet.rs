@@ -112,16 +112,21 @@ impl MemNet {
 
     /// Member `i` sends a frame from its device.
     pub fn frame(&mut self, i: usize, hdr: &VnetHdr, frame: &mut [u8]) {
-        let (now, queue) = (self.now, &mut self.queue);
+        let now = self.now;
+        self.members[i].client.handle_frame(now, hdr, frame, 1500);
+        self.take_transmits(i);
+    }
+
+    /// Queues what member `i` has to send.
+    fn take_transmits(&mut self, i: usize) {
         let m = &mut self.members[i];
-        let from = m.addr;
-        m.client.handle_frame(now, hdr, frame, 1500, &mut |d| {
-            queue.push_back(InFlight {
-                from,
-                to: RELAY,
-                bytes: d.to_vec(),
-            })
-        });
+        while let Some(t) = m.client.poll_transmit() {
+            self.queue.push_back(InFlight {
+                from: m.addr,
+                to: t.destination,
+                bytes: t.contents.to_vec(),
+            });
+        }
     }
 
     /// Hands one datagram to its destination; queues what that produces.
@@ -144,25 +149,20 @@ impl MemNet {
             self.drain_relay_pushes();
             return;
         }
-        let Some(m) = self.members.iter_mut().find(|m| m.addr == d.to) else {
+        let Some(i) = self.members.iter().position(|m| m.addr == d.to) else {
             return;
         };
-        let (queue, delivered, from) = (&mut self.queue, &mut m.delivered, m.addr);
-        let mut transmit = |b: &[u8]| {
-            queue.push_back(InFlight {
-                from,
-                to: RELAY,
-                bytes: b.to_vec(),
-            })
-        };
+        let m = &mut self.members[i];
+        let delivered = &mut m.delivered;
         let mut deliver = |h: &VnetHdr, f: &[u8]| delivered.push((*h, f.to_vec()));
         m.client
-            .handle_datagram(now, d.from, &d.bytes, &mut transmit, &mut deliver);
+            .handle_datagram(now, d.from, &d.bytes, &mut deliver);
         m.client.flush(&mut deliver);
+        self.take_transmits(i);
     }
 
     fn drain_relay_pushes(&mut self) {
-        for (to, bytes) in self.relay.drain_pushes() {
+        while let Some((to, bytes)) = self.relay.poll_transmit() {
             self.queue.push_back(InFlight {
                 from: RELAY,
                 to,
@@ -187,17 +187,11 @@ impl MemNet {
         let end = self.now + dur;
         while self.now < end {
             let now = self.now;
-            for m in &mut self.members {
-                let (queue, from) = (&mut self.queue, m.addr);
-                m.client.poll(now, &mut |d| {
-                    queue.push_back(InFlight {
-                        from,
-                        to: RELAY,
-                        bytes: d.to_vec(),
-                    })
-                });
+            for i in 0..self.members.len() {
+                self.members[i].client.handle_timeout(now);
+                self.take_transmits(i);
             }
-            self.relay.expire(now);
+            self.relay.handle_timeout(now);
             self.drain_relay_pushes();
             self.pump();
             self.now += Duration::from_millis(10);

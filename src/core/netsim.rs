@@ -282,7 +282,7 @@ impl Net {
     /// then delivers the datagrams that produced.
     pub(crate) fn poll(&mut self, cx: &mut Cx<'_>) -> Vec<(&'static str, Vec<u8>)> {
         let now = cx.now;
-        self.relay.expire(now);
+        self.relay.handle_timeout(now);
         self.queue_relay_pushes();
         self.log_relay_events(cx);
         let queue = &mut self.queue;
@@ -291,21 +291,18 @@ impl Net {
                 continue;
             }
             let (from, to) = (node.addr, node.client.relay());
-            let next = node.client.poll(now, &mut |d| {
-                queue.push_back(Datagram {
-                    from,
-                    to,
-                    bytes: d.to_vec(),
-                })
-            });
-            node.next_poll = Some(next);
+            node.client.handle_timeout(now);
+            for bytes in node.client.transmits() {
+                queue.push_back(Datagram { from, to, bytes });
+            }
+            node.next_poll = Some(node.client.poll_timeout());
         }
         self.log_member_events(cx);
         self.run(cx)
     }
 
     fn log_relay_events(&mut self, cx: &mut Cx<'_>) {
-        let events: Vec<RelayEvent> = self.relay.drain_events().collect();
+        let events: Vec<RelayEvent> = std::iter::from_fn(|| self.relay.poll_event()).collect();
         for event in events {
             let line = match event {
                 RelayEvent::Joined { member, addr, .. } => {
@@ -339,7 +336,8 @@ impl Net {
     fn log_member_events(&mut self, cx: &mut Cx<'_>) {
         let mut lines = Vec::new();
         for node in &mut self.nodes {
-            let events: Vec<MemberEvent> = node.client.drain_events().collect();
+            let events: Vec<MemberEvent> =
+                std::iter::from_fn(|| node.client.poll_event()).collect();
             for e in events {
                 lines.push((node.name, e));
             }
@@ -391,7 +389,8 @@ impl Net {
 
     /// Queues what the relay sends of its own accord (member list changes).
     fn queue_relay_pushes(&mut self) {
-        let pushes: Vec<(SocketAddr, Vec<u8>)> = self.relay.drain_pushes().collect();
+        let pushes: Vec<(SocketAddr, Vec<u8>)> =
+            std::iter::from_fn(|| self.relay.poll_transmit()).collect();
         for (to, bytes) in pushes {
             self.queue.push_back(Datagram {
                 from: RELAY,
@@ -455,19 +454,16 @@ impl Net {
         let (addr, relay) = (node.addr, node.client.relay());
         let mut frames: Vec<(VnetHdr, Vec<u8>)> = Vec::new();
         let mut deliver = |h: &VnetHdr, f: &[u8]| frames.push((*h, f.to_vec()));
-        let event = node.client.handle_datagram(
-            cx.now,
-            d.from,
-            &d.bytes,
-            &mut |reply| {
-                queue.push_back(Datagram {
-                    from: addr,
-                    to: relay,
-                    bytes: reply.to_vec(),
-                })
-            },
-            &mut deliver,
-        );
+        let event = node
+            .client
+            .handle_datagram(cx.now, d.from, &d.bytes, &mut deliver);
+        for bytes in node.client.transmits() {
+            queue.push_back(Datagram {
+                from: addr,
+                to: relay,
+                bytes,
+            });
+        }
         if last_of_batch {
             node.client.flush(&mut deliver);
         }
@@ -555,14 +551,14 @@ impl Net {
         let queue = &mut self.queue;
         let (addr, relay) = (node.addr, node.client.relay());
         let drops = node.client.stats().drops.clone();
-        node.client
-            .handle_frame(cx.now, hdr, frame, 1500, &mut |d| {
-                queue.push_back(Datagram {
-                    from: addr,
-                    to: relay,
-                    bytes: d.to_vec(),
-                })
+        node.client.handle_frame(cx.now, hdr, frame, 1500);
+        for bytes in node.client.transmits() {
+            queue.push_back(Datagram {
+                from: addr,
+                to: relay,
+                bytes,
             });
+        }
         for (reason, n) in node.client.stats().drops.nonzero() {
             if drops.get(reason) != n {
                 cx.log(format!("{} drops the frame: {reason:?}", node.name));
@@ -617,7 +613,7 @@ impl World<Net> {
         }
         self.now = end;
         let (net, mut cx) = self.split();
-        net.relay.expire(cx.now);
+        net.relay.handle_timeout(cx.now);
         net.queue_relay_pushes();
         net.log_relay_events(&mut cx);
         let arrived = net.run(&mut cx);
@@ -935,13 +931,9 @@ mod tests {
         let mut fresh = Vec::new();
         let frame = crate::core::sim::arp_request(mac(1), ip(1), ip(9));
         for _ in 0..2 {
-            w.fabric.node_mut("A").client.handle_frame(
-                w.now,
-                &VnetHdr::NONE,
-                &mut frame.clone(),
-                1500,
-                &mut |d| fresh.push(d.to_vec()),
-            );
+            let a = &mut w.fabric.node_mut("A").client;
+            a.handle_frame(w.now, &VnetHdr::NONE, &mut frame.clone(), 1500);
+            fresh.extend(a.transmits());
         }
         assert_eq!(fresh.len(), 2);
         let flip = |d: &[u8], at: usize| {
@@ -960,8 +952,8 @@ mod tests {
             w.now,
             WallClock::new(w.start, EPOCH),
         );
-        let mut strange = Vec::new();
-        stranger.poll(w.now, &mut |d| strange.push(d.to_vec()));
+        stranger.handle_timeout(w.now);
+        let strange = stranger.transmits();
         assert_eq!(strange.len(), 1, "an UplinkInit");
         // A Data datagram from "the relay" naming an index B never gave.
         let mut made_up = relay_to_b.bytes.clone();
@@ -1302,15 +1294,9 @@ mod attacks {
         rejoin.extend_from_slice(&last.bytes[control::RECEIVER]);
         let now = w.now;
         let client = &mut w.fabric.node_mut(name).client;
-        let mut sent = Vec::new();
         let no_frames = &mut |_: &VnetHdr, _: &[u8]| panic!("no frame here");
-        client.handle_datagram(
-            now,
-            RELAY,
-            &rejoin,
-            &mut |d| sent.push(d.to_vec()),
-            no_frames,
-        );
+        client.handle_datagram(now, RELAY, &rejoin, no_frames);
+        let sent = client.transmits();
         let init = sent
             .into_iter()
             .find(|d| codec::peek(d) == Ok(Kind::UplinkInit))
@@ -1328,7 +1314,8 @@ mod attacks {
         resp.extend_from_slice(&theirs.to_be_bytes());
         resp.extend_from_slice(&responded.reply);
         let before = client.stats().uplink_handshakes;
-        let event = client.handle_datagram(now, RELAY, &resp, &mut |_| {}, no_frames);
+        let event = client.handle_datagram(now, RELAY, &resp, no_frames);
+        client.transmits();
         assert_eq!(event, ClientEvent::Registered, "{name} takes the answer");
         assert_eq!(client.stats().uplink_handshakes, before + 1, "{name}");
         w.log(format!("-- a relay key holder takes over {name}'s uplink"));
@@ -2112,8 +2099,8 @@ mod attacks {
             w.now,
             WallClock::new(w.start, EPOCH),
         );
-        let mut init = Vec::new();
-        stranger.poll(w.now, &mut |d| init.push(d.to_vec()));
+        stranger.handle_timeout(w.now);
+        let init = stranger.transmits();
         let mut garbage = vec![0x33; uplink_init::LEN];
         garbage[..4].copy_from_slice(&codec::header(Kind::UplinkInit));
         garbage[uplink_init::NETWORK].copy_from_slice(&RelayKey::derive(&key(1)).network_id().0);

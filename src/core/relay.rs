@@ -21,13 +21,19 @@
 //! - anything naming an index the relay doesn't know: a `Rejoin` hint (8
 //!   bytes, once a second per address), so members find a restarted relay.
 //!
+//! Shape (as the member's, see `client.rs`): [`Relay::handle_datagram`]
+//! answers at once ([`RelayAction`], the forward or reply to send);
+//! [`Relay::handle_timeout`] runs timers; [`Relay::poll_transmit`] gives
+//! what the relay sends of its own accord, [`Relay::poll_event`] what an
+//! operator wants logged, [`Relay::poll_timeout`] when to call again.
+//!
 //! Invariants: nothing is learned from a datagram that did not
 //! authenticate; nothing crosses networks; nothing goes back to its
 //! sender; members silent for [`RelayConfig::peer_timeout`] are forgotten;
 //! every table is bounded.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -237,10 +243,12 @@ pub struct Relay {
     bad_version_logged: Option<Instant>,
     scratch: Vec<u8>,
     out: Vec<u8>,
-    /// Datagrams the relay sends of its own accord (see [`Relay::drain_pushes`]).
-    pushes: Vec<(SocketAddr, Vec<u8>)>,
+    /// Datagrams the relay sends of its own accord (see [`Relay::poll_transmit`]).
+    pushes: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// When timers are due next ([`Relay::poll_timeout`]).
+    timeout: Instant,
     stats: RelayStats,
-    events: Vec<RelayEvent>,
+    events: VecDeque<RelayEvent>,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -288,9 +296,10 @@ impl Relay {
             bad_version_logged: None,
             scratch: Vec::with_capacity(2048),
             out: Vec::with_capacity(2048),
-            pushes: Vec::new(),
+            pushes: VecDeque::new(),
+            timeout: Instant::now(),
             stats: RelayStats::default(),
-            events: Vec::new(),
+            events: VecDeque::new(),
         }
     }
 
@@ -337,7 +346,7 @@ impl Relay {
                         .is_none_or(|t| now.saturating_duration_since(t) >= BAD_VERSION_LOG_EVERY)
                 {
                     self.bad_version_logged = Some(now);
-                    self.events.push(RelayEvent::OtherVersion {
+                    self.events.push_back(RelayEvent::OtherVersion {
                         addr: from,
                         version,
                     });
@@ -369,7 +378,7 @@ impl Relay {
         let on = self.cookie_until.is_some_and(|t| now < t);
         if on != self.stats.cookie_mode {
             self.stats.cookie_mode = on;
-            self.events.push(RelayEvent::CookieMode(on));
+            self.events.push_back(RelayEvent::CookieMode(on));
         }
         on
     }
@@ -460,7 +469,8 @@ impl Relay {
             Err(_) => {
                 if let Some(member) = refused {
                     if self.refused_logged.insert(member) {
-                        self.events.push(RelayEvent::Refused { member, addr: from });
+                        self.events
+                            .push_back(RelayEvent::Refused { member, addr: from });
                     }
                 }
                 return Err(refusal);
@@ -557,7 +567,7 @@ impl Relay {
             net.generation = net.generation.wrapping_add(1);
             net.announce = true;
             self.stats.registrations += 1;
-            self.events.push(RelayEvent::Joined {
+            self.events.push_back(RelayEvent::Joined {
                 network,
                 member: id,
                 addr: from,
@@ -746,7 +756,7 @@ impl Relay {
                 let mut out = Vec::new();
                 if seal_control(kp, &plain, &mut out).is_ok() {
                     self.stats.tx += 1;
-                    self.pushes.push((m.addr, out));
+                    self.pushes.push_back((m.addr, out));
                 }
             }
         }
@@ -754,15 +764,21 @@ impl Relay {
 
     /// Datagrams the relay sends of its own accord (member list changes),
     /// each to its address. Drivers drain them after every receive burst
-    /// and every [`Relay::expire`].
-    pub fn drain_pushes(&mut self) -> std::vec::Drain<'_, (SocketAddr, Vec<u8>)> {
-        self.pushes.drain(..)
+    /// and every [`Relay::handle_timeout`].
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.pushes.pop_front()
+    }
+
+    /// When [`Relay::handle_timeout`] wants to run next: once a second.
+    pub fn poll_timeout(&self) -> Instant {
+        self.timeout
     }
 
     /// Forgets members silent for longer than the timeout and keys past
     /// their age, and tells members of changes not told yet. Call about once
     /// a second.
-    pub fn expire(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.timeout = now + Duration::from_secs(1);
         let timeout = self.config.peer_timeout;
         let timers = self.config.timers;
         for (network, net) in self.networks.iter_mut() {
@@ -783,7 +799,7 @@ impl Relay {
                     for i in m.keypairs.clear() {
                         self.index.remove(&i);
                     }
-                    self.events.push(RelayEvent::Left {
+                    self.events.push_back(RelayEvent::Left {
                         network: *network,
                         member: *id,
                         addr: m.addr,
@@ -809,7 +825,7 @@ impl Relay {
                 .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(2))
         {
             self.stats.cookie_mode = false;
-            self.events.push(RelayEvent::CookieMode(false));
+            self.events.push_back(RelayEvent::CookieMode(false));
         }
     }
 
@@ -842,8 +858,8 @@ impl Relay {
     }
 
     /// Takes the events that happened since the last call.
-    pub fn drain_events(&mut self) -> std::vec::Drain<'_, RelayEvent> {
-        self.events.drain(..)
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
     }
 
     /// Counts drops that happened in the driver (e.g. failed sends).
