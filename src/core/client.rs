@@ -356,7 +356,7 @@ fn sender_key(id: MemberId) -> SessionId {
 
 impl Client {
     /// A member of the network of `key`, with `identity`, using the relay at
-    /// `relay`; not joined yet (the first [`Client::poll`] starts).
+    /// `relay`; not joined yet (the first [`Client::handle_timeout`] starts).
     pub fn new(
         config: ClientConfig,
         key: &NetworkKey,
