@@ -127,6 +127,13 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
             let key_file = args.key_file.as_ref().context("--relay needs --key-file")?;
             let key = read_member_key(key_file)?;
             let identity = load_identity(args.identity_file.as_deref())?;
+            if args.identity_file.is_none() {
+                info!(
+                    "no --identity-file: this bridge's identity is new at every start, and \
+                     after a restart the other members take its NIC's MAC from it only once \
+                     the relay forgot the old one (20 s)"
+                );
+            }
             let connect = Uplink::connect(&key, identity, relay, &args.tuning);
             let Some(uplink) = shutdown.unless_stopped(connect).await? else {
                 return Ok(());
