@@ -1,5 +1,6 @@
 //! Reassembly: a [`Reassembler`] puts fragmented frames back together, per
-//! (session, frame id).
+//! (sender, frame id); the sender is a [`SessionId`] (a member's id, to a
+//! member's client).
 //!
 //! Invariants this file keeps:
 //! - **Bounded memory**: at most `max_pending` frames in progress, each of at
@@ -63,7 +64,7 @@ pub const DEFAULT_REASSEMBLY_AGE: Duration = Duration::from_secs(2);
 /// Default for [`Reassembler::new`]'s `max_pending`.
 pub const DEFAULT_MAX_PENDING: usize = 64;
 
-/// Puts fragmented frames back together, per (session, frame id).
+/// Puts fragmented frames back together, per (sender, frame id).
 ///
 /// Bounded: at most `max_pending` frames in progress (memory at most
 /// `max_pending * MAX_FRAME` bytes), each for at most `max_age`. Buffers are
@@ -106,16 +107,17 @@ impl Reassembler {
         self.pending.iter().map(|p| p.started + self.max_age).min()
     }
 
-    /// Adds a fragment from `session`; returns the whole frame once its last
-    /// fragment arrived (in any order). Duplicate fragments of a pending
-    /// frame are ignored; a single-fragment frame is returned as is, without
-    /// copying, every time it is pushed (the replay window stops duplicates).
+    /// Adds a fragment from sender `session`; returns the whole frame once
+    /// its last fragment arrived (in any order). Duplicate fragments of a
+    /// pending frame are ignored; a single-fragment frame is returned as is,
+    /// without copying, every time it is pushed (the replay window stops
+    /// duplicates).
     ///
     /// Errors: `Malformed` if the fragment disagrees with earlier ones (count
     /// or MACs; the frame is dropped), `TooBig` if the frame would exceed
     /// [`MAX_FRAME`] (dropped), `ReassemblyOverflow` if the oldest pending
     /// frame was dropped to make room — this fragment was still kept.
-    // HOT PATH: every Frame message.
+    // HOT PATH: every fragment a member receives.
     pub fn push<'s>(
         &'s mut self,
         now: Instant,
@@ -239,61 +241,66 @@ mod tests {
     use super::*;
     use crate::core::{
         drop::DropReason,
-        wire::{open, peek_header, testkit::*, Message, Sealer, FRAG_HEADER_LEN, OVERHEAD},
+        proto::codec::DATA_OVERHEAD,
+        wire::{testkit::*, FRAG_HEADER_LEN},
     };
 
-    /// Opens each datagram and pushes it; returns the frames completed.
-    fn reassemble(r: &mut Reassembler, now: Instant, datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let c = cipher();
-        let mut scratch = Vec::new();
+    /// Parses each fragment plaintext and pushes it as `session`'s; returns
+    /// the frames completed.
+    fn reassemble(
+        r: &mut Reassembler,
+        now: Instant,
+        session: SessionId,
+        fragments: &[Vec<u8>],
+    ) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
-        for d in datagrams {
-            let (header, msg) = open(&c, d, &mut scratch).unwrap();
-            let Message::Frame(frag) = msg else {
-                panic!("not a frame: {msg:?}")
-            };
-            if let Some(frame) = r.push(now, header.session, &frag).unwrap() {
+        for p in fragments {
+            let frag = Fragment::parse(p).unwrap();
+            if let Some(frame) = r.push(now, session, &frag).unwrap() {
                 frames.push(frame.frame.to_vec());
             }
         }
         frames
     }
 
+    /// A member's chunk room at the default datagram size.
+    const ROOM: usize = 1400 - DATA_OVERHEAD;
+
     #[test]
     fn frames_fragment_and_reassemble() {
         let now = Instant::now();
+        let mut frame_id = 0;
         for max_datagram in [1400, 1472] {
-            let mut sealer = Sealer::new(SESSION);
+            let room = max_datagram - DATA_OVERHEAD;
             let mut r = Reassembler::default();
-            for len in [
-                14, 15, 60, 1342, 1343, 1386, 1387, 1414, 1415, 1514, 9000, 65549,
-            ] {
+            // 1326/1327 and 1398/1399: the most one datagram carries at
+            // 1400 and 1472, and one byte more.
+            for len in [14, 15, 60, 1326, 1327, 1398, 1399, 1514, 9000, 65549] {
                 let frame = test_frame(len);
-                let datagrams = fragments(&mut sealer, &frame, max_datagram);
-                let room = max_datagram - OVERHEAD - FRAG_HEADER_LEN;
+                let datagrams = fragments(&frame, room, frame_id);
+                frame_id += 1;
                 assert_eq!(
                     datagrams.len(),
                     (len - MACS_LEN).div_ceil(room).max(1),
                     "{len}"
                 );
-                for d in &datagrams {
-                    assert!(
-                        d.len() <= max_datagram,
-                        "{len}: {} > {max_datagram}",
-                        d.len()
-                    );
+                for p in &datagrams {
+                    // The Data datagram it makes fits max_datagram.
+                    let d = p.len() + DATA_OVERHEAD - FRAG_HEADER_LEN;
+                    assert!(d <= max_datagram, "{len}: {d} > {max_datagram}");
                 }
                 let ctx = format!("len {len}, max {max_datagram}");
                 assert_eq!(
-                    reassemble(&mut r, now, &datagrams),
+                    reassemble(&mut r, now, SESSION, &datagrams),
                     std::slice::from_ref(&frame),
                     "{ctx}"
                 );
 
-                // Fresh seal (new counters and frame id), reversed, every datagram twice.
-                let mut datagrams = fragments(&mut sealer, &frame, max_datagram);
+                // Cut again (a new frame id), reversed, every fragment twice.
+                let mut datagrams = fragments(&frame, room, frame_id);
+                frame_id += 1;
                 datagrams.reverse();
-                // Every datagram but the completing one twice (a duplicate
+                // Every fragment but the completing one twice (a duplicate
                 // after completion would start a new frame: stopping that is
                 // the replay window's job).
                 let mut doubled: Vec<_> = datagrams
@@ -302,19 +309,20 @@ mod tests {
                     .collect();
                 doubled.pop();
                 assert_eq!(
-                    reassemble(&mut r, now, &doubled),
+                    reassemble(&mut r, now, SESSION, &doubled),
                     std::slice::from_ref(&frame),
                     "{ctx} reversed"
                 );
 
                 // Shuffled.
-                let mut datagrams = fragments(&mut sealer, &frame, max_datagram);
+                let mut datagrams = fragments(&frame, room, frame_id);
+                frame_id += 1;
                 let mut rng = XorShift(len as u64 + 1);
                 for i in (1..datagrams.len()).rev() {
                     datagrams.swap(i, rng.below(i + 1));
                 }
                 assert_eq!(
-                    reassemble(&mut r, now, &datagrams),
+                    reassemble(&mut r, now, SESSION, &datagrams),
                     [frame],
                     "{ctx} shuffled"
                 );
@@ -326,59 +334,48 @@ mod tests {
     #[test]
     fn interleaved_frames_from_two_sessions_reassemble() {
         let now = Instant::now();
-        let mut a = Sealer::new(SessionId([1; 16]));
-        let mut b = Sealer::new(SessionId([2; 16]));
-        let (fa, fb) = (test_frame(3000), test_frame(4000));
-        let da = fragments(&mut a, &fa, 1400);
-        let db = fragments(&mut b, &fb, 1400);
-        assert_eq!(
-            peek_header(&da[0]).unwrap().counter,
-            peek_header(&db[0]).unwrap().counter
-        );
-        let mixed: Vec<_> = da
-            .iter()
-            .zip(&db)
-            .flat_map(|(x, y)| [x.clone(), y.clone()])
-            .collect();
+        let (a, b) = (SessionId([1; 16]), SessionId([2; 16]));
+        let (fa, fb) = (test_frame(3000), test_frame(3500));
+        // The same frame id from both senders.
+        let da = fragments(&fa, ROOM, 0);
+        let db = fragments(&fb, ROOM, 0);
+        assert_eq!((da.len(), db.len()), (3, 3));
         let mut r = Reassembler::default();
-        assert_eq!(reassemble(&mut r, now, &mixed), [fa, fb]);
+        let mut frames = Vec::new();
+        for (x, y) in da.iter().zip(&db) {
+            frames.extend(reassemble(&mut r, now, a, std::slice::from_ref(x)));
+            frames.extend(reassemble(&mut r, now, b, std::slice::from_ref(y)));
+        }
+        assert_eq!(frames, [fa, fb]);
     }
 
     #[test]
     fn missing_fragment_expires_and_is_counted() {
         let t0 = Instant::now();
-        let mut sealer = Sealer::new(SESSION);
-        let datagrams = fragments(&mut sealer, &test_frame(4000), 1400);
+        let datagrams = fragments(&test_frame(4000), ROOM, 0);
         let mut r = Reassembler::new(8, Duration::from_secs(2));
         assert_eq!(r.next_deadline(), None);
-        assert!(reassemble(&mut r, t0, &datagrams[1..]).is_empty());
+        assert!(reassemble(&mut r, t0, SESSION, &datagrams[1..]).is_empty());
         assert_eq!(r.pending(), 1);
         assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(2)));
         assert_eq!(r.expire(t0 + Duration::from_millis(1999)), 0);
         assert_eq!(r.expire(t0 + Duration::from_secs(2)), 1);
         assert_eq!(r.pending(), 0);
         // The late fragment starts a new frame that never completes.
-        assert!(reassemble(&mut r, t0, &datagrams[..1]).is_empty());
+        assert!(reassemble(&mut r, t0, SESSION, &datagrams[..1]).is_empty());
         assert_eq!(r.pending(), 1);
     }
 
     #[test]
     fn full_reassembler_drops_oldest_and_says_so() {
         let t0 = Instant::now();
-        let c = cipher();
-        let mut sealer = Sealer::new(SESSION);
         let mut r = Reassembler::new(2, Duration::from_secs(2));
-        let mut scratch = Vec::new();
-        let mut firsts = Vec::new();
-        for _ in 0..3 {
-            firsts.push(fragments(&mut sealer, &test_frame(3000), 1400));
-        }
-        let mut push = |r: &mut Reassembler, at: u64, d: &[u8]| {
-            let (h, msg) = open(&c, d, &mut scratch).unwrap();
-            let Message::Frame(f) = msg else {
-                unreachable!()
-            };
-            r.push(t0 + Duration::from_secs(at), h.session, &f)
+        let firsts: Vec<_> = (0..3)
+            .map(|frame_id| fragments(&test_frame(3000), ROOM, frame_id))
+            .collect();
+        let push = |r: &mut Reassembler, at: u64, p: &[u8]| {
+            let f = Fragment::parse(p).unwrap();
+            r.push(t0 + Duration::from_secs(at), SESSION, &f)
                 .map(|o| o.map(|x| x.frame.to_vec()))
         };
         assert_eq!(push(&mut r, 0, &firsts[0][0]), Ok(None));
@@ -387,12 +384,12 @@ mod tests {
         assert_eq!(err.drop_reason(), DropReason::ReassemblyOverflow);
         assert_eq!(r.pending(), 2);
         // Frame 0 was dropped; 1 and 2 still complete.
-        for d in &firsts[1][1..] {
-            push(&mut r, 1, d).unwrap();
+        for p in &firsts[1][1..] {
+            push(&mut r, 1, p).unwrap();
         }
         let mut last = None;
-        for d in &firsts[2][1..] {
-            last = push(&mut r, 1, d).unwrap();
+        for p in &firsts[2][1..] {
+            last = push(&mut r, 1, p).unwrap();
         }
         assert_eq!(last, Some(test_frame(3000)));
         assert_eq!(r.pending(), 0);
@@ -458,5 +455,37 @@ mod tests {
         }
         assert_eq!(pushed, [Ok(false), Err(WireError::TooBig)]);
         assert_eq!(r.pending(), 0);
+    }
+
+    /// Random fragment plaintexts (few frame ids, two senders, mostly the
+    /// same MACs, so they complete frames, meet pending ones and disagree
+    /// with them) never panic.
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut r = Reassembler::new(4, Duration::from_secs(2));
+        let mut buf = Vec::new();
+        let t0 = Instant::now();
+        for round in 0..20_000u64 {
+            buf.resize(rng.below(200), 0);
+            rng.fill(&mut buf);
+            if buf.len() >= 6 {
+                buf[..3].fill(0);
+                buf[3] = rng.below(8) as u8;
+                buf[4] = rng.below(4) as u8;
+                buf[5] = rng.below(4) as u8;
+            }
+            if buf.len() >= FRAG_HEADER_LEN && rng.below(4) != 0 {
+                buf[6..12].copy_from_slice(&DST);
+                buf[12..18].copy_from_slice(&SRC);
+            }
+            let now = t0 + Duration::from_millis(round);
+            let session = SessionId([rng.below(2) as u8; 16]);
+            if let Ok(f) = Fragment::parse(&buf) {
+                let _ = r.push(now, session, &f);
+            }
+            r.expire(now);
+            assert!(r.pending() <= 4);
+        }
     }
 }

@@ -1,26 +1,20 @@
-//! Anti-replay: a [`ReplayWindow`] per session (RFC 6479, as in WireGuard)
-//! and a [`ReplayGuard`] over many sessions.
+//! Anti-replay: the [`ReplayWindow`] of one keypair's counters (RFC 6479,
+//! as in WireGuard).
 //!
 //! Invariants this file keeps:
 //! - Each counter is accepted at most once, and only if it is less than
 //!   [`REPLAY_WINDOW`] behind the highest accepted so far; out-of-order
 //!   delivery within the window is fine.
 //! - `check` changes nothing and is cheap; only `update` records. Callers
-//!   update only after [`open`](fn@super::open) succeeded, so forged datagrams
-//!   cannot move a window.
-//! - **Bounded memory**: a window is a fixed bitmap; a guard holds at most
-//!   `cap` sessions and evicts the least recently seen. A forgotten
-//!   session's old datagrams would be accepted again, so keep sessions at
-//!   least as long as their peers are kept (see `docs/protocol.md`).
+//!   update only after the datagram authenticated (`proto::session`), so
+//!   forged datagrams cannot move a window.
+//! - **Bounded memory**: a window is a fixed bitmap.
 
-use std::time::{Duration, Instant};
-
-use super::{SessionId, REPLAY_WINDOW};
-use crate::core::fasthash::FastMap;
+use super::REPLAY_WINDOW;
 
 const WINDOW_WORDS: usize = REPLAY_WINDOW as usize / 64 + 1;
 
-/// Anti-replay bitmap for one session's counters (RFC 6479, as in WireGuard).
+/// Anti-replay bitmap for one keypair's counters (RFC 6479, as in WireGuard).
 ///
 /// Accepts each counter at most once, and only if it is above
 /// `highest - REPLAY_WINDOW`, where `highest` is the largest counter accepted
@@ -87,86 +81,10 @@ impl ReplayWindow {
     }
 }
 
-/// Replay windows for many sessions, bounded.
-///
-/// Holds at most `cap` sessions; making room evicts the least recently seen.
-/// A forgotten session's old datagrams would be accepted again, so keep
-/// sessions at least as long as their peers are kept (see `docs/protocol.md`).
-#[derive(Clone, Debug)]
-pub struct ReplayGuard {
-    sessions: FastMap<SessionId, (ReplayWindow, Instant)>,
-    cap: usize,
-}
-
-impl ReplayGuard {
-    /// A guard for at most `cap` sessions (at least one).
-    pub fn new(cap: usize) -> ReplayGuard {
-        ReplayGuard {
-            sessions: FastMap::default(),
-            cap: cap.max(1),
-        }
-    }
-
-    /// How many sessions are tracked.
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// True if no session is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
-    /// True if `counter` from `session` would be accepted (an unknown session
-    /// accepts anything). Cheap; call before [`open`](fn@super::open).
-    pub fn check(&self, session: SessionId, counter: u64) -> bool {
-        self.sessions
-            .get(&session)
-            .is_none_or(|(w, _)| w.check(counter))
-    }
-
-    /// Records `counter` from `session` at `now`; false if it was replayed.
-    /// Call only after [`open`](fn@super::open) verified the datagram.
-    /// Evicting to make room for a new session scans all sessions (new
-    /// sessions are rare, and only authenticated senders can create them).
-    pub fn update(&mut self, now: Instant, session: SessionId, counter: u64) -> bool {
-        if !self.sessions.contains_key(&session) && self.sessions.len() >= self.cap {
-            let oldest = self
-                .sessions
-                .iter()
-                .min_by_key(|(_, (_, seen))| *seen)
-                .map(|(s, _)| *s);
-            if let Some(oldest) = oldest {
-                self.sessions.remove(&oldest);
-            }
-        }
-        let (window, seen) = self
-            .sessions
-            .entry(session)
-            .or_insert((ReplayWindow::new(), now));
-        if !window.update(counter) {
-            return false;
-        }
-        *seen = now;
-        true
-    }
-
-    /// Forgets sessions not seen for `max_age` or longer; returns how many.
-    pub fn expire(&mut self, now: Instant, max_age: Duration) -> usize {
-        let before = self.sessions.len();
-        self.sessions
-            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < max_age);
-        before - self.sessions.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{
-        drop::DropReason,
-        wire::{open, peek_header, testkit::*, Message, Sealer, WireError},
-    };
+    use crate::core::wire::testkit::XorShift;
 
     #[test]
     fn replay_window_accepts_each_counter_once() {
@@ -227,64 +145,5 @@ mod tests {
                 highest = highest.max(c);
             }
         }
-    }
-
-    #[test]
-    fn replay_guard_tracks_sessions_and_evicts_least_recent() {
-        let t0 = Instant::now();
-        let s = |n: u8| SessionId([n; 16]);
-        let mut g = ReplayGuard::new(2);
-        assert!(g.check(s(1), 0));
-        assert!(g.update(t0, s(1), 0));
-        assert!(!g.check(s(1), 0));
-        assert!(!g.update(t0, s(1), 0));
-        assert!(g.update(t0 + Duration::from_secs(1), s(2), 0));
-        assert!(g.update(t0 + Duration::from_secs(2), s(1), 1));
-        // Full: s(2) is the least recently seen and goes.
-        assert!(g.update(t0 + Duration::from_secs(3), s(3), 0));
-        assert_eq!(g.len(), 2);
-        assert!(g.check(s(2), 0), "evicted session starts afresh");
-        assert!(!g.check(s(1), 1));
-        assert_eq!(
-            g.expire(t0 + Duration::from_secs(5), Duration::from_secs(3)),
-            1
-        );
-        assert!(g.check(s(1), 1));
-        assert!(!g.check(s(3), 0));
-        assert_eq!(
-            g.expire(t0 + Duration::from_secs(6), Duration::from_secs(3)),
-            1
-        );
-        assert!(g.is_empty());
-    }
-
-    #[test]
-    fn replay_guard_in_front_of_open() {
-        let c = cipher();
-        let mut sealer = Sealer::new(SESSION);
-        let (mut datagram, mut scratch) = (Vec::new(), Vec::new());
-        sealer.seal(&c, &Message::Keepalive, &mut datagram).unwrap();
-        let mut g = ReplayGuard::new(16);
-        let now = Instant::now();
-        let mut receive = |d: &[u8]| -> Result<(), WireError> {
-            let h = peek_header(d)?;
-            if !g.check(h.session, h.counter) {
-                return Err(WireError::Replayed);
-            }
-            let (h, _) = open(&c, d, &mut scratch)?;
-            g.update(now, h.session, h.counter)
-                .then_some(())
-                .ok_or(WireError::Replayed)
-        };
-        let mut forged = datagram.clone();
-        *forged.last_mut().unwrap() ^= 1;
-        assert_eq!(receive(&forged), Err(WireError::Forged));
-        assert_eq!(
-            receive(&datagram),
-            Ok(()),
-            "a forgery did not move the window"
-        );
-        assert_eq!(receive(&datagram), Err(WireError::Replayed));
-        assert_eq!(WireError::Replayed.drop_reason(), DropReason::Replayed);
     }
 }

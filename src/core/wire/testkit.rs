@@ -1,16 +1,12 @@
-//! Test fixtures shared by the wire tests: one key, session and pair of
-//! MACs, frames and messages built from them, and a seeded PRNG.
+//! Test fixtures shared by the wire tests: one sender and pair of MACs,
+//! frames and fragments built from them, and a seeded PRNG.
 
-use super::{Cipher, Fragment, Message, NetworkKey, Sealer, SessionId, MACS_LEN};
+use super::{SessionId, MACS_LEN};
+use crate::core::proto::codec::cut_frame;
 
-const KEY: [u8; 32] = [7; 32];
 pub(super) const SESSION: SessionId = SessionId([0x5e; 16]);
 pub(super) const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub(super) const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-
-pub(super) fn cipher() -> Cipher {
-    Cipher::new(&NetworkKey::from_bytes(KEY))
-}
 
 /// Deterministic xorshift64 PRNG for fuzz-style tests.
 pub(super) struct XorShift(pub(super) u64);
@@ -40,21 +36,7 @@ pub(super) fn test_frame(len: usize) -> Vec<u8> {
     frame
 }
 
-pub(super) fn sample_messages(frag_payload: &[u8]) -> Vec<Message<'_>> {
-    vec![
-        Message::Register { caps: 0 },
-        Message::Register { caps: 0xdead_beef },
-        Message::RegisterAck {
-            caps: 1,
-            keepalive_secs: 25,
-        },
-        Message::Keepalive,
-        Message::KeepaliveAck,
-        Message::NotRegistered,
-        Message::Frame(Fragment::parse(frag_payload).unwrap()),
-    ]
-}
-
+/// A fragment plaintext: frame 42, fragment 1 of 3.
 pub(super) fn frag_payload() -> Vec<u8> {
     let mut p = vec![0, 0, 0, 42, 1, 3];
     p.extend_from_slice(&DST);
@@ -63,11 +45,13 @@ pub(super) fn frag_payload() -> Vec<u8> {
     p
 }
 
-/// Seals `frame` and returns its datagrams in order.
-pub(super) fn fragments(sealer: &mut Sealer, frame: &[u8], max_datagram: usize) -> Vec<Vec<u8>> {
+/// Cuts `frame` as a member does (chunks of at most `room` bytes) and
+/// returns its fragment plaintexts in order.
+pub(super) fn fragments(frame: &[u8], room: usize, frame_id: u32) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let n = sealer.seal_frame(&cipher(), frame, max_datagram, &mut |d| {
-        out.push(d.to_vec())
+    let n = cut_frame(frame, room, frame_id, &mut Vec::new(), &mut |p| {
+        out.push(p.to_vec());
+        Ok(())
     });
     assert_eq!(n, Ok(out.len()));
     out
