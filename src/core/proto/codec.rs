@@ -496,6 +496,44 @@ mod tests {
         assert!(Control::parse(&[9]).is_err());
     }
 
+    /// What a sender refuses before it emits anything: too short, too big,
+    /// more than 255 fragments, no room; and the sizes of the fast path: a
+    /// full 1514-byte Ethernet frame takes two datagrams at 1400, the
+    /// largest frame that fits one takes one.
+    #[test]
+    fn cutting_checks_everything_first_and_sizes_add_up() {
+        let n = std::cell::Cell::new(0);
+        let mut count = |_: &[u8]| {
+            n.set(n.get() + 1);
+            Ok(())
+        };
+        let room = 1400 - DATA_OVERHEAD;
+        let cut =
+            |len: usize, room: usize, count: &mut dyn FnMut(&[u8]) -> Result<(), WireError>| {
+                cut_frame(&vec![0u8; len], room, 0, &mut Vec::new(), count)
+            };
+        assert_eq!(cut(13, room, &mut count), Err(WireError::FrameTooShort));
+        assert_eq!(cut(MAX_FRAME + 1, room, &mut count), Err(WireError::TooBig));
+        assert_eq!(
+            cut(12 + 256 * 10 + 1, 10, &mut count),
+            Err(WireError::TooBig)
+        );
+        assert_eq!(
+            cut(100, 0, &mut count),
+            Err(WireError::DatagramLimitTooSmall(0))
+        );
+        assert_eq!(n.get(), 0, "nothing emitted for a refused frame");
+        assert_eq!(cut(1514, room, &mut count), Ok(2));
+        assert_eq!(
+            cut(max_frame_in_one_datagram(1400), room, &mut count),
+            Ok(1)
+        );
+        assert_eq!(
+            cut(max_frame_in_one_datagram(1400) + 1, room, &mut count),
+            Ok(2)
+        );
+    }
+
     #[test]
     fn frames_are_cut_into_fragments_that_parse() {
         let frame: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();

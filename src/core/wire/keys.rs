@@ -13,8 +13,6 @@
 
 use std::{fmt, str::FromStr};
 
-const NETWORK_ID_CONTEXT: &str = "lanbridge v1 network id";
-
 /// Why a network key string was rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -85,16 +83,6 @@ impl NetworkKey {
         }
         Ok(NetworkKey(key))
     }
-
-    /// The id version 1 gave this key's network, which `Debug` shows.
-    /// Version 2's network id, the one relays log and datagrams carry, is
-    /// [`RelayKey::network_id`](crate::core::proto::RelayKey::network_id).
-    pub fn network_id(&self) -> NetworkId {
-        let derived = blake3::derive_key(NETWORK_ID_CONTEXT, &self.0);
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&derived[..8]);
-        NetworkId(id)
-    }
 }
 
 impl FromStr for NetworkKey {
@@ -107,11 +95,7 @@ impl FromStr for NetworkKey {
 
 impl fmt::Debug for NetworkKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "NetworkKey(network {}, secret hidden)",
-            self.network_id()
-        )
+        f.write_str("NetworkKey(secret hidden)")
     }
 }
 
@@ -209,7 +193,7 @@ mod tests {
         let key = NetworkKey::from_bytes([0xab; 32]);
         let shown = format!("{key:?}");
         assert!(!shown.contains("abab"), "{shown}");
-        assert!(shown.contains(&key.network_id().to_string()), "{shown}");
+        assert_eq!(shown, "NetworkKey(secret hidden)");
     }
 
     #[test]
