@@ -1,280 +1,364 @@
-//! Untrusted datagrams through everything in `core::wire` that reads them:
-//! `peek_header`, `open` / `open_cached`, `check_route`, `open_routed`
-//! (each under the test key and a second key), `Message::parse` for every
-//! `Kind` and `Fragment::parse`; and frames and messages from fuzz bytes
-//! sealed with `Sealer` and opened again, whole and with a bit flipped.
+//! Untrusted bytes through every parser of protocol version 2: the clear
+//! header check `codec::peek`, `Control::parse`, `wire::Fragment::parse`,
+//! and the handshake and session paths of the engines (a fresh `Relay` and
+//! a `Client` waiting for its relay's answer); frames cut with
+//! `codec::cut_frame` and put back together; control messages encoded and
+//! parsed back; and session keypairs (`proto::session::Keypair`) sealing,
+//! opening and tagging, whole and with bits flipped.
 //!
-//! Input: one mode byte, then
-//! * mode even (**raw**): the rest is one datagram, fed to every parser;
-//! * mode odd (**seal**): one byte of knobs (bits 0-2 the `max_datagram`,
-//!   bit 3 RoutedFrame, bits 4-6 the kind for `seal_raw`), two
-//!   little-endian u16 flip positions (their low 3 bits pick the bit,
-//!   the rest the byte), then the frame (also the plaintext for
-//!   `seal_raw` and the capabilities of a control message).
+//! Input: one mode byte, then by `mode % 4`:
+//! * 0 **raw**: the rest is one datagram, fed to every parser and to both
+//!   engines (the relay from one of two addresses: mode bit 2);
+//! * 1 **cut**: a byte picking the chunk room, a u32 LE frame id, then the
+//!   frame;
+//! * 2 **control**: a byte picking a message, then its fields and the rest
+//!   (parsed as it is, too);
+//! * 3 **seal**: a byte of knobs (bits 0-1 how many datagrams go first,
+//!   bit 2 Control or Data), two u16 LE flip positions (low 3 bits the
+//!   bit, the rest the byte), then the plaintext.
 //!
 //! Checked besides "no panic":
-//! * raw: `open` and `open_cached` agree; what opens under one key never
-//!   opens under the other; an opened header is the peeked one; a parsed
-//!   message or fragment encodes back to the same bytes and keeps
-//!   `count >= 1`, `index < count`; a routed fragment's clear route is
-//!   the one in the datagram;
-//! * seal: every datagram is at most `max_datagram` bytes and opens under
-//!   the key it was sealed with (not under the other), the fragments put
-//!   back together are the frame; with one bit flipped a datagram never
-//!   opens to different plaintext: it fails, except a flip in a
-//!   RoutedFrame's relay tag, which the receiver does not check (the relay
-//!   does, `check_route` then fails) and which opens to the same bytes;
-//!   a control message or `seal_raw` payload opens to what was sealed, or
-//!   (raw) is `Malformed`, never `Forged`.
+//! * raw: what `peek` accepts has version 2, zero flags, its kind in byte 1
+//!   and the length rule of its kind; what it refuses is refused for the
+//!   first rule broken; a control message or fragment that parses encodes
+//!   back to the same bytes, with `count >= 1`, `index < count`; the relay
+//!   forwards nothing (it has no member) and answers only a Rejoin (8
+//!   bytes naming the datagram's index) to a Control or routed datagram,
+//!   or an UplinkResp or CookieReply to an UplinkInit, never more bytes
+//!   than it got; the client accepts nothing but the relay's answer to its
+//!   own initiation (a seed carries it: the run is deterministic);
+//! * cut: every fragment parses with the frame's id, MACs, index and count,
+//!   fits the room, and the fragments reassemble into the frame; a frame
+//!   that can't be cut (too short, too long, too many fragments, no room)
+//!   is refused before anything is emitted;
+//! * control: encode then parse gives the message back;
+//! * seal: what one side seals opens on the other once (the second time it
+//!   is `Replayed`), never under the sender's own keys, and with a bit
+//!   flipped never opens (`Forged`) and leaves the replay window as it was;
+//!   a relay tag holds for the bytes and length it covers only.
 //!
-//! Run from the repository's top level (cargo-fuzz from crates.io):
-//! `cargo +nightly fuzz run datagram fuzz/corpus/datagram fuzz/seeds/datagram -- -max_total_time=120`,
-//! or `scripts/fuzz.sh datagram`. `fuzz/seeds/datagram` holds genuine
-//! datagrams of every kind sealed under the test key (raw mode) and
-//! frames to seal (seal mode).
+//! Run from the repository's top level: `scripts/fuzz.sh datagram` (which
+//! sets the RUSTFLAGS of fuzz/common/mod.rs), or with them set
+//! `cargo +nightly fuzz run datagram fuzz/corpus/datagram fuzz/seeds/datagram -- -max_total_time=120`.
+//! `fuzz/seeds/datagram` holds datagrams of every kind captured from an
+//! in-memory network (`fuzz/examples/seeds.rs`).
 
 #![no_main]
 
 #[path = "../common/mod.rs"]
 mod common;
 
+use std::time::Instant;
+
 use common::Input;
 use lanbridge::core::{
+    client::ClientEvent,
+    drop::DropReason,
     mac::MacAddr,
-    wire::{
-        self, Cipher, Fragment, Header, KeyCache, Kind, Message, Reassembler, Sealer, SessionId,
-        WireError, HEADER_LEN, MAX_DATAGRAM, RELAY_TAG_LEN, ROUTED_OVERHEAD, ROUTE_LEN,
+    noise::TransportKeys,
+    proto::{
+        codec::{
+            self, control, cookie_reply, data, peer_init, peer_resp, rejoin, routed, uplink_init,
+            uplink_resp, Control, Kind, MEMBERS_PER_MESSAGE, MEMBER_ENTRY_LEN,
+        },
+        session::Keypair,
     },
+    wire::{Fragment, Reassembler, WireError, MACS_LEN, MAX_FRAGMENTS, MAX_FRAME, MIN_FRAME},
 };
 use libfuzzer_sys::fuzz_target;
 
-const KINDS: [Kind; 7] = [
-    Kind::Register,
-    Kind::RegisterAck,
-    Kind::Keepalive,
-    Kind::KeepaliveAck,
-    Kind::NotRegistered,
-    Kind::Frame,
-    Kind::RoutedFrame,
-];
+const ROOMS: [usize; 7] = [0, 1, 7, 64, 255, 1300, usize::MAX];
 
-const MAX_DATAGRAMS: [usize; 8] = [0, 71, 87, 120, 576, 1400, 9000, usize::MAX];
-
-/// A message and its encoding are one thing: parse, encode, same bytes.
-fn check_message(kind: Kind, payload: &[u8]) {
-    let Ok(msg) = Message::parse(kind, payload) else {
-        return;
+/// `peek`'s verdict, rule by rule.
+fn check_peek(d: &[u8]) -> Option<Kind> {
+    let got = codec::peek(d);
+    if d.len() < 4 {
+        assert_eq!(got, Err(WireError::Truncated));
+        return None;
+    }
+    if d[0] != codec::VERSION {
+        assert_eq!(got, Err(WireError::BadVersion(d[0])));
+        return None;
+    }
+    if d[2] != 0 || d[3] != 0 {
+        assert_eq!(got, Err(WireError::BadFlags));
+        return None;
+    }
+    let Ok(kind) = got else {
+        return None;
     };
-    assert_eq!(msg.kind(), kind);
-    let mut again = Vec::new();
-    msg.encode(&mut again);
-    assert!(again == payload, "{kind:?} does not encode back");
+    assert_eq!(kind as u8, d[1]);
+    let n = d.len();
+    let ok = match kind {
+        Kind::UplinkInit => n == uplink_init::LEN,
+        Kind::UplinkResp => n == uplink_resp::LEN,
+        Kind::CookieReply => n == cookie_reply::LEN,
+        Kind::Rejoin => n == rejoin::LEN,
+        Kind::Control => n > control::HEADER_LEN + codec::TAG_LEN,
+        Kind::PeerInit => n == routed::OVERHEAD + peer_init::LEN,
+        Kind::PeerResp => n == routed::OVERHEAD + peer_resp::LEN,
+        Kind::Data => n >= routed::OVERHEAD + data::HEADER_LEN + codec::TAG_LEN,
+    };
+    assert!(ok, "{kind:?} of {n} bytes passed peek");
+    Some(kind)
 }
 
-fn check_fragment(payload: &[u8]) {
-    let Ok(f) = Fragment::parse(payload) else {
+/// A control message and its encoding are one thing.
+fn check_control(p: &[u8]) {
+    let Ok(m) = Control::parse(p) else {
+        return;
+    };
+    let mut again = Vec::new();
+    m.encode(&mut again);
+    assert!(again == p, "{m:?} does not encode back");
+    if let Control::Members { entries, .. } = m {
+        assert_eq!(entries.len() % MEMBER_ENTRY_LEN, 0);
+        assert!(entries.len() <= MEMBERS_PER_MESSAGE * MEMBER_ENTRY_LEN);
+    }
+}
+
+fn check_fragment(p: &[u8]) {
+    let Ok(f) = Fragment::parse(p) else {
         return;
     };
     assert!(f.count() >= 1 && f.index() < f.count());
-    assert_eq!(f.frame_id().to_be_bytes(), payload[..4]);
-    assert_eq!(f.dst(), MacAddr::from_slice(&payload[6..]).unwrap());
-    assert_eq!(f.src(), MacAddr::from_slice(&payload[12..]).unwrap());
-    assert!(f.chunk() == &payload[18..]);
-    assert_eq!(
-        f.as_whole_frame(),
-        (f.count() == 1).then_some(&payload[6..])
-    );
+    assert_eq!(f.frame_id().to_be_bytes(), p[..4]);
+    assert_eq!(f.dst(), MacAddr::from_slice(&p[6..]).unwrap());
+    assert_eq!(f.src(), MacAddr::from_slice(&p[12..]).unwrap());
+    assert!(f.chunk() == &p[18..]);
+    assert_eq!(f.as_whole_frame(), (f.count() == 1).then_some(&p[6..]));
 }
 
-/// Opens `d` under `cipher` as a member does: a RoutedFrame with
-/// `open_routed`, the rest with `open`; returns the header and the
-/// plaintext (the route and chunk of a routed frame).
-fn open_any(cipher: &Cipher, d: &[u8]) -> Result<(Header, Vec<u8>), WireError> {
-    let mut scratch = Vec::new();
-    if d.get(1) == Some(&(Kind::RoutedFrame as u8)) {
-        let (h, _) = wire::open_routed(cipher, &mut KeyCache::default(), d, &mut scratch)?;
-        return Ok((h, scratch));
-    }
-    let (h, m) = wire::open(cipher, d, &mut scratch)?;
-    let mut plain = Vec::new();
-    m.encode(&mut plain);
-    Ok((h, plain))
-}
-
-fn raw(d: &[u8]) {
-    let peeked = wire::peek_header(d);
-    for kind in KINDS {
-        check_message(kind, d);
-    }
+fn raw(d: &[u8], other_address: bool) {
+    let kind = check_peek(d);
+    check_control(d);
     check_fragment(d);
-
-    let (a, b) = common::ciphers();
-    let mut opened_under = 0;
-    for cipher in [&a, &b] {
-        let mut s1 = Vec::new();
-        let mut s2 = Vec::new();
-        let plain = wire::open(cipher, d, &mut s1);
-        let cached = wire::open_cached(cipher, &mut KeyCache::default(), d, &mut s2);
-        assert_eq!(plain, cached, "open and open_cached disagree");
-        if let Ok((h, m)) = plain {
-            assert_eq!(Ok(h), peeked);
-            assert_eq!(h.network_id, cipher.network_id());
-            assert_eq!(m.kind(), h.kind);
-            opened_under += 1;
+    match kind {
+        Some(Kind::Control) => check_control(&d[control::HEADER_LEN..d.len() - codec::TAG_LEN]),
+        Some(Kind::Data) => {
+            let inner = &d[routed::HEADER_LEN..d.len() - codec::TAG_LEN];
+            check_fragment(&inner[data::HEADER_LEN..inner.len() - codec::TAG_LEN]);
         }
+        _ => {}
+    }
 
-        if let Ok((h, f)) = wire::check_route(cipher, d) {
-            assert_eq!(Ok(h), peeked);
-            assert_eq!(h.kind, Kind::RoutedFrame);
-            assert_eq!(f.dst(), MacAddr::from_slice(&d[HEADER_LEN + 6..]).unwrap());
-            assert_eq!(f.src(), MacAddr::from_slice(&d[HEADER_LEN + 12..]).unwrap());
-            assert_eq!(f.chunk().len(), d.len() - ROUTED_OVERHEAD);
+    // The engines, as a stranger's datagram finds them.
+    let now = Instant::now();
+    let (mut relay, mut client, init) = common::stranger_engines(now);
+    let from = common::addrs()[usize::from(other_address)];
+    match common::owned(relay.handle_datagram(now, from, d)) {
+        common::Action::Forward(to, f) => {
+            panic!("a relay without members forwarded {} bytes to {to}", f.len())
         }
-        let mut s3 = Vec::new();
-        if let Ok((h, f)) = wire::open_routed(cipher, &mut KeyCache::default(), d, &mut s3) {
-            assert_eq!(Ok(h), peeked);
-            assert_eq!(h.network_id, cipher.network_id());
-            assert_eq!(f.chunk().len(), d.len() - ROUTED_OVERHEAD);
-            assert!(s3[..ROUTE_LEN] == d[HEADER_LEN..HEADER_LEN + ROUTE_LEN]);
-            opened_under += 1;
+        common::Action::Reply(r) => {
+            assert!(r.len() <= d.len(), "answered {} bytes to {}", r.len(), d.len());
+            match kind {
+                Some(Kind::Control | Kind::PeerInit | Kind::PeerResp | Kind::Data) => {
+                    assert_eq!(r.len(), rejoin::LEN);
+                    assert_eq!(codec::peek(&r), Ok(Kind::Rejoin));
+                    assert_eq!(r[rejoin::RECEIVER], d[4..8]);
+                }
+                Some(Kind::UplinkInit) => {
+                    let k = codec::peek(&r);
+                    assert!(matches!(k, Ok(Kind::UplinkResp | Kind::CookieReply)), "{k:?}");
+                }
+                _ => panic!("answered a {kind:?}"),
+            }
+        }
+        common::Action::Drop(_) => {}
+    }
+    // Never twice: a Rejoin goes once a second to an address, and an
+    // initiation's timestamp is good once.
+    let again = common::owned(relay.handle_datagram(now, from, d));
+    assert!(matches!(again, common::Action::Drop(_)), "answered twice: {again:?}");
+
+    let relay_addr = common::relay_addr();
+    let mut delivered = 0;
+    for from in [from, relay_addr] {
+        let event = client.handle_datagram(now, from, d, &mut |_| {}, &mut |_, _| delivered += 1);
+        if from != relay_addr {
+            assert_eq!(event, ClientEvent::Drop(DropReason::UnknownSender));
+        } else if event == ClientEvent::Registered {
+            // Only the answer to our own initiation: its receiver is our index.
+            assert_eq!(kind, Some(Kind::UplinkResp));
+            assert_eq!(d[uplink_resp::RECEIVER], init[uplink_init::SENDER]);
+        } else {
+            assert!(matches!(event, ClientEvent::Drop(_) | ClientEvent::Nothing), "{event:?}");
         }
     }
-    assert!(opened_under <= 1, "opened under both keys");
+    assert_eq!(delivered, 0, "a frame from a stranger's datagram");
 }
 
-/// Seals `frame` as Frame or RoutedFrame datagrams and checks them.
-fn seal_frame(knobs: u8, flips: [u16; 2], frame: &[u8]) {
-    let (a, b) = common::ciphers();
-    let max = MAX_DATAGRAMS[usize::from(knobs & 7)];
-    let routed = knobs & 8 != 0;
-    let mut sealer = Sealer::new(SessionId([0x5e; 16]));
-    let mut datagrams = Vec::new();
-    let mut emit = |d: &[u8]| datagrams.push(d.to_vec());
-    let sealed = if routed {
-        sealer.seal_routed_frame(&a, frame, max, &mut emit)
-    } else {
-        sealer.seal_frame(&a, frame, max, &mut emit)
+fn cut(input: &mut Input<'_>) {
+    let (Some(r), Some(id0), Some(id1)) = (input.u8(), input.u16(), input.u16()) else {
+        return;
     };
-    let count = match sealed {
+    let room = match r & 7 {
+        7 => usize::from(r >> 3) * 61 + 1,
+        i => ROOMS[usize::from(i)],
+    };
+    let frame_id = u32::from(id0) | u32::from(id1) << 16;
+    let frame = input.rest();
+    let mut fragments = Vec::new();
+    let result = codec::cut_frame(frame, room, frame_id, &mut Vec::new(), &mut |p| {
+        fragments.push(p.to_vec());
+        Ok(())
+    });
+    let count = match result {
         Ok(n) => n,
         Err(e) => {
-            assert!(datagrams.is_empty(), "{e} after emitting");
-            if frame.len() < wire::MIN_FRAME {
-                assert_eq!(e, WireError::FrameTooShort);
-            }
+            assert!(fragments.is_empty(), "{e} after emitting");
+            let body = frame.len().saturating_sub(MACS_LEN);
+            let want = if frame.len() < MIN_FRAME {
+                WireError::FrameTooShort
+            } else if frame.len() > MAX_FRAME {
+                WireError::TooBig
+            } else if room == 0 {
+                WireError::DatagramLimitTooSmall(0)
+            } else {
+                assert!(body.div_ceil(room) > MAX_FRAGMENTS, "refused {e}");
+                WireError::TooBig
+            };
+            assert_eq!(e, want);
             return;
         }
     };
-    assert_eq!(count, datagrams.len());
-    assert!(frame.len() >= wire::MIN_FRAME && frame.len() <= wire::MAX_FRAME);
-    assert_eq!(sealer.counter(), count as u64);
-
+    assert_eq!(count, fragments.len());
     let mut reassembler = Reassembler::default();
+    let now = Instant::now();
     let mut whole = None;
-    let now = std::time::Instant::now();
-    for (i, d) in datagrams.iter().enumerate() {
-        assert!(d.len() <= max.min(MAX_DATAGRAM), "{} > {max}", d.len());
-        let kind = if routed {
-            Kind::RoutedFrame
-        } else {
-            Kind::Frame
-        };
-        assert_eq!(d[1], kind as u8);
-        assert!(open_any(&b, d).is_err(), "opens under the other key");
-        if routed {
-            wire::check_route(&a, d).expect("the relay accepts a routed frame");
-            assert!(wire::check_route(&b, d).is_err());
-        }
-        let (h, plain) = open_any(&a, d).expect("a sealed datagram opens");
-        assert_eq!(h.counter, i as u64);
-        let frag = Fragment::parse(&plain).expect("a sealed fragment parses");
-        assert_eq!(
-            (usize::from(frag.index()), usize::from(frag.count())),
-            (i, count)
-        );
-        if let Some(r) = reassembler
-            .push(now, h.session, &frag)
-            .expect("sealed fragments reassemble")
-        {
+    for (i, p) in fragments.iter().enumerate() {
+        let f = Fragment::parse(p).expect("a cut fragment parses");
+        assert_eq!((usize::from(f.index()), usize::from(f.count())), (i, count));
+        assert_eq!(f.frame_id(), frame_id);
+        assert!(f.chunk().len() <= room, "{} > {room}", f.chunk().len());
+        assert_eq!(f.dst(), MacAddr::from_slice(frame).unwrap());
+        assert_eq!(f.src(), MacAddr::from_slice(&frame[6..]).unwrap());
+        let r = reassembler
+            .push(now, lanbridge::core::wire::SessionId([7; 16]), &f)
+            .expect("cut fragments reassemble");
+        if let Some(r) = r {
             assert_eq!(i + 1, count);
             whole = Some(r.frame.to_vec());
         }
-
-        for flip in flips {
-            let mut bad = d.clone();
-            let at = usize::from(flip >> 3) % bad.len();
-            bad[at] ^= 1 << (flip & 7);
-            let relay_tag = routed && at >= bad.len() - RELAY_TAG_LEN;
-            match open_any(&a, &bad) {
-                Ok((_, p)) => {
-                    assert!(relay_tag, "byte {at} of {} flipped, still opens", bad.len());
-                    assert!(p == plain, "a flipped relay tag changed the plaintext");
-                }
-                Err(_) => assert!(!relay_tag, "a flipped relay tag fails the receiver"),
-            }
-            if routed {
-                // The relay tag covers header and route, not the chunk.
-                let covered = at < HEADER_LEN + ROUTE_LEN || relay_tag;
-                assert_eq!(wire::check_route(&a, &bad).is_err(), covered, "byte {at}");
-            }
-        }
     }
     assert!(whole.as_deref() == Some(frame), "reassembled frame differs");
+    // A frame of the size made for one datagram fits one.
+    let one = codec::max_frame_in_one_datagram(1400);
+    if frame.len() <= one {
+        let n = codec::cut_frame(frame, 1400 - codec::DATA_OVERHEAD, 0, &mut Vec::new(), &mut |_| Ok(()));
+        assert_eq!(n, Ok(1));
+    }
 }
 
-/// Seals a control message and raw payloads of any kind, opens them again.
-fn seal_messages(knobs: u8, flips: [u16; 2], payload: &[u8]) {
-    let (a, b) = common::ciphers();
-    let mut sealer = Sealer::new(SessionId([0x5f; 16]));
-    let word = |i: usize| payload.get(i).copied().unwrap_or(0);
-    let caps = u32::from_be_bytes([word(0), word(1), word(2), word(3)]);
-    let msgs = [
-        Message::Register { caps },
-        Message::RegisterAck {
-            caps,
-            keepalive_secs: u16::from_be_bytes([word(4), word(5)]),
+fn control_messages(input: &mut Input<'_>) {
+    let Some(which) = input.u8() else {
+        return;
+    };
+    let word = |input: &mut Input<'_>| {
+        let (a, b) = (input.u16().unwrap_or(0), input.u16().unwrap_or(0));
+        u32::from(a) | u32::from(b) << 16
+    };
+    let (w0, w1, w2) = (word(input), word(input), word(input));
+    let rest = input.rest();
+    let entries_len = (rest.len() / MEMBER_ENTRY_LEN).min(MEMBERS_PER_MESSAGE) * MEMBER_ENTRY_LEN;
+    let m = match which % 4 {
+        0 => Control::Keepalive,
+        1 => Control::KeepaliveAck {
+            keepalive_secs: w0 as u16,
+            generation: w1,
         },
-        Message::Keepalive,
-        Message::KeepaliveAck,
-        Message::NotRegistered,
-    ];
-    let msg = msgs[usize::from(knobs >> 4) % msgs.len()];
-    let mut d = Vec::new();
-    sealer
-        .seal(&a, &msg, &mut d)
-        .expect("seal a control message");
-    let mut scratch = Vec::new();
-    let (h, m) = wire::open(&a, &d, &mut scratch).expect("a sealed message opens");
-    assert_eq!((h.kind, m), (msg.kind(), msg));
-    assert!(wire::open(&b, &d, &mut scratch).is_err());
-    for flip in flips {
-        let mut bad = d.clone();
-        let at = usize::from(flip >> 3) % bad.len();
-        bad[at] ^= 1 << (flip & 7);
-        assert!(wire::open(&a, &bad, &mut scratch).is_err(), "byte {at}");
-    }
+        2 => Control::GetMembers { from: w0 },
+        _ => Control::Members {
+            generation: w0,
+            total: w1,
+            from: w2,
+            entries: &rest[..entries_len],
+        },
+    };
+    let mut out = Vec::new();
+    m.encode(&mut out);
+    assert_eq!(Control::parse(&out), Ok(m));
+    out.push(which);
+    assert!(Control::parse(&out).is_err(), "{m:?} with a byte more parses");
+    check_control(rest);
+}
 
-    // Any payload under any kind: what was sealed, or Malformed.
-    let kind = KINDS[usize::from(knobs >> 4) % KINDS.len()];
-    match sealer.seal_raw(&a, kind, payload, &mut d) {
-        Ok(()) => {}
-        Err(e) => {
-            assert_eq!(e, WireError::TooBig);
-            assert!(wire::OVERHEAD + payload.len() > MAX_DATAGRAM);
-            return;
-        }
+/// Two ends of one session, without a handshake: the keys are fixed.
+fn keypairs(now: Instant) -> (Keypair, Keypair) {
+    let keys = |send: u8, recv: u8| TransportKeys {
+        send: [send; 32],
+        recv: [recv; 32],
+        handshake_hash: [0; 32],
+        remote_static: [0; 32],
+    };
+    (
+        Keypair::new(&keys(1, 2), 10, 20, true, now),
+        Keypair::new(&keys(2, 1), 20, 10, false, now),
+    )
+}
+
+fn flip(d: &[u8], at: u16) -> (Vec<u8>, usize) {
+    let mut bad = d.to_vec();
+    let i = usize::from(at >> 3) % bad.len().max(1);
+    if let Some(b) = bad.get_mut(i) {
+        *b ^= 1 << (at & 7);
     }
-    assert_eq!(d.len(), wire::OVERHEAD + payload.len());
-    match wire::open(&a, &d, &mut scratch) {
-        Ok((h, m)) => {
-            assert_eq!(h.kind, kind);
-            let mut again = Vec::new();
-            m.encode(&mut again);
-            assert!(again == payload);
-        }
-        Err(WireError::Malformed(_)) => {}
-        Err(e) => panic!("seal_raw of {kind:?} opens as {e}"),
+    (bad, i)
+}
+
+fn seal(input: &mut Input<'_>) {
+    let (Some(knobs), Some(f0), Some(f1)) = (input.u8(), input.u16(), input.u16()) else {
+        return;
+    };
+    let plain = input.rest();
+    let now = Instant::now();
+    let (mut a, mut b) = keypairs(now);
+    for _ in 0..(knobs & 3) {
+        a.next_counter().unwrap();
     }
+    // Sealed as a member seals Data inner parts, or as Control.
+    let (d, head_len) = if knobs & 4 == 0 {
+        (common::seal_data_inner(&mut a, plain).unwrap(), data::HEADER_LEN)
+    } else {
+        (common::seal_control(&mut a, plain).unwrap(), control::HEADER_LEN)
+    };
+    let counter_at = if head_len == data::HEADER_LEN { data::COUNTER } else { control::COUNTER };
+    let counter = codec::be64(&d, counter_at.clone());
+    assert_eq!(counter, u64::from(knobs & 3));
+    let open = |kp: &mut Keypair, d: &[u8]| {
+        let (head, rest) = d.split_at(head_len);
+        let (ct, tag) = rest.split_at(rest.len() - codec::TAG_LEN);
+        let mut p = ct.to_vec();
+        kp.open(codec::be64(d, counter_at.clone()), head, &mut p, tag).map(|()| p)
+    };
+    for at in [f0, f1] {
+        let (bad, i) = flip(&d, at);
+        let fresh = b.fresh(codec::be64(&bad, counter_at.clone()));
+        match open(&mut b, &bad) {
+            Ok(_) => panic!("byte {i} of {} flipped, still opens", bad.len()),
+            Err(e) => assert!(
+                e == WireError::Forged || (e == WireError::Replayed && !fresh),
+                "{e}"
+            ),
+        }
+        assert!(b.fresh(counter), "a forged datagram moved the window");
+    }
+    assert_eq!(open(&mut a, &d), Err(WireError::Forged), "opens under its sender's keys");
+    assert_eq!(open(&mut b, &d).as_deref(), Ok(plain), "does not open to what was sealed");
+    assert_eq!(open(&mut b, &d), Err(WireError::Replayed));
+
+    // The relay tag: over the covered bytes and the length, nothing else.
+    let covered = &d[..head_len.min(d.len())];
+    let tag = a.send_tag(covered, d.len());
+    let mut checker = keypairs(now).1;
+    for at in [f0, f1] {
+        let (bad, _) = flip(covered, at);
+        assert_eq!(checker.check_tag(5, &bad, d.len(), &tag), Err(WireError::Forged));
+    }
+    assert_eq!(checker.check_tag(5, covered, d.len() + 1, &tag), Err(WireError::Forged));
+    assert_eq!(checker.check_tag(5, covered, d.len(), &tag), Ok(()));
+    assert_eq!(checker.check_tag(5, covered, d.len(), &tag), Err(WireError::Replayed));
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -282,14 +366,10 @@ fuzz_target!(|data: &[u8]| {
     let Some(mode) = input.u8() else {
         return;
     };
-    if mode & 1 == 0 {
-        raw(input.rest());
-        return;
+    match mode % 4 {
+        0 => raw(input.rest(), mode & 4 != 0),
+        1 => cut(&mut input),
+        2 => control_messages(&mut input),
+        _ => seal(&mut input),
     }
-    let (Some(knobs), Some(f0), Some(f1)) = (input.u8(), input.u16(), input.u16()) else {
-        return;
-    };
-    let rest = input.rest();
-    seal_frame(knobs, [f0, f1], rest);
-    seal_messages(knobs, [f0, f1], rest);
 });

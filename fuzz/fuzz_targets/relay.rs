@@ -1,321 +1,379 @@
-//! A sequence of (source address, datagram) through
-//! `core::relay::Relay::handle_datagram`, with `Relay::expire` at
-//! fuzz-chosen times: a relay serving two networks, members of both (and
-//! sessions that move between addresses or share one) registering, sending
-//! keepalives, Frame and RoutedFrame datagrams between a few MACs, replays,
-//! flipped bits and made-up datagrams.
+//! A relay, `core::relay::Relay::handle_datagram`, with members that joined
+//! it for real, fed datagrams from any address: the members' own traffic
+//! (frames, handshakes, keepalives, member lists, from their address or
+//! another), what a member may send under its uplink (any control message,
+//! any routed datagram to any member id, of either network), made-up
+//! initiations (mac1 made right over the fuzz bytes), new members joining
+//! (a refused key, past the member cap, under load with cookies), members
+//! restarting, falling silent and coming back, replays, flipped bits and
+//! junk, with time passing (`expire`).
 //!
-//! Input: records, each an op byte whose low 3 bits say what follows, and
-//! whose bits 3-7 pick the sender (bits 3-5: 0-3 members of network A, 4-5
-//! of network B, 6-7 of A again) and the source address (bits 6-7), unless
-//! said otherwise:
-//! * 0 **register**: a byte of capabilities (`CAP_ROUTED` is bit 1);
-//! * 1 **keepalive**;
-//! * 2 **frame**, 3 **routed frame**: a byte (bits 0-2 destination MAC,
-//!   bits 3-5 source MAC, bits 6-7 `max_datagram`) and a byte of payload
-//!   length (times 8): a frame sealed as Frame or RoutedFrame datagrams,
-//!   all sent;
-//! * 4 **raw**: a blob (u16 LE length, bytes), sent as it is;
-//! * 5 **again**: a byte (which datagram sent before) and a u16 LE flip
-//!   (bits 0-2 the bit, the rest the byte; 0 sends it unchanged);
-//! * 6 **time**: the op's bits 3-7 in seconds pass (at least 1 ms),
-//!   then `expire`;
-//! * 7 **relay-only message**: RegisterAck, KeepaliveAck or NotRegistered
-//!   from a member (the relay sends these, never takes them).
+//! The network is real and in memory (fuzz/common/mod.rs, `World`): the
+//! relay serves networks A and B, the members are `Client`s, and every
+//! input starts from the same handshakes (the random source restarts).
 //!
-//! Checked besides "no panic", for every datagram:
-//! * a `Forward` never targets the datagram's own source address (not even
-//!   when another session of the network was last seen there: the bug in
-//!   fuzz/regressions/relay, fixed), nor one address twice, never
-//!   follows a datagram that fails `peek_header`, only follows a Frame or
-//!   RoutedFrame that authenticates under its network's key (`open`, or
-//!   `check_route` for RoutedFrame), and only targets addresses of other
-//!   registered peers of that network (`Relay::peers`);
-//! * a `Reply` only answers a datagram that authenticates, and opens
-//!   under that network's key;
-//! * every push (`drain_pushes`) is a RegisterAck that opens under the key
-//!   of the network of a registered peer at its address; pushes and events
-//!   are drained after every step; no network holds more peers than
-//!   `max_peers`.
+//! Input: one byte of knobs (bits 0-1 who has joined: one member of A,
+//! two, two and one of B, or one of each; bit 2 at most 2 members a
+//! network; bit 3 cookies needed past one handshake a second; bit 4 short
+//! session timers, `common::short_timers`; bit 5 member 7's key refused;
+//! bit 6 members forgotten after 5 s of silence, not 20; bit 7 members 0
+//! and 1 start with a session), then records, each an op byte whose low 4 bits say what
+//! follows; bits 4-6 pick a member `m` (modulo how many there are) or an
+//! address (of 8: the members' first six, two strangers):
+//! * 0 **raw**: a blob (u16 LE length, bytes) from the address;
+//! * 1 **frame**: a byte (bits 0-2 destination MAC, bits 3-4 source MAC)
+//!   and a byte of payload length (times 8): member `m` sends the frame;
+//! * 2 **move**: member `m` sends from the address of the next byte from
+//!   now on (another member's, a stranger's, its own);
+//! * 3 **replay**: a byte (which datagram the relay had) and an address
+//!   byte: that datagram again from there;
+//! * 4 **mutate**: the same and a u16 LE (bits 0-2 the bit, the rest the
+//!   byte): that datagram with the bit flipped;
+//! * 5 **control**: a byte (Keepalive, GetMembers from a u16, a relay-only
+//!   message, or a blob as it is) sealed under member `m`'s uplink;
+//! * 6 **routed**: a byte (bits 0-1 kind PeerInit, PeerResp, Data; bits
+//!   2-4 the destination: a member by number, itself, one of no network)
+//!   and a blob: the inner part (cut or padded for handshakes), tagged
+//!   under member `m`'s uplink;
+//! * 7 **time**: op bits 4-7 pick how long passes (100 ms to 60 s), every
+//!   live member polled each second, `expire` too (capped in all);
+//! * 8 **join**: member number 3 plus op bits 4-6 (network B if bit 7)
+//!   joins, if that is below 8 (the members numbered below it that are
+//!   missing are added, silent);
+//! * 9 **initiation**: a byte (bits 0-1 network id: A, B, unknown; bit 2
+//!   mac1 left as it is) and a blob: an UplinkInit of those bytes, from
+//!   the address of the op;
+//! * 10 **silence**: member `m` stops polling (op bit 7: starts again);
+//! * 11 **restart**: member `m` drops its uplink and joins again.
 //!
-//! Run from the repository's top level (cargo-fuzz from crates.io):
-//! `cargo +nightly fuzz run relay fuzz/corpus/relay fuzz/seeds/relay -- -max_total_time=120`,
-//! or `scripts/fuzz.sh relay`.
+//! Checked besides "no panic", for every datagram the relay handles:
+//! * a `Forward` follows a routed datagram (PeerInit, PeerResp, Data) of the
+//!   same length, from a member at the datagram's source address, to the
+//!   address of the other member of the same network the datagram named,
+//!   never back to its source, with the sender's id in the member field;
+//! * a `Reply` to an initiation is an UplinkResp or CookieReply, shorter;
+//!   to anything else either a Rejoin (8 bytes, naming the datagram's
+//!   index) or, to a Control datagram of a member at that address, a
+//!   Control datagram;
+//! * a datagram the relay had before, replayed or with a bit flipped, from
+//!   any address, changes no member (its address, datagram count,
+//!   handshakes), unless it is an initiation (one the relay never took,
+//!   e.g. under load, is taken once, as in WireGuard). (Raw blobs are not
+//!   held to this: the run is deterministic, so the corpus may carry
+//!   genuine datagrams the relay has not seen, which it rightly takes.)
+//! * no network holds more members than the cap.
+//!
+//! Run from the repository's top level: `scripts/fuzz.sh relay` (which
+//! sets the RUSTFLAGS of fuzz/common/mod.rs), or with them set
+//! `cargo +nightly fuzz run relay fuzz/corpus/relay fuzz/seeds/relay -- -max_total_time=120`.
 
 #![no_main]
 
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::{
-    collections::VecDeque,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
-use common::Input;
+use common::{Action, Input, RelayRecord, World};
 use lanbridge::core::{
-    relay::{Relay, RelayAction, RelayConfig},
-    switch::SwitchConfig,
-    wire::{self, Cipher, Kind, Message, Sealer, SessionId},
+    client::ClientConfig,
+    offload::VnetHdr,
+    proto::{
+        codec::{self, peer_init, peer_resp, rejoin, routed, uplink_init, Control, Kind},
+        MemberId,
+    },
+    relay::PeerInfo,
 };
 use libfuzzer_sys::fuzz_target;
 
-const MAX_PEERS: usize = 3;
-const MAX_DATAGRAMS: [usize; 4] = [120, 300, 1400, 9000];
+const STEPS: [u64; 16] = [
+    100, 250, 500, 1000, 1000, 2000, 3000, 5000, 5000, 10000, 10000, 20000, 30000, 30000, 60000,
+    60000,
+];
+/// How far time may run in one input (see the client target).
+const MAX_ELAPSED: Duration = Duration::from_secs(200);
+const MAX_ELAPSED_SHORT: Duration = Duration::from_secs(70);
 const HISTORY: usize = 64;
+const MAX_MEMBERS: usize = 8;
 
-fn addrs() -> [SocketAddr; 4] {
-    [
-        SocketAddr::from(([198, 51, 100, 1], 4000)),
-        SocketAddr::from(([198, 51, 100, 2], 4000)),
-        SocketAddr::from(([198, 51, 100, 2], 4001)),
-        SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 4000)),
-    ]
+fn address(i: u8) -> SocketAddr {
+    match usize::from(i) % 8 {
+        6 => SocketAddr::from(([203, 0, 113, 9], 5000)),
+        7 => SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99], 5000)),
+        n => common::addrs()[n],
+    }
 }
 
-fn mac(i: u8) -> [u8; 6] {
-    match i & 7 {
-        0 => [0xff; 6],
-        1 => [0x01, 0x00, 0x5e, 0, 0, 1],
-        2 => [0; 6],
-        n => [2, 0, 0, 0, 0, n],
-    }
+/// What a datagram may change: who is where, how much it sent, its
+/// handshakes.
+fn members(peers: &[PeerInfo]) -> Vec<(u64, MemberId, SocketAddr, u64, u64)> {
+    peers
+        .iter()
+        .map(|p| {
+            (
+                u64::from_be_bytes(p.network.0),
+                p.member,
+                p.addr,
+                p.rx,
+                p.handshakes,
+            )
+        })
+        .collect()
 }
 
 struct Harness {
-    relay: Relay,
-    now: Instant,
-    a: Cipher,
-    b: Cipher,
-    /// Members 0-3 in network A, 4-5 in network B.
-    members: [Sealer; 6],
+    w: World,
+    max_peers: usize,
     history: VecDeque<Vec<u8>>,
+    elapsed: Duration,
+    max_elapsed: Duration,
+    client: ClientConfig,
 }
 
 impl Harness {
-    fn cipher_of(&self, member: usize) -> &Cipher {
-        if member >= 4 {
-            &self.b
-        } else {
-            &self.a
-        }
-    }
-
-    /// The network's cipher for a datagram's header, if the relay serves it.
-    fn network(&self, d: &[u8]) -> Option<&Cipher> {
-        let h = wire::peek_header(d).ok()?;
-        [&self.a, &self.b]
-            .into_iter()
-            .find(|c| c.network_id() == h.network_id)
-    }
-
-    /// True if `d` authenticates under its network's key as the relay
-    /// checks it.
-    fn authentic(&self, d: &[u8]) -> bool {
-        let Some(cipher) = self.network(d) else {
-            return false;
-        };
-        if d[1] == Kind::RoutedFrame as u8 {
-            return wire::check_route(cipher, d).is_ok();
-        }
-        wire::open(cipher, d, &mut Vec::new()).is_ok()
-    }
-
-    fn send(&mut self, from: SocketAddr, d: &[u8]) {
-        // What the relay will know of the peers is checked against what it
-        // knew before, plus the sender itself after the datagram.
-        let peeked = wire::peek_header(d);
-        let authentic = self.authentic(d);
-        let cipher = self.network(d).cloned();
-        let now = self.now;
-        let action = self.relay.handle_datagram(now, from, d);
-        let (forward, reply) = match action {
-            RelayAction::Forward(targets) => (Some(targets.to_vec()), None),
-            RelayAction::Reply(bytes) => (None, Some(bytes.to_vec())),
-            RelayAction::Drop(_) => (None, None),
-        };
-        if let Some(targets) = forward {
-            let h = peeked.expect("forwarded a datagram that fails peek_header");
-            assert!(matches!(h.kind, Kind::Frame | Kind::RoutedFrame), "{h:?}");
-            assert!(authentic, "forwarded a datagram that does not authenticate");
-            assert!(!targets.is_empty());
-            let peers = self.relay.peers(now);
-            assert!(
-                !targets.contains(&from),
-                "forwarded back to its source {from}: {targets:?}"
-            );
-            let mut unique = targets.clone();
-            unique.sort();
-            unique.dedup();
-            assert!(
-                unique.len() == targets.len(),
-                "forwarded twice to one address: {targets:?}"
-            );
-            for t in &targets {
-                assert!(
-                    peers.iter().any(|p| p.addr == *t
-                        && p.network == h.network_id
-                        && p.session != h.session),
-                    "forwarded to {t}, no other peer of the network there: {peers:?}"
-                );
+    fn check(&self, r: &RelayRecord, replayed: bool) {
+        let d = &r.datagram;
+        let kind = codec::peek(d).ok();
+        match &r.action {
+            Action::Forward(to, out) => {
+                let kind = kind.expect("forwarded a datagram that fails peek");
+                assert!(kind.is_routed(), "forwarded a {kind:?}");
+                assert_ne!(*to, r.from, "forwarded back to its source");
+                assert_eq!(out.len(), d.len());
+                assert_eq!(out[..4], d[..4]);
+                let dst = MemberId(d[routed::MEMBER].try_into().unwrap());
+                let src = MemberId(out[routed::MEMBER].try_into().unwrap());
+                assert_ne!(src, dst);
+                let find = |id: MemberId| r.after.iter().find(|p| p.member == id);
+                let s = find(src).expect("forwarded from no member");
+                let t = find(dst).expect("forwarded to no member");
+                assert_eq!(s.addr, r.from, "the sender is not at the source address");
+                assert_eq!(t.addr, *to, "forwarded elsewhere than to the member named");
+                assert_eq!(s.network, t.network, "forwarded across networks");
             }
+            Action::Reply(out) => match kind {
+                Some(Kind::UplinkInit) => {
+                    let k = codec::peek(out);
+                    assert!(matches!(k, Ok(Kind::UplinkResp | Kind::CookieReply)), "{k:?}");
+                    assert!(out.len() < d.len());
+                }
+                Some(k) if codec::peek(out) == Ok(Kind::Rejoin) => {
+                    assert!(k == Kind::Control || k.is_routed(), "a Rejoin for a {k:?}");
+                    assert_eq!(out.len(), rejoin::LEN);
+                    assert_eq!(out[rejoin::RECEIVER], d[4..8]);
+                }
+                Some(Kind::Control) => {
+                    assert_eq!(codec::peek(out), Ok(Kind::Control));
+                    assert!(
+                        r.after.iter().any(|p| p.addr == r.from),
+                        "answered a control message from {}, where no member is",
+                        r.from
+                    );
+                }
+                k => panic!("answered a {k:?} with {:02x?}", &out[..out.len().min(8)]),
+            },
+            Action::Drop(_) => {}
         }
-        if let Some(reply) = reply {
-            assert!(authentic, "answered a datagram that does not authenticate");
-            let cipher = cipher.expect("answered a datagram of no network");
-            let mut scratch = Vec::new();
-            let (_, m) = wire::open(&cipher, &reply, &mut scratch).expect("reply opens");
-            assert!(
-                matches!(
-                    m,
-                    Message::RegisterAck { .. } | Message::KeepaliveAck | Message::NotRegistered
-                ),
-                "{m:?}"
+        if replayed && kind != Some(Kind::UplinkInit) {
+            assert_eq!(
+                members(&r.before),
+                members(&r.after),
+                "a replayed or mutated datagram changed the members"
             );
         }
-        self.drain();
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
-        }
-        self.history.push_back(d.to_vec());
-    }
-
-    fn drain(&mut self) {
-        let now = self.now;
-        let pushes: Vec<_> = self.relay.drain_pushes().collect();
-        let peers = self.relay.peers(now);
-        for (addr, d) in pushes {
-            let cipher = self.network(&d).expect("a push of no network");
-            let mut scratch = Vec::new();
-            let (_, m) = wire::open(cipher, &d, &mut scratch).expect("a push opens");
-            assert!(matches!(m, Message::RegisterAck { .. }), "pushed {m:?}");
-            assert!(
-                peers
-                    .iter()
-                    .any(|p| p.addr == addr && p.network == cipher.network_id()),
-                "pushed to {addr}, no peer of the network there"
-            );
-        }
-        self.relay.drain_events().for_each(drop);
-        for net in [&self.a, &self.b] {
-            let n = peers
-                .iter()
-                .filter(|p| p.network == net.network_id())
-                .count();
-            assert!(n <= MAX_PEERS, "{n} peers");
+        for net in r.after.iter().map(|p| p.network) {
+            let n = r.after.iter().filter(|p| p.network == net).count();
+            assert!(n <= self.max_peers, "{n} members in one network");
         }
     }
 
-    fn seal_msg(&mut self, member: usize, msg: Message<'_>) -> Vec<u8> {
-        let mut d = Vec::new();
-        let cipher = self.cipher_of(member).clone();
-        // The counter never runs out in a fuzz run.
-        self.members[member]
-            .seal(&cipher, &msg, &mut d)
-            .expect("seal a message");
-        d
+    /// Checks everything the relay did since the last call.
+    fn check_all(&mut self) {
+        for r in std::mem::take(&mut self.w.relay_log) {
+            self.check(&r, false);
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back(r.datagram);
+        }
+        self.w.delivered.clear();
+    }
+
+    /// Sends `d` from `from` as the input made it (held to "changes
+    /// nothing" if `replayed`), and everything that follows.
+    fn send(&mut self, from: SocketAddr, d: &[u8], replayed: bool) {
+        self.check_all();
+        self.w.relay_step(from, d);
+        let r = self.w.relay_log.remove(0);
+        self.check(&r, replayed);
+        self.w.pump();
+        self.check_all();
+    }
+
+    fn member(&self, op: u8) -> usize {
+        usize::from((op >> 4) & 7) % self.w.members.len()
+    }
+
+    /// Seals with member `m`'s uplink and sends from its address.
+    fn member_sends(&mut self, m: usize, make: impl FnOnce(&mut lanbridge::core::proto::session::Keypair) -> Option<Vec<u8>>) {
+        let now = self.w.now;
+        if let Some(d) = self.w.members[m].client.fuzz_uplink_keypair(now).and_then(make) {
+            let from = self.w.members[m].addr;
+            self.w.to_relay(from, &d);
+            self.w.pump();
+        }
     }
 
     fn step(&mut self, input: &mut Input<'_>) -> Option<()> {
         let op = input.u8()?;
-        let member = [0, 1, 2, 3, 4, 5, 0, 1][usize::from((op >> 3) & 7)];
-        let from = addrs()[usize::from(op >> 6)];
-        match op & 7 {
+        let m = self.member(op);
+        match op & 15 {
             0 => {
-                let caps = u32::from(input.u8()?);
-                let d = self.seal_msg(member, Message::Register { caps });
-                self.send(from, &d);
+                let d = input.blob()?;
+                self.send(address(op >> 4), d, false);
             }
             1 => {
-                let d = self.seal_msg(member, Message::Keepalive);
-                self.send(from, &d);
-            }
-            2 | 3 => {
                 let how = input.u8()?;
                 let len = usize::from(input.u8()?) * 8;
-                let mut frame = Vec::with_capacity(14 + len);
-                frame.extend_from_slice(&mac(how));
-                frame.extend_from_slice(&mac(how >> 3));
-                frame.extend_from_slice(&[0x88, 0xb5]);
-                frame.extend((0..len).map(|i| i as u8));
-                let max = MAX_DATAGRAMS[usize::from(how >> 6)];
-                let cipher = self.cipher_of(member).clone();
-                let mut out = Vec::new();
-                let mut emit = |d: &[u8]| out.push(d.to_vec());
-                let sealer = &mut self.members[member];
-                let _ = if op & 7 == 3 {
-                    sealer.seal_routed_frame(&cipher, &frame, max, &mut emit)
-                } else {
-                    sealer.seal_frame(&cipher, &frame, max, &mut emit)
+                let src = match (how >> 3) & 3 {
+                    0 | 1 => common::member_mac(m),
+                    2 => common::member_mac((m + 1) % 4),
+                    _ => common::mac_choice(how >> 5),
                 };
-                for d in out {
-                    self.send(from, &d);
-                }
+                let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let mut frame = common::eth_frame(common::mac_choice(how), src, 0x88b5, &payload);
+                self.w.member_frame(m, &VnetHdr::NONE, &mut frame, 1500);
+                self.w.pump();
             }
-            4 => {
-                let d = input.blob()?;
-                self.send(from, d);
-            }
-            5 => {
+            2 => self.w.members[m].addr = address(input.u8()?),
+            3 | 4 => {
                 let which = usize::from(input.u8()?);
-                let flip = input.u16()?;
+                let from = address(input.u8()?);
+                let flip = if op & 15 == 4 { Some(input.u16()?) } else { None };
                 if self.history.is_empty() {
                     return Some(());
                 }
                 let mut d = self.history[which % self.history.len()].clone();
-                if flip != 0 {
-                    let at = usize::from(flip >> 3) % d.len().max(1);
-                    if let Some(b) = d.get_mut(at) {
-                        *b ^= 1 << (flip & 7);
+                if let Some(at) = flip {
+                    let i = usize::from(at >> 3) % d.len().max(1);
+                    if let Some(b) = d.get_mut(i) {
+                        *b ^= 1 << (at & 7);
                     }
                 }
-                self.send(from, &d);
+                self.send(from, &d, true);
+            }
+            5 => {
+                let which = input.u8()?;
+                let mut plain = Vec::new();
+                match which % 5 {
+                    0 => Control::Keepalive.encode(&mut plain),
+                    1 => Control::GetMembers {
+                        from: u32::from(input.u16()?),
+                    }
+                    .encode(&mut plain),
+                    2 => Control::KeepaliveAck {
+                        keepalive_secs: 1,
+                        generation: 2,
+                    }
+                    .encode(&mut plain),
+                    3 => Control::Members {
+                        generation: 1,
+                        total: 1,
+                        from: 0,
+                        entries: &[0; 40],
+                    }
+                    .encode(&mut plain),
+                    _ => plain.extend_from_slice(input.blob()?),
+                }
+                self.member_sends(m, |kp| common::seal_control(kp, &plain));
             }
             6 => {
-                let secs = u64::from(op >> 3);
-                self.now += Duration::from_secs(secs).max(Duration::from_millis(1));
-                self.relay.expire(self.now);
-                self.drain();
-            }
-            _ => {
-                let what = input.u8()?;
-                let msg = match what % 3 {
-                    0 => Message::RegisterAck {
-                        caps: u32::from(what),
-                        keepalive_secs: 5,
-                    },
-                    1 => Message::KeepaliveAck,
-                    _ => Message::NotRegistered,
+                let how = input.u8()?;
+                let mut inner = input.blob()?.to_vec();
+                let kind = [Kind::PeerInit, Kind::PeerResp, Kind::Data, Kind::Data][usize::from(how & 3)];
+                match kind {
+                    Kind::PeerInit => inner.resize(peer_init::LEN, 0),
+                    Kind::PeerResp => inner.resize(peer_resp::LEN, 0),
+                    _ => {}
+                }
+                let dst = match (how >> 2) & 7 {
+                    7 => MemberId([how; 8]),
+                    6 => self.w.members[m].id,
+                    n => self.w.members[usize::from(n) % self.w.members.len()].id,
                 };
-                let d = self.seal_msg(member, msg);
-                self.send(from, &d);
+                self.member_sends(m, |kp| common::seal_routed(kp, kind, dst, &inner));
             }
+            7 => {
+                let dt = Duration::from_millis(STEPS[usize::from(op >> 4)]);
+                let dt = dt.min(self.max_elapsed.saturating_sub(self.elapsed));
+                if dt.is_zero() {
+                    return Some(());
+                }
+                self.elapsed += dt;
+                self.w.advance(dt);
+            }
+            8 => {
+                let n = 3 + usize::from((op >> 4) & 7);
+                let net = usize::from(op >> 7);
+                // Members are numbered by their identity: add those missing.
+                if n < MAX_MEMBERS && self.w.members.len() <= n {
+                    while self.w.members.len() <= n {
+                        let i = self.w.add_member(net, self.client.clone());
+                        self.w.members[i].alive = false;
+                    }
+                    self.w.members[n].alive = true;
+                    self.w.join(n);
+                }
+            }
+            9 => {
+                let how = input.u8()?;
+                let mut d = codec::header(Kind::UplinkInit).to_vec();
+                d.extend_from_slice(input.blob()?);
+                d.resize(uplink_init::LEN, 0);
+                let key = common::relay_key(usize::from(how & 1));
+                if how & 2 == 0 {
+                    d[uplink_init::NETWORK].copy_from_slice(&key.network_id().0);
+                }
+                if how & 4 == 0 {
+                    let mac1 = codec::mac(&key.mac1_key(), &[&d[..uplink_init::MAC1.start]]);
+                    d[uplink_init::MAC1].copy_from_slice(&mac1);
+                }
+                self.send(address(op >> 4), &d, false);
+            }
+            10 => {
+                let alive = op & 0x80 != 0;
+                if alive && !self.w.members[m].alive {
+                    self.w.members[m].alive = true;
+                    self.w.join(m);
+                } else {
+                    self.w.members[m].alive = alive;
+                }
+            }
+            11 => {
+                let relay = common::relay_addr();
+                self.w.members[m].client.set_relay(relay);
+                self.w.join(m);
+            }
+            _ => {}
         }
+        self.check_all();
         Some(())
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (a, b) = common::ciphers();
-    let config = RelayConfig {
-        keepalive: Duration::from_secs(5),
-        peer_timeout: Duration::from_secs(20),
-        max_peers: MAX_PEERS,
-        switch: SwitchConfig {
-            max_macs_per_port: 3,
-            max_macs: 6,
-            mac_max_age: Duration::from_secs(60),
-        },
-    };
-    let mut h = Harness {
-        relay: Relay::new(config, vec![a.clone(), b.clone()], SessionId([0xee; 16])),
-        now: Instant::now(),
-        a,
-        b,
-        members: std::array::from_fn(|i| Sealer::new(SessionId([0x10 + i as u8; 16]))),
-        history: VecDeque::new(),
-    };
     let mut input = Input::new(data);
+    let Some(knobs) = input.u8() else {
+        return;
+    };
+    let (w, client) = common::relay_world(knobs);
+    let mut h = Harness {
+        w,
+        max_peers: common::relay_max_peers(knobs),
+        history: VecDeque::new(),
+        elapsed: Duration::ZERO,
+        max_elapsed: if knobs & 0x10 != 0 { MAX_ELAPSED_SHORT } else { MAX_ELAPSED },
+        client,
+    };
     while h.step(&mut input).is_some() {}
 });

@@ -443,6 +443,24 @@ impl Client {
         &self.stats
     }
 
+    /// Fuzzing only (`cargo fuzz` builds with `--cfg fuzzing`): the keypair
+    /// this member sends to the relay with, so that a fuzz target can seal
+    /// what it likes as this member.
+    #[cfg(fuzzing)]
+    pub fn fuzz_uplink_keypair(&mut self, now: Instant) -> Option<&mut Keypair> {
+        let timers = self.config.timers;
+        self.uplink.sending(now, &timers)
+    }
+
+    /// Fuzzing only: the keypair this member sends to member `id` with.
+    #[cfg(fuzzing)]
+    pub fn fuzz_peer_keypair(&mut self, now: Instant, id: MemberId) -> Option<&mut Keypair> {
+        let timers = self.config.timers;
+        self.peers
+            .get_mut(&id)
+            .and_then(|p| p.keypairs.sending(now, &timers))
+    }
+
     /// Age of the uplink's keys.
     pub fn uplink_age(&self, now: Instant) -> Option<Duration> {
         self.uplink.age(now)

@@ -69,6 +69,178 @@ fn params() -> NoiseParams {
         .unwrap_or_else(|_| unreachable!("{PATTERN} is a valid Noise pattern"))
 }
 
+/// A handshake builder: `snow`'s default primitives (fuzz builds memoise
+/// X25519, see [`fuzz_memo`]).
+fn builder() -> Builder<'static> {
+    #[cfg(fuzzing)]
+    {
+        Builder::with_resolver(params(), Box::new(fuzz_memo::Resolver))
+    }
+    #[cfg(not(fuzzing))]
+    {
+        Builder::new(params())
+    }
+}
+
+/// Fuzz builds only (`cargo fuzz` sets `--cfg fuzzing`): X25519 memoised.
+/// The fuzz targets run the same deterministic handshakes for every input
+/// (their random source restarts), and the instrumented scalar
+/// multiplications would otherwise be nearly all of their time. The
+/// results are X25519's; only the time differs.
+#[cfg(fuzzing)]
+mod fuzz_memo {
+    use std::{cell::RefCell, collections::HashMap};
+
+    use snow::{
+        params::{CipherChoice, DHChoice, HashChoice},
+        resolvers::{CryptoResolver, DefaultResolver},
+        types::{Cipher, Dh, Hash, Random},
+        Error,
+    };
+
+    use super::KEY_LEN;
+
+    /// The X25519 base point.
+    pub(super) const BASE: [u8; KEY_LEN] = {
+        let mut b = [0u8; KEY_LEN];
+        b[0] = 9;
+        b
+    };
+    /// Results kept; all are forgotten when it is reached.
+    const MAX_ENTRIES: usize = 1 << 14;
+
+    type Key = ([u8; KEY_LEN], [u8; KEY_LEN]);
+
+    thread_local! {
+        static MEMO: RefCell<HashMap<Key, [u8; KEY_LEN]>> = RefCell::new(HashMap::new());
+    }
+
+    /// X25519 of `private` and `public`, computed once per pair.
+    pub(super) fn x25519(private: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        if let Some(r) = MEMO.with(|m| m.borrow().get(&(*private, *public)).copied()) {
+            return r;
+        }
+        let out = uninstrumented(private, public).unwrap_or_else(|| snow_x25519(private, public));
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert((*private, *public), out);
+        });
+        out
+    }
+
+    /// X25519 as `snow` computes it (curve25519-dalek).
+    pub(super) fn snow_x25519(private: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        let mut dh = DefaultResolver
+            .resolve_dh(&DHChoice::Curve25519)
+            .unwrap_or_else(|| unreachable!("the default resolver has Curve25519"));
+        dh.set(private);
+        let mut out = [0u8; KEY_LEN];
+        if *public == BASE {
+            out.copy_from_slice(dh.pubkey());
+        } else if dh.dh(public, &mut out).is_err() {
+            unreachable!("X25519 of 32-byte keys does not fail");
+        }
+        out
+    }
+
+    /// X25519 by `ring`'s C code, which the fuzz build does not instrument
+    /// (curve25519-dalek's instrumented arithmetic is ten times slower),
+    /// with the private key handed in through ring's fixed-bytes random
+    /// source. `None` where ring refuses (an all-zero result): `snow`'s
+    /// X25519 then.
+    #[allow(deprecated)]
+    fn uninstrumented(private: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Option<[u8; KEY_LEN]> {
+        use ring::{agreement, test::rand::FixedSliceRandom};
+        let rng = FixedSliceRandom { bytes: private };
+        let key = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng).ok()?;
+        if *public == BASE {
+            return key.compute_public_key().ok()?.as_ref().try_into().ok();
+        }
+        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, public);
+        agreement::agree_ephemeral(key, &peer, |k| <[u8; KEY_LEN]>::try_from(k).ok()).ok()?
+    }
+
+    #[derive(Default)]
+    struct MemoDh {
+        private: [u8; KEY_LEN],
+        public: [u8; KEY_LEN],
+    }
+
+    impl Dh for MemoDh {
+        fn name(&self) -> &'static str {
+            "25519"
+        }
+
+        fn pub_len(&self) -> usize {
+            KEY_LEN
+        }
+
+        fn priv_len(&self) -> usize {
+            KEY_LEN
+        }
+
+        fn set(&mut self, privkey: &[u8]) {
+            let n = privkey.len().min(KEY_LEN);
+            self.private = [0; KEY_LEN];
+            self.private[..n].copy_from_slice(&privkey[..n]);
+            self.public = x25519(&self.private, &BASE);
+        }
+
+        fn generate(&mut self, rng: &mut dyn Random) -> Result<(), Error> {
+            // As snow's own: 32 bytes from the random source.
+            let mut private = [0u8; KEY_LEN];
+            rng.try_fill_bytes(&mut private)?;
+            self.set(&private);
+            Ok(())
+        }
+
+        fn pubkey(&self) -> &[u8] {
+            &self.public
+        }
+
+        fn privkey(&self) -> &[u8] {
+            &self.private
+        }
+
+        fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), Error> {
+            let public: [u8; KEY_LEN] = pubkey
+                .get(..KEY_LEN)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(Error::Dh)?;
+            let r = x25519(&self.private, &public);
+            let n = out.len().min(KEY_LEN);
+            out[..n].copy_from_slice(&r[..n]);
+            Ok(())
+        }
+    }
+
+    pub(super) struct Resolver;
+
+    impl CryptoResolver for Resolver {
+        fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+            DefaultResolver.resolve_rng()
+        }
+
+        fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+            match choice {
+                DHChoice::Curve25519 => Some(Box::<MemoDh>::default()),
+                _ => None,
+            }
+        }
+
+        fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+            DefaultResolver.resolve_hash(choice)
+        }
+
+        fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+            DefaultResolver.resolve_cipher(choice)
+        }
+    }
+}
+
 /// A static X25519 key pair: a member's or a relay's identity.
 #[derive(Clone)]
 pub struct StaticKeys {
@@ -80,7 +252,7 @@ pub struct StaticKeys {
 impl StaticKeys {
     /// A new random key pair.
     pub fn generate() -> Result<StaticKeys, NoiseError> {
-        let pair = Builder::new(params())
+        let pair = builder()
             .generate_keypair()
             .map_err(|_| NoiseError::Internal("cannot generate a key pair"))?;
         let private = pair
@@ -124,14 +296,21 @@ impl Drop for StaticKeys {
 /// running a throwaway `snow` handshake would be roundabout; `snow` exposes
 /// no scalar multiplication, so this asks its resolver for the DH directly.
 fn x25519_base(private: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
-    use snow::resolvers::{CryptoResolver, DefaultResolver};
-    let mut dh = DefaultResolver
-        .resolve_dh(&snow::params::DHChoice::Curve25519)
-        .unwrap_or_else(|| unreachable!("the default resolver has Curve25519"));
-    dh.set(private);
-    let mut public = [0u8; KEY_LEN];
-    public.copy_from_slice(dh.pubkey());
-    public
+    #[cfg(fuzzing)]
+    {
+        fuzz_memo::x25519(private, &fuzz_memo::BASE)
+    }
+    #[cfg(not(fuzzing))]
+    {
+        use snow::resolvers::{CryptoResolver, DefaultResolver};
+        let mut dh = DefaultResolver
+            .resolve_dh(&snow::params::DHChoice::Curve25519)
+            .unwrap_or_else(|| unreachable!("the default resolver has Curve25519"));
+        dh.set(private);
+        let mut public = [0u8; KEY_LEN];
+        public.copy_from_slice(dh.pubkey());
+        public
+    }
 }
 
 /// The two keys a finished handshake yields, and what it proved.
@@ -225,7 +404,7 @@ impl Initiator {
         if payload.len() > MAX_PAYLOAD {
             return Err(NoiseError::TooBig);
         }
-        let mut state = Builder::new(params())
+        let mut state = builder()
             .local_private_key(&local.private)
             .and_then(|b| b.remote_public_key(remote))
             .and_then(|b| b.psk(1, psk))
@@ -280,7 +459,7 @@ pub fn respond(
     if msg.len() < INIT_OVERHEAD || msg.len() > MAX_PAYLOAD + INIT_OVERHEAD {
         return Err(NoiseError::Malformed);
     }
-    let mut state = Builder::new(params())
+    let mut state = builder()
         .local_private_key(&local.private)
         .and_then(|b| b.psk(1, psk))
         .and_then(|b| b.build_responder())
@@ -315,6 +494,24 @@ mod tests {
     use super::*;
 
     const PSK: [u8; KEY_LEN] = [7; KEY_LEN];
+
+    /// Fuzz builds: the memoised X25519 is snow's, keys and results alike.
+    #[cfg(fuzzing)]
+    #[test]
+    fn fuzz_memo_is_snows_x25519() {
+        for i in 0..64u8 {
+            let a = [i.wrapping_mul(37) ^ 0x55; KEY_LEN];
+            let mut b = [i; KEY_LEN];
+            b[31] = 0xff;
+            for public in [fuzz_memo::BASE, b, [0; KEY_LEN], [0xff; KEY_LEN]] {
+                assert_eq!(
+                    fuzz_memo::x25519(&a, &public),
+                    fuzz_memo::snow_x25519(&a, &public),
+                    "{i} {public:02x?}"
+                );
+            }
+        }
+    }
 
     fn pair() -> (StaticKeys, StaticKeys) {
         (

@@ -871,6 +871,18 @@ impl Relay {
     pub fn stats(&self) -> &RelayStats {
         &self.stats
     }
+
+    /// Fuzzing only (`cargo fuzz` builds with `--cfg fuzzing`): the keypair
+    /// the relay sends to `member` with, so that a fuzz target can play a
+    /// holder of the relay key and seal what it likes for that member.
+    #[cfg(fuzzing)]
+    pub fn fuzz_sending_keypair(&mut self, now: Instant, member: MemberId) -> Option<&mut Keypair> {
+        let timers = self.config.timers;
+        self.networks
+            .values_mut()
+            .find_map(|n| n.members.get_mut(&member))
+            .and_then(|m| m.keypairs.sending(now, &timers))
+    }
 }
 
 /// What to do with `out` after a datagram was handled.
