@@ -410,9 +410,8 @@ pub fn stranger_engines(now: Instant) -> (Relay, Client, Vec<u8>) {
         now,
         WallClock::new(now, WALL),
     );
-    let mut sent = Vec::new();
-    client.poll(now, &mut |o| sent.push(o.to_vec()));
-    let init = sent.into_iter().next().unwrap_or_default();
+    client.handle_timeout(now);
+    let init = transmits(&mut client).into_iter().next().unwrap_or_default();
     (relay, client, init)
 }
 
@@ -536,19 +535,17 @@ impl World {
 
     /// Polls member `i` (its timers), queueing what it sends.
     pub fn poll_member(&mut self, i: usize) {
-        let mut out = Vec::new();
         let now = self.now;
-        self.members[i].client.poll(now, &mut |d| out.push(d.to_vec()));
+        self.members[i].client.handle_timeout(now);
+        let out = transmits(&mut self.members[i].client);
         self.from_member(i, out);
     }
 
     /// Member `i` reads `frame` from its device.
     pub fn member_frame(&mut self, i: usize, hdr: &VnetHdr, frame: &mut [u8], mtu: usize) {
-        let mut out = Vec::new();
         let now = self.now;
-        self.members[i]
-            .client
-            .handle_frame(now, hdr, frame, mtu, &mut |d| out.push(d.to_vec()));
+        self.members[i].client.handle_frame(now, hdr, frame, mtu);
+        let out = transmits(&mut self.members[i].client);
         self.from_member(i, out);
     }
 
@@ -560,16 +557,12 @@ impl World {
         from: SocketAddr,
         d: &[u8],
     ) -> lanbridge::core::client::ClientEvent {
-        let mut out = Vec::new();
         let now = self.now;
         let delivered = &mut self.delivered;
-        let event = self.members[i].client.handle_datagram(
-            now,
-            from,
-            d,
-            &mut |o| out.push(o.to_vec()),
-            &mut |h, f| delivered.push((i, *h, f.to_vec())),
-        );
+        let event = self.members[i].client.handle_datagram(now, from, d, &mut |h, f| {
+            delivered.push((i, *h, f.to_vec()))
+        });
+        let out = transmits(&mut self.members[i].client);
         self.from_member(i, out);
         event
     }
@@ -614,7 +607,8 @@ impl World {
                 self.to_member(i, bytes);
             }
         }
-        self.relay.drain_events().for_each(drop);
+        self.relay_pushes();
+        while self.relay.poll_event().is_some() {}
         self.relay_log.push(RelayRecord {
             from,
             datagram: d.to_vec(),
@@ -623,6 +617,15 @@ impl World {
             after,
         });
         action
+    }
+
+    /// Queues what the relay sends of its own accord (member list changes).
+    fn relay_pushes(&mut self) {
+        while let Some((to, bytes)) = self.relay.poll_transmit() {
+            if let Some(&i) = self.at(to).first() {
+                self.to_member(i, bytes);
+            }
+        }
     }
 
     /// Moves datagrams until none is in flight (or [`MAX_PUMP`] moved).
@@ -647,7 +650,7 @@ impl World {
             }
         }
         for m in &mut self.members {
-            m.client.drain_events().for_each(drop);
+            while m.client.poll_event().is_some() {}
         }
     }
 
@@ -669,8 +672,9 @@ impl World {
                     self.poll_member(i);
                 }
             }
-            self.relay.expire(self.now);
-            self.relay.drain_events().for_each(drop);
+            self.relay.handle_timeout(self.now);
+            self.relay_pushes();
+            while self.relay.poll_event().is_some() {}
             self.pump();
             if self.now >= end {
                 break;
@@ -872,4 +876,9 @@ pub fn tcp_payload_len(frame: &[u8]) -> usize {
         },
         _ => 0,
     }
+}
+
+/// Everything `client` has to send, in order.
+pub fn transmits(client: &mut Client) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| client.poll_transmit().map(|t| t.contents.to_vec())).collect()
 }

@@ -175,7 +175,8 @@ fn raw(d: &[u8], other_address: bool) {
     let relay_addr = common::relay_addr();
     let mut delivered = 0;
     for from in [from, relay_addr] {
-        let event = client.handle_datagram(now, from, d, &mut |_| {}, &mut |_, _| delivered += 1);
+        let event = client.handle_datagram(now, from, d, &mut |_, _| delivered += 1);
+        common::transmits(&mut client);
         if from != relay_addr {
             assert_eq!(event, ClientEvent::Drop(DropReason::UnknownSender));
         } else if event == ClientEvent::Registered {
