@@ -426,6 +426,8 @@ fn packet_socket_sends_a_tso_super_frame() {
     };
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let done = &done;
     let seen = std::thread::scope(|s| {
         let rx = s.spawn(|| {
             b.enter(|| {
@@ -434,6 +436,10 @@ fn packet_socket_sends_a_tso_super_frame() {
                     ready_tx.send(()).ok();
                     let mut buf = vec![0u8; VnetHdr::LEN + 65536 + 4096];
                     let mut seen = Vec::new();
+                    // Payload bytes by TCP sequence number: the sender
+                    // sends again until all arrived (a veth just brought
+                    // up may drop the first), so count each segment once.
+                    let mut segments = std::collections::BTreeMap::new();
                     let mut got = 0;
                     while got < DOWN {
                         let r = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
@@ -451,9 +457,11 @@ fn packet_socket_sends_a_tso_super_frame() {
                         if tcp.destination_port() != PEER_PORT {
                             continue;
                         }
-                        got += tcp.payload().len();
+                        segments.insert(tcp.sequence_number(), tcp.payload().len());
+                        got = segments.values().sum();
                         seen.push((frame.len(), hdr));
                     }
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
                     ensure!(got == DOWN, "{got} payload bytes, not {DOWN}");
                     Ok(seen)
                 })
@@ -465,8 +473,16 @@ fn packet_socket_sends_a_tso_super_frame() {
         a.enter(|| {
             runtime()?.block_on(async {
                 let sock = PacketSocket::open(&la.name, la.index)?;
-                sock.try_send_offload(&hdr, &frame)
-                    .context("send the super-frame")?;
+                // Again every half second until b has it all (at most 10
+                // times).
+                for _ in 0..10 {
+                    sock.try_send_offload(&hdr, &frame)
+                        .context("send the super-frame")?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                }
                 // A frame that big without a GSO header is refused.
                 let mut plain = VnetHdr::NONE.to_bytes().to_vec();
                 plain.extend_from_slice(&frame);
