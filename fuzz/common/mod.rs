@@ -42,7 +42,7 @@ use lanbridge::core::{
     },
     offload::VnetHdr,
     proto::{
-        codec::{self, control, routed, Kind},
+        codec::{self, routed, Kind},
         session::{Keypair, Timers, WallClock},
         Identity, MemberId, RelayKey,
     },
@@ -311,15 +311,8 @@ pub fn eth_frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> 
 /// Seals `plain` as a Control datagram under `kp` (what the other end of
 /// that uplink sends: the relay to a member, or a member to the relay).
 pub fn seal_control(kp: &mut Keypair, plain: &[u8]) -> Option<Vec<u8>> {
-    let counter = kp.next_counter().ok()?;
-    let mut out = Vec::with_capacity(control::HEADER_LEN + plain.len() + codec::TAG_LEN);
-    out.extend_from_slice(&codec::header(Kind::Control));
-    out.extend_from_slice(&kp.remote_index.to_be_bytes());
-    out.extend_from_slice(&counter.to_be_bytes());
-    out.extend_from_slice(plain);
-    let (head, body) = out.split_at_mut(control::HEADER_LEN);
-    let tag = kp.seal(counter, head, body);
-    out.extend_from_slice(&tag);
+    let mut out = Vec::new();
+    lanbridge::core::relay::seal_control(kp, plain, &mut out).ok()?;
     Some(out)
 }
 

@@ -904,11 +904,7 @@ enum Step2 {
 }
 
 /// Seals a control message under `kp` into `out` (cleared first).
-pub(crate) fn seal_control(
-    kp: &mut Keypair,
-    plain: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), WireError> {
+pub fn seal_control(kp: &mut Keypair, plain: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
     let counter = kp.next_counter()?;
     out.clear();
     out.extend_from_slice(&codec::header(Kind::Control));
