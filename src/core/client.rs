@@ -77,6 +77,8 @@ const MEMBERS_RETRY: Duration = Duration::from_secs(1);
 const COOKIE_LIFE: Duration = Duration::from_secs(120);
 /// A responder starts a rekey this long after the initiator should have.
 const RESPONDER_REKEY_DELAY: Duration = Duration::from_secs(10);
+/// Members a member list may name (a relay serves 1024 per network).
+const MAX_MEMBERS: usize = 4096;
 /// Handshake initiations answered per member per second.
 const PEER_INITS_PER_SEC: u32 = 10;
 /// MACs whose takeover attempts are logged (once each).
@@ -1080,6 +1082,12 @@ impl Client {
                     return Ok(());
                 };
                 let page = entries.len() / MEMBER_ENTRY_LEN;
+                // A relay (or a thief of its key) can't make us hold, and
+                // flood to, more members than a relay serves per network.
+                if total as usize > MAX_MEMBERS || fetch.entries.len() + page > MAX_MEMBERS {
+                    self.fetch = None;
+                    return Err(DropReason::PeerCap);
+                }
                 if *fetch.generation.get_or_insert(generation) != generation
                     || from != fetch.next_from
                 {
