@@ -8,7 +8,7 @@ use std::{
     str::FromStr,
 };
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
@@ -304,30 +304,6 @@ impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
-}
-
-/// Reads and parses a key file, with errors that name the file.
-pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<NetworkKey> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read key file {}: {}", path.display(), plain(&e)))?;
-    NetworkKey::parse(&text).with_context(|| format!("invalid key file {}", path.display()))
-}
-
-/// Reads several key files; two files with the same key are an error.
-pub fn read_key_files(paths: &[PathBuf]) -> anyhow::Result<Vec<NetworkKey>> {
-    let mut keys: Vec<(NetworkKey, &PathBuf)> = Vec::new();
-    for path in paths {
-        let key = read_key_file(path)?;
-        if let Some((_, first)) = keys.iter().find(|(k, _)| *k == key) {
-            bail!(
-                "key files {} and {} hold the same key",
-                first.display(),
-                path.display()
-            );
-        }
-        keys.push((key, path));
-    }
-    Ok(keys.into_iter().map(|(k, _)| k).collect())
 }
 
 /// The value parser of `--refuse-member`: a member's public key as 64 hex
