@@ -472,6 +472,35 @@ pub fn pubkey_command(text: &str) -> anyhow::Result<String> {
         })
 }
 
+/// The global subscriber of unit tests: interested in every call site, it
+/// drops every event; see [`capture_logs`].
+#[cfg(test)]
+struct WantsEverything;
+
+#[cfg(test)]
+impl tracing::Subscriber for WantsEverything {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// Runs `f` with its log lines captured (without time or colour), for tests
 /// that check what a user reads.
 #[cfg(test)]
@@ -490,6 +519,17 @@ pub(crate) fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
         }
     }
 
+    // Tests run in parallel, and tracing caches per call site whether any
+    // subscriber wants it. A call site first reached on another thread
+    // while this subscriber is being registered can cache "nobody" and
+    // stay silent here (this failed in CI about one run in ten). A global
+    // subscriber that wants every call site, and drops what it gets, keeps
+    // every cache at "always", so only the thread's own subscriber decides.
+    static ALWAYS: std::sync::Once = std::sync::Once::new();
+    ALWAYS.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(WantsEverything);
+    });
+
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -498,7 +538,10 @@ pub(crate) fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
         .without_time()
         .with_max_level(tracing::Level::TRACE)
         .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
+    let out = tracing::subscriber::with_default(subscriber, || {
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    });
     let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     (out, text)
 }
