@@ -100,6 +100,7 @@ fn codec_cases(frame_len: usize, max_datagram: usize, offload: bool, frames: u64
     let config = ClientConfig {
         max_datagram,
         offload,
+        direct: false,
         ..ClientConfig::default()
     };
     // Members 0 (VIRTUAL's side) and 1 (LAN's), sessions up, and member 0

@@ -135,9 +135,13 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
                 );
             }
             let connect = Uplink::connect(&key, identity, relay, &args.tuning);
-            let Some(uplink) = shutdown.unless_stopped(connect).await? else {
+            let Some(mut uplink) = shutdown.unless_stopped(connect).await? else {
                 return Ok(());
             };
+            // The LAN's network is the overlay's: never a direct path.
+            let mut bridged = vec![args.iface.clone()];
+            bridged.extend(host_access.as_ref().map(|h| h.tap().name().to_string()));
+            uplink.set_overlay_ifaces(bridged);
             Overlay::Relay(Box::new(uplink))
         }
         (None, Some(name)) => {

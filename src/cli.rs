@@ -266,6 +266,11 @@ pub struct TuningArgs {
     /// of --max-datagram bytes (a lost datagram then costs one segment).
     #[arg(long)]
     pub no_mss_clamp: bool,
+    /// Send everything through the relay. By default frames to a member
+    /// this one talks to go directly to it once a probe through both NATs
+    /// got an answer, and back through the relay when it stops answering.
+    #[arg(long)]
+    pub no_direct: bool,
     /// Rotate session keys after this many seconds (1 to 120). Hidden: for
     /// tests that want a key rotation during a transfer.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=120), hide = true)]

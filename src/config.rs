@@ -697,7 +697,7 @@ mod tests {
                 "unknown.toml",
                 "relay = \"r:1\"\n# comment\n\nmtuu = 1400\n",
                 "line 4: unknown key \"mtuu\" (expected one of: relay, key_file, identity_file, tap, \
-                 address, mac, mtu, max_datagram, no_offload, no_mss_clamp, metrics)",
+                 address, mac, mtu, max_datagram, no_offload, no_mss_clamp, no_direct, metrics)",
             ),
             ("range.toml", &format!("{EDGE}\nmtu = 70000\n"), "line 5: invalid value for mtu: 70000 is not in 576..=9000"),
             (
@@ -712,7 +712,7 @@ mod tests {
             ("array.toml", "mtu = [1500]", "line 1: invalid value for mtu: expected one value, not an array"),
             ("float.toml", "mtu = 1500.0", "line 1: invalid value for mtu: expected a string or an integer, not float"),
             ("empty.toml", "tap = \"\"", "line 1: invalid value for tap: must not be empty"),
-            ("table.toml", "[edge]\nmtu = 1500\n", "line 1: unknown key \"edge\" (expected one of: relay, key_file, identity_file, tap, address, mac, mtu, max_datagram, no_offload, no_mss_clamp, metrics)"),
+            ("table.toml", "[edge]\nmtu = 1500\n", "line 1: unknown key \"edge\" (expected one of: relay, key_file, identity_file, tap, address, mac, mtu, max_datagram, no_offload, no_mss_clamp, no_direct, metrics)"),
             ("section.toml", "[mtu]\n", "line 1: invalid value for mtu: expected a string or an integer, not table"),
         ];
         for (name, text, expected) in cases {

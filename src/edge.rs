@@ -37,6 +37,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
             .add_address(index, tap.name(), cidr.addr, cidr.prefix)
             .await?;
     }
+    uplink.set_overlay_ifaces(vec![tap.name().to_string()]);
     let (mac, _) = netlink.mac_and_mtu(tap.name()).await?;
     let ops = Ops::start(Role::Edge, &args.ops).await?;
     info!(tap = tap.name(), %mac, address = ?args.address.map(|c| c.to_string()), relay = %uplink.relay(), member = %uplink.client().identity().id(), "edge running");

@@ -430,6 +430,21 @@ fn uplink(t: &mut Text, u: &UplinkStatus) {
             .filter(|m| m.session_age_seconds.is_some())
             .count() as u64,
     );
+    t.one(
+        "lanbridge_members_direct",
+        "gauge",
+        "Members whose frames go directly to them, not through the relay.",
+        u.members
+            .iter()
+            .filter(|m| m.path_address.is_some())
+            .count() as u64,
+    );
+    t.one(
+        "lanbridge_path_changes_total",
+        "counter",
+        "Paths to members that changed, relay to direct or back.",
+        u.path_changes,
+    );
     t.family(
         "lanbridge_frames_total",
         "counter",

@@ -181,6 +181,9 @@ pub struct UplinkStatus {
     /// Handshakes with the relay (joins and key rotations).
     #[serde(default)]
     pub uplink_handshakes: u64,
+    /// Paths to members that changed, relay to direct or back.
+    #[serde(default)]
+    pub path_changes: u64,
     /// Handshakes with members, either side.
     #[serde(default)]
     pub member_handshakes: u64,
@@ -209,6 +212,14 @@ pub struct MemberStatus {
     pub frames_in: u64,
     /// Frames sent to it.
     pub frames_out: u64,
+    /// `direct` (frames go straight to it) or `relay`.
+    pub path: String,
+    /// Its address on the direct path.
+    pub path_address: Option<String>,
+    /// Round trip of the direct path, milliseconds.
+    pub path_rtt_ms: Option<f64>,
+    /// Seconds since the path last changed (none: it never did).
+    pub path_changed_seconds: Option<f64>,
 }
 
 impl UplinkStatus {
@@ -225,6 +236,7 @@ impl UplinkStatus {
             uplink_handshakes: stats.uplink_handshakes,
             member_handshakes: stats.peer_handshakes,
             rekeys: stats.rekeys,
+            path_changes: stats.path_changes,
             members: client
                 .peers(now)
                 .into_iter()
@@ -236,6 +248,15 @@ impl UplinkStatus {
                     macs: p.macs as u64,
                     frames_in: p.frames_in,
                     frames_out: p.frames_out,
+                    path: if p.direct.is_some() {
+                        "direct"
+                    } else {
+                        "relay"
+                    }
+                    .into(),
+                    path_address: p.direct.map(|a| a.to_string()),
+                    path_rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1e3),
+                    path_changed_seconds: p.path_changed.map(secs),
                 })
                 .collect(),
             offload_frames_in: stats.offload_frames_in,
@@ -462,6 +483,7 @@ fn uplink_pairs(u: &UplinkStatus) -> Vec<(&'static str, String)> {
         ("relay handshakes", u.uplink_handshakes.to_string()),
         ("member handshakes", u.member_handshakes.to_string()),
         ("rekeys", u.rekeys.to_string()),
+        ("path changes", u.path_changes.to_string()),
         ("frames in", u.frames_in.to_string()),
         ("frames out", u.frames_out.to_string()),
         ("super-frames in", u.offload_frames_in.to_string()),
@@ -648,6 +670,12 @@ fn render_members(out: &mut String, u: &UplinkStatus) {
                 m.macs.to_string(),
                 m.frames_in.to_string(),
                 m.frames_out.to_string(),
+                m.path_address
+                    .as_deref()
+                    .map_or_else(|| m.path.clone(), |a| format!("direct {a}")),
+                m.path_rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
+                m.path_changed_seconds
+                    .map_or("-".into(), |s| format!("{} ago", human_duration(s))),
             ]
         })
         .collect();
@@ -660,6 +688,9 @@ fn render_members(out: &mut String, u: &UplinkStatus) {
             "MACS",
             "FRAMES IN",
             "FRAMES OUT",
+            "PATH",
+            "RTT",
+            "CHANGED",
         ],
         &rows,
     );
@@ -772,6 +803,7 @@ pub(crate) mod tests {
                 uplink_handshakes: 2,
                 member_handshakes: 3,
                 rekeys: 1,
+                path_changes: 2,
                 members: vec![MemberStatus {
                     id: "a1b2c3d4a1b2c3d4".into(),
                     public_key: "a1".repeat(32),
@@ -780,6 +812,10 @@ pub(crate) mod tests {
                     macs: 1,
                     frames_in: 9,
                     frames_out: 10,
+                    path: "direct".into(),
+                    path_address: Some("203.0.113.9:40000".into()),
+                    path_rtt_ms: Some(12.25),
+                    path_changed_seconds: Some(30.0),
                 }],
             }),
             tap: None,
@@ -815,6 +851,7 @@ pub(crate) mod tests {
                 uplink_handshakes: 0,
                 member_handshakes: 0,
                 rekeys: 0,
+                path_changes: 0,
                 members: Vec::new(),
             },
         });

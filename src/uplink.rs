@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -50,6 +50,50 @@ const LOOKUP_AGAIN_AFTER: Duration = Duration::from_secs(10);
 /// A lookup that takes longer is abandoned (the event loop waits for it).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often our own addresses are read again.
+const ENDPOINTS_READ_EVERY: Duration = Duration::from_secs(10);
+
+/// This host's addresses of one family (with `port`), other than loopback,
+/// IPv6 link-local and those of `overlay_ifaces`; and the networks of
+/// `overlay_ifaces` (address and prefix length).
+fn local_endpoints(
+    port: u16,
+    ipv4: bool,
+    overlay_ifaces: &[String],
+) -> (Vec<SocketAddr>, Vec<(IpAddr, u8)>) {
+    let (mut endpoints, mut overlay) = (Vec::new(), Vec::new());
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return (endpoints, overlay);
+    };
+    for a in addrs {
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        let (ip, prefix) = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+            (Some(v4), _) => {
+                let mask = mask.as_sockaddr_in().map_or(0, |m| m.ip().to_bits());
+                (IpAddr::V4(v4.ip()), mask.count_ones() as u8)
+            }
+            (_, Some(v6)) => {
+                let mask = mask.as_sockaddr_in6().map_or(0, |m| m.ip().to_bits());
+                (IpAddr::V6(v6.ip()), mask.count_ones() as u8)
+            }
+            _ => continue,
+        };
+        if overlay_ifaces.contains(&a.interface_name) {
+            overlay.push((ip, prefix));
+            continue;
+        }
+        let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+        if ip.is_ipv4() == ipv4 && !ip.is_loopback() && !link_local {
+            endpoints.push(SocketAddr::new(ip, port));
+        }
+    }
+    endpoints.sort();
+    endpoints.dedup();
+    (endpoints, overlay)
+}
+
 /// A connection to the relay.
 pub struct Uplink {
     client: Client,
@@ -65,6 +109,11 @@ pub struct Uplink {
     batch: SendBatch,
     was_registered: bool,
     drops: DropReport,
+    /// Devices whose networks the overlay itself carries: their addresses
+    /// are never direct paths.
+    overlay_ifaces: Vec<String>,
+    /// When our own addresses were last read.
+    endpoints_read: Option<Instant>,
 }
 
 impl Uplink {
@@ -88,6 +137,7 @@ impl Uplink {
             max_datagram: usize::from(tuning.max_datagram),
             offload: !tuning.no_offload,
             clamp_mss: !tuning.no_mss_clamp,
+            direct: !tuning.no_direct,
             timers: Timers::with_rekey_after(Duration::from_secs(tuning.rekey_after)),
             ..ClientConfig::default()
         };
@@ -104,7 +154,37 @@ impl Uplink {
             batch: SendBatch::default(),
             was_registered: false,
             drops: DropReport::new("datagrams from the relay", Instant::now()),
+            overlay_ifaces: Vec::new(),
+            endpoints_read: None,
         })
+    }
+
+    /// Names the devices whose networks the overlay carries (the TAP, the
+    /// bridged NIC): their addresses are not offered to other members as
+    /// direct paths, and members' addresses within their networks are not
+    /// probed.
+    pub fn set_overlay_ifaces(&mut self, names: Vec<String>) {
+        self.overlay_ifaces = names;
+        self.endpoints_read = None;
+    }
+
+    /// Reads our own addresses again (every [`ENDPOINTS_READ_EVERY`]) and
+    /// tells the client.
+    fn read_endpoints(&mut self, now: Instant) {
+        if self
+            .endpoints_read
+            .is_some_and(|t| now.saturating_duration_since(t) < ENDPOINTS_READ_EVERY)
+        {
+            return;
+        }
+        self.endpoints_read = Some(now);
+        let port = match self.socket.local_addr() {
+            Ok(a) => a.port(),
+            Err(_) => return,
+        };
+        let (endpoints, overlay) =
+            local_endpoints(port, self.relay.is_ipv4(), &self.overlay_ifaces);
+        self.client.set_local_endpoints(endpoints, overlay);
     }
 
     /// The relay's address.
@@ -208,6 +288,7 @@ impl Uplink {
                 self.lookup_again().await;
             }
         }
+        self.read_endpoints(now);
         self.client.handle_timeout(now);
         self.transmit();
         self.drops.maybe_log(now, &self.client.stats().drops);
@@ -266,6 +347,21 @@ impl Uplink {
                 MemberEvent::MacTaken { mac, owner, by } => warn!(
                     %mac, %owner, %by,
                     "a member used a MAC another member owns; its frames with it are dropped"
+                ),
+                MemberEvent::PathDirect { member, addr, rtt } => info!(
+                    %member, %addr, rtt_ms = rtt.as_secs_f64() * 1e3,
+                    "direct path to member"
+                ),
+                MemberEvent::PathRelay {
+                    member,
+                    idle: false,
+                } => warn!(
+                    %member,
+                    "direct path to member stopped answering; through the relay again"
+                ),
+                MemberEvent::PathRelay { member, idle: true } => debug!(
+                    %member,
+                    "no frames with member for a minute; through the relay again"
                 ),
                 MemberEvent::OtherVersion(version) => warn!(
                     relay = %self.relay,

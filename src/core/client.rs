@@ -40,7 +40,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -54,10 +54,12 @@ use crate::core::{
     mac::MacAddr,
     noise::{self, Initiator, NoiseError, KEY_LEN},
     offload::{self, GsoType, VnetHdr},
+    path::{Path, PathAction, PathChange},
     proto::{
         codec::{
-            self, control, cookie_reply, data, peer_init, peer_resp, rejoin, routed, uplink_init,
-            uplink_resp, Control, Kind, MEMBER_ENTRY_LEN,
+            self, control, cookie_reply, data, direct, peer_init, peer_resp, rejoin, routed,
+            uplink_init, uplink_resp, Control, Kind, PathMessage, MAX_ENDPOINTS, MEMBER_ENTRY_LEN,
+            PATH_AAD,
         },
         session::{constant_time_eq, Keypair, Keypairs, Slot, Timers, WallClock},
         Identity, MemberId, MemberPsk, RelayKey,
@@ -83,6 +85,9 @@ const MAX_MEMBERS: usize = 4096;
 const PEER_INITS_PER_SEC: u32 = 10;
 /// MACs whose takeover attempts are logged (once each).
 const MAC_TAKEN_LOGGED: usize = 1024;
+/// Pings sent per timer round at most, over all members (the round runs
+/// every 250 ms at most): many members probing many peers stay bounded.
+const PINGS_PER_ROUND: usize = 64;
 
 /// Timers and limits of a member.
 #[derive(Clone, Debug)]
@@ -106,6 +111,9 @@ pub struct ClientConfig {
     pub max_queue: usize,
     /// The switch table's limits (per member: MACs it may own).
     pub switch: SwitchConfig,
+    /// Find direct paths to the members we talk to (else everything goes
+    /// through the relay).
+    pub direct: bool,
 }
 
 impl Default for ClientConfig {
@@ -120,6 +128,7 @@ impl Default for ClientConfig {
             timers: Timers::default(),
             max_queue: 16,
             switch: SwitchConfig::default(),
+            direct: true,
         }
     }
 }
@@ -156,6 +165,23 @@ pub enum MemberEvent {
     },
     /// The relay speaks another protocol version (logged once a minute).
     OtherVersion(u8),
+    /// Frames to a member go directly to `addr` now.
+    PathDirect {
+        /// The member.
+        member: MemberId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Round trip of the pong that confirmed the path.
+        rtt: Duration,
+    },
+    /// Frames to a member go through the relay again.
+    PathRelay {
+        /// The member.
+        member: MemberId,
+        /// Because it has been inactive (else: the direct path stopped
+        /// answering).
+        idle: bool,
+    },
 }
 
 /// Counters of a member.
@@ -183,6 +209,8 @@ pub struct ClientStats {
     pub peer_handshakes: u64,
     /// Member handshakes that replaced a working keypair.
     pub rekeys: u64,
+    /// Paths to members that changed (relay to direct or back).
+    pub path_changes: u64,
     /// Drops per reason.
     pub drops: DropCounters,
 }
@@ -204,6 +232,12 @@ pub struct PeerInfo {
     pub frames_in: u64,
     /// Frames sent to it.
     pub frames_out: u64,
+    /// The direct address frames go to (else through the relay).
+    pub direct: Option<SocketAddr>,
+    /// The direct path's round trip.
+    pub rtt: Option<Duration>,
+    /// How long ago the path last changed.
+    pub path_changed: Option<Duration>,
 }
 
 /// Who an index of ours belongs to.
@@ -234,6 +268,7 @@ struct Peer {
     frames_out: u64,
     /// Start of the current second and the initiations answered in it.
     inits: (Option<Instant>, u32),
+    path: Path,
 }
 
 /// The member list being fetched from the relay.
@@ -279,6 +314,19 @@ pub struct Client {
     mac_taken_logged: HashSet<MacAddr>,
     reassembler: Reassembler,
     gro: Option<Coalescer>,
+    // Direct paths.
+    /// Our address as the relay sees it.
+    observed: Option<SocketAddr>,
+    /// Our own addresses (the driver's), with the port of our socket.
+    local_endpoints: Vec<SocketAddr>,
+    /// Networks reached through the overlay itself: never a path.
+    overlay_nets: Vec<(IpAddr, u8)>,
+    /// Changes when our endpoints do.
+    endpoints_gen: u64,
+    next_ping: u64,
+    path_actions: Vec<PathAction>,
+    /// Start of the current second and the Rejoin hints sent directly in it.
+    direct_rejoins: (Option<Instant>, u32),
     next_frame_id: u32,
     /// Plaintext of the datagram being opened or sealed.
     scratch: Vec<u8>,
@@ -311,30 +359,34 @@ pub struct Transmit<'a> {
 #[derive(Default)]
 struct Outbox {
     buf: Vec<u8>,
-    ends: Vec<usize>,
+    /// Where each datagram ends in `buf`, and where it goes.
+    ends: Vec<(usize, SocketAddr)>,
     next: usize,
 }
 
 impl Outbox {
-    fn push(&mut self, datagram: &[u8]) {
+    fn push(&mut self, datagram: &[u8], to: SocketAddr) {
         if self.next == self.ends.len() && self.next > 0 {
             self.buf.clear();
             self.ends.clear();
             self.next = 0;
         }
         self.buf.extend_from_slice(datagram);
-        self.ends.push(self.buf.len());
+        self.ends.push((self.buf.len(), to));
     }
 
-    fn pop(&mut self) -> Option<&[u8]> {
-        let end = *self.ends.get(self.next)?;
+    fn pop(&mut self) -> Option<Transmit<'_>> {
+        let (end, destination) = *self.ends.get(self.next)?;
         let start = if self.next == 0 {
             0
         } else {
-            self.ends[self.next - 1]
+            self.ends[self.next - 1].0
         };
         self.next += 1;
-        Some(&self.buf[start..end])
+        Some(Transmit {
+            destination,
+            contents: &self.buf[start..end],
+        })
     }
 }
 
@@ -401,6 +453,13 @@ impl Client {
             index: FastMap::default(),
             mac_taken_logged: HashSet::new(),
             reassembler: Reassembler::default(),
+            observed: None,
+            local_endpoints: Vec::new(),
+            overlay_nets: Vec::new(),
+            endpoints_gen: 0,
+            next_ping: 0,
+            path_actions: Vec::new(),
+            direct_rejoins: (None, 0),
             next_frame_id: 0,
             scratch: Vec::with_capacity(2048),
             fragment: Vec::with_capacity(2048),
@@ -481,6 +540,12 @@ impl Client {
                 macs: self.switch.owned(*id),
                 frames_in: p.frames_in,
                 frames_out: p.frames_out,
+                direct: p.path.direct(),
+                rtt: p.path.rtt(),
+                path_changed: p
+                    .path
+                    .changed_at()
+                    .map(|t| now.saturating_duration_since(t)),
             })
             .collect();
         v.sort_by_key(|p| p.id);
@@ -495,17 +560,23 @@ impl Client {
     /// The next datagram to send, in order. Drivers send everything this
     /// gives after every `handle_*` call.
     pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
-        let destination = self.relay;
-        self.outbox.pop().map(|contents| Transmit {
-            destination,
-            contents,
-        })
+        self.outbox.pop()
     }
 
     /// Everything [`Client::poll_transmit`] has, copied (for tests).
     #[cfg(test)]
     pub(crate) fn transmits(&mut self) -> Vec<Vec<u8>> {
         std::iter::from_fn(|| self.poll_transmit().map(|t| t.contents.to_vec())).collect()
+    }
+
+    /// Everything [`Client::poll_transmit`] has, copied, with where to.
+    #[cfg(test)]
+    pub(crate) fn transmits_to(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::iter::from_fn(|| {
+            self.poll_transmit()
+                .map(|t| (t.destination, t.contents.to_vec()))
+        })
+        .collect()
     }
 
     /// When [`Client::handle_timeout`] wants to run next.
@@ -634,9 +705,12 @@ impl Client {
     }
 
     /// Seals `frame` (empty: a keepalive) for member `id` under its current
-    /// keypair, as Data datagrams through the relay.
+    /// keypair: as Direct datagrams on its direct path, else as Data
+    /// datagrams through the relay.
     fn seal_data(&mut self, now: Instant, id: MemberId, frame: &[u8]) -> Result<(), DropReason> {
         let timers = self.config.timers;
+        let relay = self.relay;
+        let to = self.peers.get(&id).and_then(|p| p.path.direct());
         let max = self
             .config
             .max_datagram
@@ -656,31 +730,38 @@ impl Client {
             &mut self.outbox,
         );
         let mut seal = |plain: &[u8]| -> Result<(), WireError> {
-            let up = uplink.sending(now, &timers).ok_or(WireError::Forged)?;
             let peer = peers.get_mut(&id).ok_or(WireError::Forged)?;
             let kp = peer
                 .keypairs
                 .sending(now, &timers)
                 .ok_or(WireError::Forged)?;
             let counter = kp.next_counter()?;
-            let up_counter = up.next_counter()?;
             out.clear();
-            out.extend_from_slice(&codec::header(Kind::Data));
-            out.extend_from_slice(&up.remote_index.to_be_bytes());
-            out.extend_from_slice(&up_counter.to_be_bytes());
-            out.extend_from_slice(&id.0);
+            if to.is_some() {
+                out.extend_from_slice(&codec::header(Kind::Direct));
+            } else {
+                let up = uplink.sending(now, &timers).ok_or(WireError::Forged)?;
+                let up_counter = up.next_counter()?;
+                out.extend_from_slice(&codec::header(Kind::Data));
+                out.extend_from_slice(&up.remote_index.to_be_bytes());
+                out.extend_from_slice(&up_counter.to_be_bytes());
+                out.extend_from_slice(&id.0);
+            }
+            let inner = out.len();
             out.extend_from_slice(&kp.remote_index.to_be_bytes());
             out.extend_from_slice(&counter.to_be_bytes());
             out.extend_from_slice(plain);
-            let inner = routed::HEADER_LEN;
             let (head, body) = out.split_at_mut(inner + data::HEADER_LEN);
             let tag = kp.seal(counter, &head[inner..], body);
             out.extend_from_slice(&tag);
-            let len = out.len() + codec::TAG_LEN;
-            let relay_tag = up.send_tag(&out[..routed::HEADER_LEN], len);
-            out.extend_from_slice(&relay_tag);
+            if to.is_none() {
+                let up = uplink.sending(now, &timers).ok_or(WireError::Forged)?;
+                let len = out.len() + codec::TAG_LEN;
+                let relay_tag = up.send_tag(&out[..routed::HEADER_LEN], len);
+                out.extend_from_slice(&relay_tag);
+            }
             stats.datagrams_out += 1;
-            outbox.push(&out);
+            outbox.push(&out, to.unwrap_or(relay));
             Ok(())
         };
         let result = if frame.is_empty() {
@@ -696,6 +777,7 @@ impl Client {
                     self.stats.frames_out += 1;
                     if let Some(p) = self.peers.get_mut(&id) {
                         p.frames_out += 1;
+                        p.path.on_frame(now, true);
                     }
                 }
                 Ok(())
@@ -756,7 +838,7 @@ impl Client {
         let tag = up.send_tag(&out[..routed::HEADER_LEN], len);
         out.extend_from_slice(&tag);
         self.stats.datagrams_out += 1;
-        self.outbox.push(out);
+        self.outbox.push(out, self.relay);
     }
 
     /// Sends `inner` to member `id` as a routed datagram of `kind`.
@@ -784,7 +866,7 @@ impl Client {
         let tag = up.send_tag(&out[..routed::HEADER_LEN], len);
         out.extend_from_slice(&tag);
         self.stats.datagrams_out += 1;
-        self.outbox.push(out);
+        self.outbox.push(out, self.relay);
         Ok(())
     }
 
@@ -816,9 +898,6 @@ impl Client {
         d: &[u8],
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<ClientEvent, DropReason> {
-        if from != self.relay {
-            return Err(DropReason::UnknownSender);
-        }
         let kind = match codec::peek(d) {
             Ok(k) => k,
             Err(WireError::BadVersion(v)) => {
@@ -834,6 +913,15 @@ impl Client {
             }
             Err(e) => return Err(e.drop_reason()),
         };
+        if kind.is_direct() {
+            return self.direct(now, from, kind, d, deliver);
+        }
+        if from != self.relay {
+            if kind == Kind::Rejoin {
+                return self.direct_rejoin(now, from, codec::be32(d, rejoin::RECEIVER));
+            }
+            return Err(DropReason::UnknownSender);
+        }
         match kind {
             Kind::UplinkResp => self.uplink_response(now, d),
             Kind::CookieReply => self.cookie_reply(d).map(|()| ClientEvent::Nothing),
@@ -864,8 +952,10 @@ impl Client {
                 Ok(ClientEvent::Nothing)
             }
             Kind::Control => self.control(now, d),
-            Kind::PeerInit | Kind::PeerResp | Kind::Data => self.routed(now, kind, d, deliver),
-            Kind::UplinkInit => Err(DropReason::UnknownKind),
+            Kind::PeerInit | Kind::PeerResp | Kind::Data | Kind::PeerPath => {
+                self.routed(now, kind, d, deliver)
+            }
+            Kind::UplinkInit | Kind::Direct | Kind::DirectPath => Err(DropReason::UnknownKind),
         }
     }
 
@@ -910,7 +1000,7 @@ impl Client {
         });
         self.last_sent = Some(now);
         self.stats.datagrams_out += 1;
-        self.outbox.push(out);
+        self.outbox.push(out, self.relay);
     }
 
     fn uplink_response(&mut self, now: Instant, d: &[u8]) -> Result<ClientEvent, DropReason> {
@@ -995,7 +1085,7 @@ impl Client {
             Ok(()) => {
                 self.last_sent = Some(now);
                 self.stats.datagrams_out += 1;
-                self.outbox.push(&self.out);
+                self.outbox.push(&self.out, self.relay);
             }
             Err(e) => self.stats.drops.add(e.drop_reason()),
         }
@@ -1064,8 +1154,13 @@ impl Client {
             Control::KeepaliveAck {
                 keepalive_secs,
                 generation,
+                observed,
             } => {
                 self.keepalive = Duration::from_secs(keepalive_secs.max(1).into());
+                if self.observed != Some(observed) {
+                    self.observed = Some(observed);
+                    self.endpoints_gen += 1;
+                }
                 if self.generation != Some(generation) && self.fetch.is_none() {
                     self.ask_members(now, true);
                 }
@@ -1174,8 +1269,238 @@ impl Client {
         match kind {
             Kind::PeerInit => self.peer_init(now, src, inner),
             Kind::PeerResp => self.peer_resp(now, src, inner),
+            Kind::PeerPath => self.path_message(now, src, None, inner),
             _ => self.data(now, src, inner, deliver),
         }
+    }
+
+    /// A datagram straight from another member (Direct or DirectPath): the
+    /// receiver index names the member, its keys authenticate it.
+    fn direct(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        kind: Kind,
+        d: &[u8],
+        deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
+    ) -> Result<ClientEvent, DropReason> {
+        let inner = &d[direct::HEADER_LEN..];
+        let receiver = codec::be32(inner, data::RECEIVER);
+        let Some(&Owner::Peer(src)) = self.index.get(&receiver) else {
+            // Keys we no longer have, from a member's direct path (we
+            // restarted, or forgot it): a new handshake, as for Data through
+            // the relay; once a second at most, since anyone can send this.
+            let id = self
+                .peers
+                .iter()
+                .find(|(_, p)| p.path.direct() == Some(from))
+                .map(|(id, _)| *id);
+            if let Some(id) = id {
+                self.start_peer_handshake(now, id);
+            }
+            // And tell the sender, as the relay does: it goes back through
+            // the relay at once rather than when its pings go unanswered.
+            // 8 bytes for at least 32; ten a second at most.
+            if self
+                .direct_rejoins
+                .0
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+            {
+                self.direct_rejoins = (Some(now), 0);
+            }
+            if self.direct_rejoins.1 < 10 {
+                self.direct_rejoins.1 += 1;
+                let mut hint = codec::header(Kind::Rejoin).to_vec();
+                hint.extend_from_slice(&receiver.to_be_bytes());
+                self.outbox.push(&hint, from);
+                self.stats.datagrams_out += 1;
+            }
+            return Err(DropReason::NoSession);
+        };
+        match kind {
+            Kind::DirectPath => self.path_message(now, src, Some(from), inner),
+            _ => self.data(now, src, inner, deliver),
+        }
+    }
+
+    /// A member's direct path says it has no keys for our index (it
+    /// restarted): back through the relay, and a new handshake. Taken only
+    /// from that path's address and for an index of that member's keys.
+    fn direct_rejoin(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        index: u32,
+    ) -> Result<ClientEvent, DropReason> {
+        let id = self
+            .peers
+            .iter()
+            .find(|(_, p)| {
+                p.path.direct() == Some(from)
+                    && [&p.keypairs.current, &p.keypairs.previous, &p.keypairs.next]
+                        .into_iter()
+                        .flatten()
+                        .any(|k| k.remote_index == index)
+            })
+            .map(|(id, _)| *id)
+            .ok_or(DropReason::UnknownSender)?;
+        let change = self.peers.get_mut(&id).and_then(|p| p.path.fall_back(now));
+        self.path_changed(id, change);
+        self.start_peer_handshake(now, id);
+        Ok(ClientEvent::Nothing)
+    }
+
+    /// True if `addr` may be a direct path to a member: a unicast address
+    /// of our socket's family, not ours, and not reached through the
+    /// overlay itself (which would carry the overlay inside itself).
+    fn usable_candidate(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip();
+        let bad = addr.port() == 0
+            || ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_multicast()
+            || addr.is_ipv4() != self.relay.is_ipv4()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+            || self.observed == Some(addr)
+            || self.local_endpoints.contains(&addr)
+            || self
+                .overlay_nets
+                .iter()
+                .any(|&(net, prefix)| in_net(ip, net, prefix));
+        !bad
+    }
+
+    /// Our endpoints: the address the relay sees, then our own.
+    fn endpoints(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = Vec::with_capacity(MAX_ENDPOINTS);
+        for a in self.observed.iter().chain(&self.local_endpoints) {
+            if !v.contains(a) && v.len() < MAX_ENDPOINTS {
+                v.push(*a);
+            }
+        }
+        v
+    }
+
+    /// Tells the driver's view of our own addresses (with our socket's
+    /// port) and of the networks reached through the overlay device, which
+    /// are never used as direct paths.
+    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>, overlay: Vec<(IpAddr, u8)>) {
+        if endpoints != self.local_endpoints {
+            self.local_endpoints = endpoints;
+            self.endpoints_gen += 1;
+        }
+        self.overlay_nets = overlay;
+    }
+
+    /// Seals a path message for member `id`: through the relay (`to`
+    /// None), or directly to `to`.
+    fn send_path(
+        &mut self,
+        now: Instant,
+        id: MemberId,
+        message: &PathMessage,
+        to: Option<SocketAddr>,
+    ) -> Result<(), DropReason> {
+        let timers = self.config.timers;
+        let mut plain = Vec::with_capacity(64);
+        message.encode(&mut plain);
+        let kp = self
+            .peers
+            .get_mut(&id)
+            .and_then(|p| p.keypairs.sending(now, &timers))
+            .ok_or(DropReason::NoSession)?;
+        let counter = kp.next_counter().map_err(|e| e.drop_reason())?;
+        let out = &mut self.out;
+        out.clear();
+        if to.is_some() {
+            out.extend_from_slice(&codec::header(Kind::DirectPath));
+        } else {
+            let up = self
+                .uplink
+                .sending(now, &timers)
+                .ok_or(DropReason::NotRegistered)?;
+            let up_counter = up.next_counter().map_err(|e| e.drop_reason())?;
+            out.extend_from_slice(&codec::header(Kind::PeerPath));
+            out.extend_from_slice(&up.remote_index.to_be_bytes());
+            out.extend_from_slice(&up_counter.to_be_bytes());
+            out.extend_from_slice(&id.0);
+        }
+        let inner = out.len();
+        out.extend_from_slice(&kp.remote_index.to_be_bytes());
+        out.extend_from_slice(&counter.to_be_bytes());
+        out.extend_from_slice(&plain);
+        let aad = path_aad(&out[inner..inner + data::HEADER_LEN]);
+        let tag = kp.seal(counter, &aad, &mut out[inner + data::HEADER_LEN..]);
+        out.extend_from_slice(&tag);
+        if to.is_none() {
+            let up = self
+                .uplink
+                .sending(now, &timers)
+                .ok_or(DropReason::NotRegistered)?;
+            let len = out.len() + codec::TAG_LEN;
+            let relay_tag = up.send_tag(&out[..routed::HEADER_LEN], len);
+            out.extend_from_slice(&relay_tag);
+        }
+        self.stats.datagrams_out += 1;
+        self.outbox.push(out, to.unwrap_or(self.relay));
+        Ok(())
+    }
+
+    /// A path message that opened under `src`'s session, through the relay
+    /// (`from` None) or directly from `from`.
+    fn path_message(
+        &mut self,
+        now: Instant,
+        src: MemberId,
+        from: Option<SocketAddr>,
+        inner: &[u8],
+    ) -> Result<ClientEvent, DropReason> {
+        let mut plain = Vec::with_capacity(inner.len());
+        self.open_inner(now, src, inner, true, &mut plain)?;
+        let message = PathMessage::parse(&plain).map_err(|e| e.drop_reason())?;
+        if !self.config.direct {
+            return Err(DropReason::DirectOff);
+        }
+        match (message, from) {
+            (PathMessage::Endpoints(addrs), _) => {
+                let addrs: Vec<SocketAddr> = addrs
+                    .into_iter()
+                    .filter(|a| self.usable_candidate(*a))
+                    .collect();
+                let peer = self.peers.get_mut(&src).ok_or(DropReason::NoSession)?;
+                if peer.path.on_endpoints(now, &addrs) {
+                    let ours = PathMessage::Endpoints(self.endpoints());
+                    self.send_path(now, src, &ours, None)?;
+                }
+            }
+            (PathMessage::Ping { tx }, Some(from)) => {
+                if !self.usable_candidate(from) {
+                    return Err(DropReason::Loop);
+                }
+                let peer = self.peers.get_mut(&src).ok_or(DropReason::NoSession)?;
+                peer.path.on_ping(now, from);
+                let pong = PathMessage::Pong { tx, observed: from };
+                self.send_path(now, src, &pong, Some(from))?;
+            }
+            (PathMessage::Pong { tx, .. }, Some(from)) => {
+                let peer = self.peers.get_mut(&src).ok_or(DropReason::NoSession)?;
+                let change = peer.path.on_pong(now, from, tx);
+                self.path_changed(src, change);
+            }
+            _ => return Err(DropReason::Malformed),
+        }
+        Ok(ClientEvent::Nothing)
+    }
+
+    fn path_changed(&mut self, member: MemberId, change: Option<PathChange>) {
+        let Some(change) = change else {
+            return;
+        };
+        self.stats.path_changes += 1;
+        self.events.push_back(match change {
+            PathChange::Direct { addr, rtt } => MemberEvent::PathDirect { member, addr, rtt },
+            PathChange::Relay { idle } => MemberEvent::PathRelay { member, idle },
+        });
     }
 
     fn peer_init(
@@ -1309,6 +1634,28 @@ impl Client {
         inner: &[u8],
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<ClientEvent, DropReason> {
+        let mut plain = std::mem::take(&mut self.scratch);
+        let result = match self.open_inner(now, src, inner, false, &mut plain) {
+            Ok(()) if plain.is_empty() => Ok(ClientEvent::Nothing),
+            Ok(()) => self.frame(now, src, &plain, deliver),
+            Err(reason) => Err(reason),
+        };
+        self.scratch = plain;
+        result
+    }
+
+    /// Opens the inner part of a Data, Direct, PeerPath or DirectPath
+    /// datagram from `src` into `plain` (`path`: under the path messages'
+    /// associated data). The first datagram under a new keypair confirms
+    /// it and sends what waited for it.
+    fn open_inner(
+        &mut self,
+        now: Instant,
+        src: MemberId,
+        inner: &[u8],
+        path: bool,
+        plain: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
         let receiver = codec::be32(inner, data::RECEIVER);
         let counter = codec::be64(inner, data::COUNTER);
         if self.index.get(&receiver) != Some(&Owner::Peer(src)) {
@@ -1328,10 +1675,13 @@ impl Client {
         }
         let (head, rest) = inner.split_at(data::HEADER_LEN);
         let (ct, tag) = rest.split_at(rest.len() - codec::TAG_LEN);
-        let mut plain = std::mem::take(&mut self.scratch);
         plain.clear();
         plain.extend_from_slice(ct);
-        let opened = kp.open(counter, head, &mut plain, tag);
+        let opened = if path {
+            kp.open(counter, &path_aad(head), plain, tag)
+        } else {
+            kp.open(counter, head, plain, tag)
+        };
         let mut queued = Vec::new();
         if opened.is_ok() && slot == Slot::Next {
             if let Some(old) = peer.keypairs.confirm_next() {
@@ -1348,13 +1698,7 @@ impl Client {
                 self.stats.drops.add(reason);
             }
         }
-        let result = match opened {
-            Ok(()) if plain.is_empty() => Ok(ClientEvent::Nothing),
-            Ok(()) => self.frame(now, src, &plain, deliver),
-            Err(e) => Err(e.drop_reason()),
-        };
-        self.scratch = plain;
-        result
+        opened.map_err(|e| e.drop_reason())
     }
 
     /// A fragment that opened under `src`'s session: learn its source MAC
@@ -1385,6 +1729,7 @@ impl Client {
         }
         if let Some(p) = self.peers.get_mut(&src) {
             p.frames_in += 1;
+            p.path.on_frame(now, false);
         }
         let frame = match self.reassembler.push(now, sender_key(src), &fragment) {
             Ok(Some(r)) => r.frame,
@@ -1497,10 +1842,84 @@ impl Client {
                 self.start_peer_handshake(now, id);
             }
         }
+        self.poll_paths(now);
         let next = self.last_sent.map_or(now, |t| t + self.keepalive);
         self.timeout = next
             .min(now + Duration::from_millis(250))
             .max(now + Duration::from_millis(10));
+    }
+}
+
+impl Client {
+    /// Runs the direct-path timers of every member with a session: sends
+    /// endpoints and pings, follows path changes.
+    fn poll_paths(&mut self, now: Instant) {
+        if !self.config.direct {
+            return;
+        }
+        let generation = (self.observed.is_some() || !self.local_endpoints.is_empty())
+            .then_some(self.endpoints_gen);
+        let mut budget = PINGS_PER_ROUND;
+        let mut actions = std::mem::take(&mut self.path_actions);
+        let ids: Vec<MemberId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            actions.clear();
+            let change = if peer.keypairs.is_empty() {
+                peer.path.reset(now)
+            } else {
+                peer.path.poll(
+                    now,
+                    generation,
+                    &mut self.next_ping,
+                    &mut budget,
+                    &mut actions,
+                )
+            };
+            self.path_changed(id, change);
+            for action in &actions {
+                // A failure (keys gone, uplink down) is retried by the
+                // path's own timers; nothing to count.
+                let _ = match *action {
+                    PathAction::Endpoints => {
+                        let ours = PathMessage::Endpoints(self.endpoints());
+                        self.send_path(now, id, &ours, None)
+                    }
+                    PathAction::Ping { addr, tx } => {
+                        self.send_path(now, id, &PathMessage::Ping { tx }, Some(addr))
+                    }
+                };
+            }
+        }
+        self.path_actions = actions;
+    }
+}
+
+/// The associated data of a path message: [`PATH_AAD`], then the inner
+/// header (receiver index and counter).
+fn path_aad(head: &[u8]) -> [u8; 4 + data::HEADER_LEN] {
+    let mut aad = [0u8; 4 + data::HEADER_LEN];
+    aad[..4].copy_from_slice(&PATH_AAD);
+    aad[4..].copy_from_slice(&head[..data::HEADER_LEN]);
+    aad
+}
+
+/// True if `ip` is in `net`/`prefix` (same family only).
+fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let bits = u32::from(prefix.min(32));
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let bits = u32::from(prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     }
 }
 

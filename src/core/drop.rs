@@ -103,11 +103,13 @@ pub enum DropReason {
     CookieRequired,
     /// Frames waiting for a member session were over their bound.
     QueueFull,
+    /// A direct-path message while direct paths are off (`--no-direct`).
+    DirectOff,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 39] = [
+    pub const ALL: [DropReason; 40] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownKind,
@@ -147,6 +149,7 @@ impl DropReason {
         DropReason::NoSession,
         DropReason::CookieRequired,
         DropReason::QueueFull,
+        DropReason::DirectOff,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -191,6 +194,7 @@ impl DropReason {
             DropReason::NoSession => "no_session",
             DropReason::CookieRequired => "cookie_required",
             DropReason::QueueFull => "queue_full",
+            DropReason::DirectOff => "direct_off",
         }
     }
 }

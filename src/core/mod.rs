@@ -18,6 +18,7 @@ pub mod nat;
 mod netsim;
 pub mod noise;
 pub mod offload;
+pub mod path;
 pub mod probe;
 pub mod proto;
 pub mod relay;

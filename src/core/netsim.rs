@@ -37,6 +37,15 @@ use crate::core::{
     wire::{NetworkKey, WireError},
 };
 
+/// A member's configuration in these scenarios: everything through the
+/// relay (they are about the relay path; [`direct_paths`] tests the other).
+pub(crate) fn relayed() -> ClientConfig {
+    ClientConfig {
+        direct: false,
+        ..ClientConfig::default()
+    }
+}
+
 /// The relay's address.
 pub(crate) const RELAY: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 7171);
@@ -132,7 +141,7 @@ impl Net {
         key: &NetworkKey,
         behind: Vec<&'static str>,
     ) {
-        self.add_node_with(name, n, key, behind, ClientConfig::default());
+        self.add_node_with(name, n, key, behind, relayed());
     }
 
     /// [`Net::add_node`] with its own client configuration (e.g. `offload`,
@@ -223,7 +232,7 @@ impl Net {
                 let what = match (to_relay, plain) {
                     (true, 1) => "Keepalive".to_string(),
                     (true, 5) => "GetMembers".to_string(),
-                    (false, 7) => "KeepaliveAck".to_string(),
+                    (false, 14 | 26) => "KeepaliveAck".to_string(),
                     (false, n) if n >= 13 && (n - 13) % MEMBER_ENTRY_LEN == 0 => {
                         format!("Members[{}]", (n - 13) / MEMBER_ENTRY_LEN)
                     }
@@ -231,7 +240,7 @@ impl Net {
                 };
                 format!("Control({what})")
             }
-            Kind::PeerInit | Kind::PeerResp | Kind::Data => {
+            Kind::PeerInit | Kind::PeerResp | Kind::Data | Kind::PeerPath => {
                 let member = self.member_name(codec::member_id(b, routed::MEMBER));
                 let direction = if to_relay { "for" } else { "from" };
                 let keepalive = routed::OVERHEAD + data::HEADER_LEN + TAG_LEN;
@@ -290,9 +299,9 @@ impl Net {
             if node.next_poll.is_some_and(|t| t > now) {
                 continue;
             }
-            let (from, to) = (node.addr, node.client.relay());
+            let from = node.addr;
             node.client.handle_timeout(now);
-            for bytes in node.client.transmits() {
+            for (to, bytes) in node.client.transmits_to() {
                 queue.push_back(Datagram { from, to, bytes });
             }
             node.next_poll = Some(node.client.poll_timeout());
@@ -357,6 +366,16 @@ impl Net {
                 MemberEvent::OtherVersion(v) => {
                     format!("{name}: the relay speaks protocol version {v}")
                 }
+                MemberEvent::PathDirect { member, addr, .. } => format!(
+                    "{name}: direct path to {} at {}",
+                    self.member_name(member),
+                    self.name_of(addr)
+                ),
+                MemberEvent::PathRelay { member, idle } => format!(
+                    "{name}: path to {} through the relay ({})",
+                    self.member_name(member),
+                    if idle { "idle" } else { "stopped answering" }
+                ),
             };
             cx.log(line);
         }
@@ -451,16 +470,16 @@ impl Net {
             return;
         }
         let queue = &mut self.queue;
-        let (addr, relay) = (node.addr, node.client.relay());
+        let addr = node.addr;
         let mut frames: Vec<(VnetHdr, Vec<u8>)> = Vec::new();
         let mut deliver = |h: &VnetHdr, f: &[u8]| frames.push((*h, f.to_vec()));
         let event = node
             .client
             .handle_datagram(cx.now, d.from, &d.bytes, &mut deliver);
-        for bytes in node.client.transmits() {
+        for (to, bytes) in node.client.transmits_to() {
             queue.push_back(Datagram {
                 from: addr,
-                to: relay,
+                to,
                 bytes,
             });
         }
@@ -549,13 +568,13 @@ impl Net {
             return;
         }
         let queue = &mut self.queue;
-        let (addr, relay) = (node.addr, node.client.relay());
+        let addr = node.addr;
         let drops = node.client.stats().drops.clone();
         node.client.handle_frame(cx.now, hdr, frame, 1500);
-        for bytes in node.client.transmits() {
+        for (to, bytes) in node.client.transmits_to() {
             queue.push_back(Datagram {
                 from: addr,
-                to: relay,
+                to,
                 bytes,
             });
         }
@@ -719,7 +738,7 @@ mod tests {
     /// Edges named as given, number `i + 1` each, with a host of the same
     /// name (MAC 02::0n, IP 10.0.0.n) behind the TAP, all on network 1.
     pub(super) fn edges(names: &[&'static str]) -> World<Net> {
-        edges_with(RelayConfig::default(), ClientConfig::default(), names)
+        edges_with(RelayConfig::default(), relayed(), names)
     }
 
     /// [`edges`] with a relay and clients configured as given.
@@ -771,7 +790,7 @@ mod tests {
         let mut net = Net::new(RelayConfig::default(), &[key(1)]);
         let fast = ClientConfig {
             offload: true,
-            ..ClientConfig::default()
+            ..relayed()
         };
         net.add_node_with("A", 1, &key(1), vec!["A"], fast.clone());
         net.add_node_with("B", 2, &key(1), vec!["B"], fast);
@@ -945,7 +964,7 @@ mod tests {
         let inner = routed::HEADER_LEN + data::HEADER_LEN;
         // A member of a network the relay does not serve.
         let mut stranger = Client::new(
-            ClientConfig::default(),
+            relayed(),
             &key(9),
             identity(9),
             RELAY,
@@ -1489,7 +1508,7 @@ mod attacks {
         };
         let client = ClientConfig {
             timers,
-            ..ClientConfig::default()
+            ..relayed()
         };
         let mut w = edges_with(relay, client, &["A", "B"]);
         w.advance(Duration::ZERO);
@@ -1611,7 +1630,7 @@ mod attacks {
         };
         let client = ClientConfig {
             timers,
-            ..ClientConfig::default()
+            ..relayed()
         };
         let mut w = edges_with(relay, client, &["A", "B"]);
         w.advance(Duration::ZERO);
@@ -2069,7 +2088,7 @@ mod attacks {
             handshakes_per_sec: 0,
             ..RelayConfig::default()
         };
-        let mut w = edges_with(relay, ClientConfig::default(), &["A", "B"]);
+        let mut w = edges_with(relay, relayed(), &["A", "B"]);
         w.advance(Duration::ZERO);
         let to_a: Vec<&Datagram> = w
             .fabric
@@ -2092,7 +2111,7 @@ mod attacks {
 
         w.log("-- a stranger and garbage");
         let mut stranger = Client::new(
-            ClientConfig::default(),
+            relayed(),
             &key(9),
             identity(9),
             RELAY,
@@ -2129,7 +2148,7 @@ mod attacks {
             refuse: vec![identity(2).keys().public],
             ..RelayConfig::default()
         };
-        let mut w = edges_with(relay, ClientConfig::default(), &["A", "B"]);
+        let mut w = edges_with(relay, relayed(), &["A", "B"]);
         w.advance(Duration::from_secs(10));
         w.act(Side::Overlay, "B", |h| h.ping(ip(1), 1));
         w.act(Side::Overlay, "A", |_| {
@@ -2272,6 +2291,11 @@ mod attacks {
         assert_eq!(host(&w, "A").echo_replies, [(ip(2), 1), (ip(2), 2)]);
         assert_eq!(host(&w, "B").echo_replies, [(ip(1), 3)]);
         assert_eq!(w.fabric.relay.peers(w.now).len(), 2);
-        assert_eq!(w.fabric.relay.stats().drops.total(), 0);
+        assert_eq!(
+            w.fabric.relay.stats().drops.total(),
+            0,
+            "{:?}",
+            counts(&w.fabric.relay.stats().drops)
+        );
     }
 }

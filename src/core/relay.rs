@@ -643,11 +643,13 @@ impl Relay {
             }
         }
         let net = self.networks.get(&network).ok_or(DropReason::NoSession)?;
+        let observed = net.members.get(&id).ok_or(DropReason::NoSession)?.addr;
         let mut reply = Vec::new();
         match message {
             Control::Keepalive => Control::KeepaliveAck {
                 keepalive_secs: self.config.keepalive.as_secs().clamp(1, u16::MAX.into()) as u16,
                 generation: net.generation,
+                observed,
             }
             .encode(&mut reply),
             Control::GetMembers { from } => {
@@ -744,12 +746,14 @@ impl Relay {
             net.announce = false;
             net.announced = Some(now);
             let mut plain = Vec::new();
-            Control::KeepaliveAck {
-                keepalive_secs,
-                generation: net.generation,
-            }
-            .encode(&mut plain);
             for m in net.members.values_mut().filter(|m| m.confirmed) {
+                plain.clear();
+                Control::KeepaliveAck {
+                    keepalive_secs,
+                    generation: net.generation,
+                    observed: m.addr,
+                }
+                .encode(&mut plain);
                 let Some(kp) = m.keypairs.sending(now, &timers) else {
                     continue;
                 };

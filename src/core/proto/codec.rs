@@ -10,7 +10,10 @@
 //!   [`Control::encode`] then [`Control::parse`] gives the message back;
 //! - bad bytes are an error, never a panic.
 
-use std::ops::Range;
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    ops::Range,
+};
 
 use super::keys::MemberId;
 use crate::core::{
@@ -46,6 +49,12 @@ pub enum Kind {
     /// Relay → member: "I have no session with this index" (unauthenticated
     /// hint; the member starts a handshake, once a second at most).
     Rejoin = 8,
+    /// Member → member, not through the relay: a Data inner part.
+    Direct = 9,
+    /// Member → member through the relay: a path message (endpoints).
+    PeerPath = 10,
+    /// Member → member, not through the relay: a path message (ping, pong).
+    DirectPath = 11,
 }
 
 impl Kind {
@@ -59,13 +68,24 @@ impl Kind {
             6 => Kind::PeerResp,
             7 => Kind::Data,
             8 => Kind::Rejoin,
+            9 => Kind::Direct,
+            10 => Kind::PeerPath,
+            11 => Kind::DirectPath,
             _ => return None,
         })
     }
 
     /// True for the kinds the relay forwards from member to member.
     pub fn is_routed(self) -> bool {
-        matches!(self, Kind::PeerInit | Kind::PeerResp | Kind::Data)
+        matches!(
+            self,
+            Kind::PeerInit | Kind::PeerResp | Kind::Data | Kind::PeerPath
+        )
+    }
+
+    /// True for the kinds members send each other directly.
+    pub fn is_direct(self) -> bool {
+        matches!(self, Kind::Direct | Kind::DirectPath)
     }
 }
 
@@ -95,6 +115,9 @@ pub fn peek(d: &[u8]) -> Result<Kind, WireError> {
         Kind::PeerInit => d.len() == routed::OVERHEAD + peer_init::LEN,
         Kind::PeerResp => d.len() == routed::OVERHEAD + peer_resp::LEN,
         Kind::Data => d.len() >= routed::OVERHEAD + data::HEADER_LEN + TAG_LEN,
+        Kind::Direct => d.len() >= direct::HEADER_LEN + data::HEADER_LEN + TAG_LEN,
+        Kind::PeerPath => d.len() >= routed::OVERHEAD + data::HEADER_LEN + 1 + TAG_LEN,
+        Kind::DirectPath => d.len() >= direct::HEADER_LEN + data::HEADER_LEN + 1 + TAG_LEN,
     };
     if ok {
         Ok(kind)
@@ -267,6 +290,19 @@ pub mod data {
     pub const HEADER_LEN: usize = 12;
 }
 
+/// Direct and DirectPath: `header | inner`, the inner part as in Data and
+/// PeerPath, with no relay header or tag.
+pub mod direct {
+    /// Bytes before the inner part.
+    pub const HEADER_LEN: usize = 4;
+}
+
+/// Path inner (PeerPath and DirectPath): laid out as a Data inner part,
+/// sealed under the member session with [`PATH_AAD`] then inner bytes 0..12
+/// as associated data, so that no path message opens as a frame or the
+/// other way round. The plaintext is a [`PathMessage`].
+pub const PATH_AAD: [u8; 4] = [VERSION, Kind::PeerPath as u8, 0, 0];
+
 /// Bytes a Data datagram through the relay adds around a fragment's chunk.
 pub const DATA_OVERHEAD: usize = routed::OVERHEAD + data::HEADER_LEN + TAG_LEN + FRAG_HEADER_LEN;
 
@@ -291,6 +327,9 @@ pub enum Control<'a> {
         keepalive_secs: u16,
         /// Changes whenever a member joins or leaves.
         generation: u32,
+        /// The member's address as the relay sees it (its public address
+        /// and port, past any NAT).
+        observed: SocketAddr,
     },
     /// Member → relay: send the member list from entry `from`.
     GetMembers {
@@ -329,10 +368,17 @@ impl<'a> Control<'a> {
                 Control::Keepalive
             }
             2 => {
-                exact(6)?;
+                let observed = body
+                    .get(6..)
+                    .ok_or(WireError::Malformed("short keepalive ack"))?;
+                let (observed, rest) = parse_addr(observed)?;
+                if !rest.is_empty() {
+                    return Err(WireError::Malformed("control message of the wrong length"));
+                }
                 Control::KeepaliveAck {
                     keepalive_secs: u16::from_be_bytes([body[0], body[1]]),
                     generation: be32(body, 2..6),
+                    observed,
                 }
             }
             3 => {
@@ -368,10 +414,12 @@ impl<'a> Control<'a> {
             Control::KeepaliveAck {
                 keepalive_secs,
                 generation,
+                observed,
             } => {
                 out.push(2);
                 out.extend_from_slice(&keepalive_secs.to_be_bytes());
                 out.extend_from_slice(&generation.to_be_bytes());
+                put_addr(out, observed);
             }
             Control::GetMembers { from } => {
                 out.push(3);
@@ -388,6 +436,133 @@ impl<'a> Control<'a> {
                 out.extend_from_slice(&total.to_be_bytes());
                 out.extend_from_slice(&from.to_be_bytes());
                 out.extend_from_slice(entries);
+            }
+        }
+    }
+}
+
+/// Appends an address: `4 | IPv4 | port` (7 bytes) or `6 | IPv6 | port`
+/// (19 bytes), big-endian.
+pub fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// Reads an address written by [`put_addr`]; returns it and the bytes
+/// after it.
+pub fn parse_addr(b: &[u8]) -> Result<(SocketAddr, &[u8]), WireError> {
+    let bad = WireError::Malformed("bad address");
+    let (&family, rest) = b.split_first().ok_or(bad)?;
+    let ip_len = match family {
+        4 => 4,
+        6 => 16,
+        _ => return Err(bad),
+    };
+    if rest.len() < ip_len + 2 {
+        return Err(bad);
+    }
+    let (ip, rest) = rest.split_at(ip_len);
+    let ip = match <[u8; 4]>::try_from(ip) {
+        Ok(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
+        Err(_) => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(ip).map_err(|_| bad)?)),
+    };
+    let port = u16::from_be_bytes([rest[0], rest[1]]);
+    Ok((SocketAddr::new(ip, port), &rest[2..]))
+}
+
+/// Addresses one Endpoints message may name.
+pub const MAX_ENDPOINTS: usize = 8;
+
+/// A path message (plaintext of a PeerPath or DirectPath datagram).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathMessage {
+    /// Through the relay: addresses where the sender may be reached (the
+    /// one the relay sees, then its own), at most [`MAX_ENDPOINTS`].
+    Endpoints(Vec<SocketAddr>),
+    /// Directly: a probe of a path; answered with a Pong to its source.
+    Ping {
+        /// Names the probe.
+        tx: u64,
+    },
+    /// Directly: the answer to a Ping.
+    Pong {
+        /// The Ping's.
+        tx: u64,
+        /// Where the Ping came from, as the answering member saw it.
+        observed: SocketAddr,
+    },
+}
+
+impl PathMessage {
+    /// Parses a path plaintext.
+    pub fn parse(p: &[u8]) -> Result<PathMessage, WireError> {
+        let (&t, body) = p
+            .split_first()
+            .ok_or(WireError::Malformed("empty path message"))?;
+        let wrong = WireError::Malformed("path message of the wrong length");
+        Ok(match t {
+            1 => {
+                let (&n, mut rest) = body.split_first().ok_or(wrong)?;
+                if usize::from(n) > MAX_ENDPOINTS {
+                    return Err(WireError::Malformed("too many endpoints"));
+                }
+                let mut addrs = Vec::with_capacity(n.into());
+                for _ in 0..n {
+                    let (addr, more) = parse_addr(rest)?;
+                    addrs.push(addr);
+                    rest = more;
+                }
+                if !rest.is_empty() {
+                    return Err(wrong);
+                }
+                PathMessage::Endpoints(addrs)
+            }
+            2 if body.len() == 8 => PathMessage::Ping {
+                tx: be64(body, 0..8),
+            },
+            3 if body.len() > 8 => {
+                let (observed, rest) = parse_addr(&body[8..])?;
+                if !rest.is_empty() {
+                    return Err(wrong);
+                }
+                PathMessage::Pong {
+                    tx: be64(body, 0..8),
+                    observed,
+                }
+            }
+            2 | 3 => return Err(wrong),
+            _ => return Err(WireError::Malformed("unknown path message")),
+        })
+    }
+
+    /// Appends the plaintext to `out` (at most [`MAX_ENDPOINTS`] addresses).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            PathMessage::Endpoints(addrs) => {
+                let addrs = &addrs[..addrs.len().min(MAX_ENDPOINTS)];
+                out.push(1);
+                out.push(addrs.len() as u8);
+                for a in addrs {
+                    put_addr(out, *a);
+                }
+            }
+            PathMessage::Ping { tx } => {
+                out.push(2);
+                out.extend_from_slice(&tx.to_be_bytes());
+            }
+            PathMessage::Pong { tx, observed } => {
+                out.push(3);
+                out.extend_from_slice(&tx.to_be_bytes());
+                put_addr(out, *observed);
             }
         }
     }
@@ -477,6 +652,12 @@ mod tests {
             Control::KeepaliveAck {
                 keepalive_secs: 5,
                 generation: 9,
+                observed: "203.0.113.7:40000".parse().unwrap(),
+            },
+            Control::KeepaliveAck {
+                keepalive_secs: 5,
+                generation: 9,
+                observed: "[2001:db8::7]:40000".parse().unwrap(),
             },
             Control::GetMembers { from: 24 },
             Control::Members {
@@ -494,6 +675,37 @@ mod tests {
         }
         assert!(Control::parse(&[]).is_err());
         assert!(Control::parse(&[9]).is_err());
+    }
+
+    #[test]
+    fn path_messages_round_trip_and_wrong_lengths_fail() {
+        let v4: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::7]:1".parse().unwrap();
+        for m in [
+            PathMessage::Endpoints(vec![]),
+            PathMessage::Endpoints(vec![v4, v6, v4]),
+            PathMessage::Ping { tx: 7 },
+            PathMessage::Pong {
+                tx: u64::MAX,
+                observed: v6,
+            },
+        ] {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            assert_eq!(PathMessage::parse(&out), Ok(m.clone()));
+            out.push(0);
+            assert!(PathMessage::parse(&out).is_err(), "{m:?} with a byte more");
+            out.truncate(out.len() - 2);
+            assert!(PathMessage::parse(&out).is_err(), "{m:?} a byte short");
+        }
+        let mut nine = vec![1, 9];
+        for _ in 0..9 {
+            put_addr(&mut nine, v4);
+        }
+        assert!(PathMessage::parse(&nine).is_err());
+        assert!(PathMessage::parse(&[]).is_err());
+        assert!(PathMessage::parse(&[4]).is_err());
+        assert!(parse_addr(&[5, 0, 0, 0, 0, 0, 0]).is_err());
     }
 
     /// What a sender refuses before it emits anything: too short, too big,
