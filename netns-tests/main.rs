@@ -6,6 +6,7 @@ mod bridge;
 mod cli;
 mod config;
 mod demo;
+mod direct;
 mod edge;
 mod fastpath;
 mod guard;

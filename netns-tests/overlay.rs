@@ -16,6 +16,7 @@ use std::{
 };
 
 use lanbridge::core::{proto::RelayKey, wire::NetworkKey};
+use nix::sys::signal::Signal;
 
 use crate::harness::{lanbridge_bin, wait_until, Lab, Ns, Proc, Switch};
 
@@ -281,12 +282,7 @@ impl Overlay {
     /// Its MAC is `02:00:00:00:XX:YY` from the last two bytes of an IPv4
     /// address, else chosen by the kernel.
     pub fn edge_at(&self, lab: &Lab, short: &str, cidr: Option<&str>) -> Edge {
-        let mac = cidr
-            .and_then(|c| c.split('/').next()?.parse::<std::net::Ipv4Addr>().ok())
-            .map(|ip| {
-                let o = ip.octets();
-                format!("02:00:00:00:{:02x}:{:02x}", o[2], o[3])
-            });
+        let mac = mac_for(cidr);
         self.start_edge(lab, short, cidr, mac.as_deref(), &self.key.clone(), &[])
     }
 
@@ -303,31 +299,61 @@ impl Overlay {
     ) -> Edge {
         let (ns, _) = self.host(lab, short);
         let relay = format!("{RELAY_IP}:{RELAY_PORT}");
-        let mut args = vec![
-            "edge",
-            "-v",
-            "--relay",
-            &relay,
-            "--key-file",
-            key.to_str().unwrap(),
-            "--tap",
-            "tap0",
-        ];
-        if let Some(c) = cidr {
-            args.extend(["--address", c]);
-        }
-        if let Some(m) = mac {
-            args.extend(["--mac", m]);
-        }
-        args.extend_from_slice(extra);
-        let proc = ns.spawn(lanbridge_bin(), &args).unwrap();
-        let up = wait_until(Duration::from_secs(10), || ns.has_link("tap0"));
-        assert!(up, "edge {short} made no tap0; its log:\n{}", proc.log());
-        let ip = cidr
-            .map(|c| c.split('/').next().unwrap().to_string())
-            .unwrap_or_default();
-        Edge { ns, proc, ip }
+        start_edge_in(ns, &relay, key, cidr, mac, extra)
     }
+}
+
+/// The MAC the scenarios give the TAP at the IPv4 address of `cidr`:
+/// `02:00:00:00:XX:YY` from its last two bytes (`None` without an IPv4
+/// address: the kernel then picks one).
+pub fn mac_for(cidr: Option<&str>) -> Option<String> {
+    cidr.and_then(|c| c.split('/').next()?.parse::<std::net::Ipv4Addr>().ok())
+        .map(|ip| {
+            let o = ip.octets();
+            format!("02:00:00:00:{:02x}:{:02x}", o[2], o[3])
+        })
+}
+
+/// Starts `lanbridge edge -v --relay RELAY` with TAP `tap0` in the existing
+/// namespace `ns` (which must reach `relay`, an `IP:PORT`), with optional
+/// address and MAC and `extra` arguments; waits for the TAP.
+pub fn start_edge_in(
+    ns: Ns,
+    relay: &str,
+    key: &std::path::Path,
+    cidr: Option<&str>,
+    mac: Option<&str>,
+    extra: &[&str],
+) -> Edge {
+    let mut args = vec![
+        "edge",
+        "-v",
+        "--relay",
+        relay,
+        "--key-file",
+        key.to_str().unwrap(),
+        "--tap",
+        "tap0",
+    ];
+    if let Some(c) = cidr {
+        args.extend(["--address", c]);
+    }
+    if let Some(m) = mac {
+        args.extend(["--mac", m]);
+    }
+    args.extend_from_slice(extra);
+    let proc = ns.spawn(lanbridge_bin(), &args).unwrap();
+    let up = wait_until(Duration::from_secs(10), || ns.has_link("tap0"));
+    assert!(
+        up,
+        "edge {} made no tap0; its log:\n{}",
+        ns.short(),
+        proc.log()
+    );
+    let ip = cidr
+        .map(|c| c.split('/').next().unwrap().to_string())
+        .unwrap_or_default();
+    Edge { ns, proc, ip }
 }
 
 /// Starts `lanbridge relay` in `ns` on the standard port.
@@ -337,12 +363,17 @@ pub fn start_relay(ns: &Ns, key: &std::path::Path) -> Proc {
 
 /// [`start_relay`] with `extra` arguments; waits until it runs.
 pub fn start_relay_with(ns: &Ns, key: &std::path::Path, extra: &[&str]) -> Proc {
-    let listen = format!("{RELAY_IP}:{RELAY_PORT}");
+    start_relay_at(ns, &format!("{RELAY_IP}:{RELAY_PORT}"), key, extra)
+}
+
+/// [`start_relay_with`] listening on `listen` (`IP:PORT`) instead of the
+/// standard address; waits until it runs.
+pub fn start_relay_at(ns: &Ns, listen: &str, key: &std::path::Path, extra: &[&str]) -> Proc {
     let mut args = vec![
         "relay",
         "-v",
         "--listen",
-        &listen,
+        listen,
         "--key-file",
         key.to_str().unwrap(),
     ];
@@ -377,4 +408,50 @@ pub fn ping_count(ns: &Ns, dst: &str, count: u32, extra: &[&str]) -> u32 {
             rest.split_whitespace().next()?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// `ping` running in the background (`-i INTERVAL`), stopped with SIGINT to
+/// read its summary.
+pub struct Pinger {
+    /// The `ping` process.
+    pub proc: Proc,
+    /// `FROM -> DST`, for messages.
+    pub what: String,
+}
+
+impl Pinger {
+    /// Starts pinging `dst` from `from` every `interval` seconds.
+    pub fn start(from: &Ns, dst: &str, interval: &str) -> Pinger {
+        let proc = from
+            .spawn("ping", &["-n", "-i", interval, "-W", "1", dst])
+            .unwrap();
+        Pinger {
+            proc,
+            what: format!("{} -> {dst}", from.short()),
+        }
+    }
+
+    /// Stops it; returns (transmitted, received).
+    pub fn finish(self) -> (u32, u32) {
+        self.proc.signal(Signal::SIGINT).unwrap_or_else(|e| {
+            panic!("ping {} ended early: {e:#}\n{}", self.what, self.proc.log())
+        });
+        self.proc
+            .wait_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("ping {} ignores SIGINT", self.what));
+        let log = self.proc.log();
+        let summary = log
+            .lines()
+            .find_map(|l| {
+                let (sent, rest) = l.split_once(" packets transmitted, ")?;
+                let received = rest.split_whitespace().next()?.parse().ok()?;
+                Some((sent.trim().parse().ok()?, received))
+            })
+            .unwrap_or_else(|| panic!("no summary from ping {}:\n{log}", self.what));
+        eprintln!(
+            "ping {}: {} sent, {} answered",
+            self.what, summary.0, summary.1
+        );
+        summary
+    }
 }

@@ -49,7 +49,6 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use lanbridge::core::mac::MacAddr;
-use nix::sys::signal::Signal;
 
 use crate::{
     harness::{lanbridge_bin, wait_until, Capture, Frame, Lab, Ns, Proc, Switch},
@@ -58,7 +57,8 @@ use crate::{
         transfer_intact, LanHost, SETTLE,
     },
     overlay::{
-        ping_count, ping_within, start_relay, start_relay_with, Overlay, RELAY_IP, RELAY_PORT,
+        ping_count, ping_within, start_relay, start_relay_with, Overlay, Pinger, RELAY_IP,
+        RELAY_PORT,
     },
 };
 
@@ -513,49 +513,8 @@ fn frames_of(lab: &Lab, cap: Capture, what: &str) -> Vec<Frame> {
         .unwrap_or_else(|e| panic!("capture {what}: {e:#}\n{}", lab.logs()))
 }
 
-/// `ping` running in the background (`-i INTERVAL`), stopped with SIGINT to
-/// read its summary.
-struct Pinger {
-    proc: Proc,
-    what: String,
-}
-
+/// What only the security scenarios ask of a [`Pinger`].
 impl Pinger {
-    /// Starts pinging `dst` from `from` every `interval` seconds.
-    fn start(from: &Ns, dst: &str, interval: &str) -> Pinger {
-        let proc = from
-            .spawn("ping", &["-n", "-i", interval, "-W", "1", dst])
-            .unwrap();
-        Pinger {
-            proc,
-            what: format!("{} -> {dst}", from.short()),
-        }
-    }
-
-    /// Stops it; returns (transmitted, received).
-    fn finish(self) -> (u32, u32) {
-        self.proc.signal(Signal::SIGINT).unwrap_or_else(|e| {
-            panic!("ping {} ended early: {e:#}\n{}", self.what, self.proc.log())
-        });
-        self.proc
-            .wait_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|| panic!("ping {} ignores SIGINT", self.what));
-        let log = self.proc.log();
-        let summary = log
-            .lines()
-            .find_map(|l| {
-                let (sent, rest) = l.split_once(" packets transmitted, ")?;
-                let received = rest.split_whitespace().next()?.parse().ok()?;
-                Some((sent.trim().parse().ok()?, received))
-            })
-            .unwrap_or_else(|| panic!("no summary from ping {}:\n{log}", self.what));
-        eprintln!(
-            "ping {}: {} sent, {} answered",
-            self.what, summary.0, summary.1
-        );
-        summary
-    }
-
     /// Stops it and asserts that it sent at least `min_sent` and lost at
     /// most [`MAX_LOST`].
     fn assert_steady(self, lab: &Lab, min_sent: u32) {

@@ -45,6 +45,25 @@ pub fn status_json(ns: &Ns, extra: &[&str]) -> Status {
     })
 }
 
+/// `lanbridge status --json` in `ns` as plain JSON, for fields newer than
+/// the [`Status`] this test binary was built with; panics with stderr on
+/// failure.
+pub fn status_value(ns: &Ns) -> serde_json::Value {
+    let out = status(ns, &["--json"]);
+    assert!(
+        out.status.success(),
+        "status in {} failed: {}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// The IPv4 address (no prefix) on `ifname` in `ns`.
 fn ipv4_of(ns: &Ns, ifname: &str) -> String {
     let out = ns.ip(&["-4", "-o", "addr", "show", "dev", ifname]);
