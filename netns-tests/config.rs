@@ -34,7 +34,7 @@ fn bad_config_files_are_one_line_errors() {
         &["edge", "--config", f],
         &format!(
             "{f}: line 2: unknown key \"mtuu\" (expected one of: relay, key_file, identity_file, tap, \
-             address, mac, mtu, max_datagram, no_offload, no_mss_clamp, metrics)"
+             address, mac, mtu, max_datagram, no_offload, no_mss_clamp, no_direct, metrics)"
         ),
     );
 

@@ -81,8 +81,10 @@ fn traffic_resumes_after_the_relay_restarts() {
         return;
     };
     let net = Overlay::new(&lab);
-    let a = net.edge(&lab, "a", 1);
-    let b = net.edge(&lab, "b", 2);
+    // Through the relay: a direct path would carry the pings while it is
+    // dead.
+    let a = net.edge_with(&lab, "a", 1, &net.key, &["--no-direct"]);
+    let b = net.edge_with(&lab, "b", 2, &net.key, &["--no-direct"]);
     assert!(ping_within(&a.ns, &b.ip, SETTLE), "{}", lab.logs());
     net.relay.signal(Signal::SIGKILL).unwrap();
     net.relay
@@ -313,6 +315,9 @@ fn edges_follow_a_relay_whose_name_moves_to_a_new_address() {
                     "tap0",
                     "--address",
                     &format!("{ip}/24"),
+                    // Through the relay: a direct path would carry the
+                    // pings without it.
+                    "--no-direct",
                 ],
             )
             .unwrap();
