@@ -641,20 +641,33 @@ impl Client {
     /// or to every member.
     // HOT PATH
     fn send_frame(&mut self, now: Instant, frame: &[u8]) {
-        if !self.joined {
-            self.stats.drops.add(DropReason::NotRegistered);
-            return;
-        }
         let Some(dst) = frame.get(..6).and_then(|d| <[u8; 6]>::try_from(d).ok()) else {
             self.stats.drops.add(DropReason::Malformed);
             return;
         };
+        // Without the relay, only direct paths are left (until their keys,
+        // renewed through the relay, expire).
+        let joined = self.joined;
+        let reachable = |p: &Peer| joined || p.path.direct().is_some();
         match self.switch.route(now, self.identity.id(), MacAddr(dst)) {
+            Route::Unicast(id) if self.peers.get(&id).is_some_and(reachable) => {
+                self.send_to(now, id, frame)
+            }
+            Route::Unicast(_) if !joined => self.stats.drops.add(DropReason::NotRegistered),
             Route::Unicast(id) => self.send_to(now, id, frame),
             Route::Flood => {
-                let ids: Vec<MemberId> = self.peers.keys().copied().collect();
+                let ids: Vec<MemberId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| reachable(p))
+                    .map(|(id, _)| *id)
+                    .collect();
                 if ids.is_empty() {
-                    self.stats.drops.add(DropReason::NoDestination);
+                    self.stats.drops.add(if joined {
+                        DropReason::NoDestination
+                    } else {
+                        DropReason::NotRegistered
+                    });
                 }
                 for id in ids {
                     self.send_to(now, id, frame);
