@@ -406,6 +406,10 @@ impl Harness {
                     0 => Control::KeepaliveAck {
                         keepalive_secs: input.u16()?,
                         generation: u32::from(input.u16()?),
+                        observed: std::net::SocketAddr::from((
+                            [203, 0, 113, input.u8()?],
+                            input.u16()?,
+                        )),
                     }
                     .encode(&mut plain),
                     1 => {

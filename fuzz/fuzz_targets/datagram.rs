@@ -98,9 +98,22 @@ fn check_peek(d: &[u8]) -> Option<Kind> {
         Kind::PeerInit => n == routed::OVERHEAD + peer_init::LEN,
         Kind::PeerResp => n == routed::OVERHEAD + peer_resp::LEN,
         Kind::Data => n >= routed::OVERHEAD + data::HEADER_LEN + codec::TAG_LEN,
+        Kind::Direct => n >= codec::direct::HEADER_LEN + data::HEADER_LEN + codec::TAG_LEN,
+        Kind::PeerPath => n > routed::OVERHEAD + data::HEADER_LEN + codec::TAG_LEN,
+        Kind::DirectPath => n > codec::direct::HEADER_LEN + data::HEADER_LEN + codec::TAG_LEN,
     };
     assert!(ok, "{kind:?} of {n} bytes passed peek");
     Some(kind)
+}
+
+/// A path message and its encoding are one thing.
+fn check_path(p: &[u8]) {
+    let Ok(m) = codec::PathMessage::parse(p) else {
+        return;
+    };
+    let mut again = Vec::new();
+    m.encode(&mut again);
+    assert_eq!(again, p, "{m:?} encodes to other bytes");
 }
 
 /// A control message and its encoding are one thing.
@@ -132,6 +145,7 @@ fn check_fragment(p: &[u8]) {
 fn raw(d: &[u8], other_address: bool) {
     let kind = check_peek(d);
     check_control(d);
+    check_path(d);
     check_fragment(d);
     match kind {
         Some(Kind::Control) => check_control(&d[control::HEADER_LEN..d.len() - codec::TAG_LEN]),
@@ -268,6 +282,7 @@ fn control_messages(input: &mut Input<'_>) {
         1 => Control::KeepaliveAck {
             keepalive_secs: w0 as u16,
             generation: w1,
+            observed: std::net::SocketAddr::from((w2.to_be_bytes(), w0 as u16)),
         },
         2 => Control::GetMembers { from: w0 },
         _ => Control::Members {

@@ -274,6 +274,7 @@ impl Harness {
                     2 => Control::KeepaliveAck {
                         keepalive_secs: 1,
                         generation: 2,
+                        observed: std::net::SocketAddr::from(([203, 0, 113, 9], 4000)),
                     }
                     .encode(&mut plain),
                     3 => Control::Members {
