@@ -27,9 +27,9 @@ build has --no-direct, every relayed row runs its members with it (all the
 members share one underlay, where they would otherwise find a direct path),
 and the direct row runs after waiting (at most $DIRECT_WAIT s) until both
 members' 'lanbridge status --json' show the path as direct; without it
-(an older build, see --bin) there is no direct row. Each row with a relay
-running shows the relay process's CPU time (utime + stime from /proc) over
-its two TCP tests, in % of one core.
+(an older build, see --bin) there is no direct row. Every row but the
+references shows the relay process's CPU time (utime + stime from /proc;
+n2n: its supernode's) over its two TCP tests, in % of one core.
 With --loss, an n2n row (edge N1 -- supernode -- edge N2) joins the relay
 rows when n2n 1.3's 'supernode' and 'edge' are installed (or with --n2n).
 Prints a table with ratios to the reference. Needs root, ip, ping, iperf3,
@@ -214,6 +214,9 @@ cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null) || CLK_TCK=100
+# The process whose CPU time the next measured row reports (set by each
+# section before it measures; empty for the references).
+CPU_PID=""
 
 # With --loss: the lbloss tables (FAMILY:SHORT, see lb_loss_counts) the next
 # measured row's packets cross; set by each section before it measures.
@@ -222,8 +225,9 @@ LOSS_AT=()
 # measure LABEL SRC DST DSTIP REFROW: runs the iperf3 server in DST, the
 # clients in SRC, then pings; appends a row whose ratios are against row
 # index REFROW (-1: this row is a reference). With --loss, also the share
-# of packets the row's loss rules dropped during the two TCP tests. While a
-# relay runs, also its CPU time over the two TCP tests, in % of one core.
+# of packets the row's loss rules dropped during the two TCP tests. With
+# CPU_PID set (the relay, or n2n's supernode), also that process's CPU time
+# over the two TCP tests, in % of one core.
 measure() {
     local label=$1 src=$2 dst=$3 ip=$4 ref=$5 spid t1=fail tn=fail seen0 drop0 seen drop lost=-
     local cpu0="" cpu1="" wall0 wall1 rcpu=-
@@ -232,18 +236,18 @@ measure() {
     spid=$LB_LAST_PID
     if lb_wait_for 5 iperf_listening "$dst"; then
         [[ -n $LOSS ]] && read -r seen0 drop0 < <(lb_loss_counts "${LOSS_AT[@]}")
-        ((HAVE_RELAY)) && cpu0=$(cpu_ticks "$RELAY_PID")
+        [[ -n $CPU_PID ]] && cpu0=$(cpu_ticks "$CPU_PID")
         wall0=$EPOCHREALTIME
         iperf_gbps "$src" "$ip" 1
         t1=$GBPS
         iperf_gbps "$src" "$ip" "$STREAMS"
         tn=$GBPS
         wall1=$EPOCHREALTIME
-        ((HAVE_RELAY)) && cpu1=$(cpu_ticks "$RELAY_PID")
+        [[ -n $CPU_PID ]] && cpu1=$(cpu_ticks "$CPU_PID")
         if [[ -n $cpu0 && -n $cpu1 ]]; then
             rcpu=$(awk -v c="$((cpu1 - cpu0))" -v hz="$CLK_TCK" -v a="$wall0" -v b="$wall1" \
                 'BEGIN { printf "%.1f", 100 * c / hz / (b - a) }')
-            lb_log "  relay CPU: $((cpu1 - cpu0)) ticks of 1/$CLK_TCK s in $(awk -v a="$wall0" -v b="$wall1" 'BEGIN { printf "%.1f", b - a }') s = $rcpu % of one core"
+            lb_log "  relay CPU (pid $CPU_PID): $((cpu1 - cpu0)) ticks of 1/$CLK_TCK s in $(awk -v a="$wall0" -v b="$wall1" 'BEGIN { printf "%.1f", b - a }') s = $rcpu % of one core"
         fi
         if [[ -n $LOSS ]]; then
             read -r seen drop < <(lb_loss_counts "${LOSS_AT[@]}")
@@ -391,7 +395,7 @@ section_kernel() {
     reference_host b sw 10.0.0.2/24 10.0.0.1
     lb_wait_ping a 10.0.0.2 10 || lb_die "kernel bridge baseline does not ping"
     KREF=${#ROWS[@]}
-    LOSS_AT=(inet:a inet:b)
+    LOSS_AT=(inet:a inet:b) CPU_PID=""
     measure "kernel bridge A->B" a b 10.0.0.2 -1
 }
 
@@ -405,7 +409,7 @@ section_overlay() {
         show_log "$LB_WORK/edge-e1.log"
         lb_die "overlay E1 -> E2 does not ping"
     fi
-    LOSS_AT=(bridge:inet)
+    LOSS_AT=(bridge:inet) CPU_PID=$RELAY_PID
     measure "overlay E1->E2" e1 e2 10.10.0.2 "$KREF"
     udp_drops e1 relay e2
 }
@@ -423,6 +427,7 @@ section_n2n() {
     local sn=$UNDERLAY_IP n2nkey n1ip
     n2nkey=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
     lb_spawn sn "$LB_WORK/n2n-supernode.log" supernode -l $N2N_PORT
+    local snpid=$LB_LAST_PID
     underlay_host n1
     n1ip=$UNDERLAY_IP
     underlay_host n2
@@ -463,7 +468,7 @@ EOF
         return 0
     fi
     ((try > 1)) && NOTE_N2N="n2n edges came up only at start $try of 3 (the first registrations were lost)"
-    LOSS_AT=(bridge:inet)
+    LOSS_AT=(bridge:inet) CPU_PID=$snpid
     measure "n2n N1->N2" n1 n2 10.30.0.2 "$KREF"
     lb_log "  direct N1<->N2 datagrams dropped (n2n must use its supernode): $(lb_x inet nft list chain bridge lbnodirect forward | grep -o 'packets [0-9]*')"
 }
@@ -495,9 +500,9 @@ section_bridge() {
         lb_die "virtual V -> LAN L1 does not ping through the bridge"
     fi
     LREF=${#ROWS[@]}
-    LOSS_AT=(inet:l1 inet:l2)
+    LOSS_AT=(inet:l1 inet:l2) CPU_PID=""
     measure "LAN L1->L2" l1 l2 192.168.77.12 -1
-    LOSS_AT=(bridge:inet)
+    LOSS_AT=(bridge:inet) CPU_PID=$RELAY_PID
     RELAYED_ROW=${#ROWS[@]}
     measure "virtual V->LAN L1" v l1 192.168.77.11 "$LREF"
     [[ $ONLY != direct ]] && measure "LAN L1->virtual V" l1 v 192.168.77.100 "$LREF"
@@ -608,7 +613,7 @@ section_direct() {
     fi
     lb_log "  direct after $((SECONDS - t0)) s: V -> bridge: $pv; bridge -> V: $pb"
     local before="$pv / $pb" changes0="${pv##* } ${pb##* }"
-    LOSS_AT=(bridge:inet)
+    LOSS_AT=(bridge:inet) CPU_PID=$RELAY_PID
     DIRECT_ROW=${#ROWS[@]}
     measure "$label" v l1 192.168.77.11 "$LREF"
     pv=$(path_view v "$bid") pb=$(path_view bh "$vid")
@@ -692,7 +697,7 @@ echo "Throughput ratio: the row's Gbit/s divided by its reference's (kernel brid
 echo "for the overlay$( ((N2N)) && echo " and n2n"); LAN<->LAN on the same LAN switch for the bridge rows)."
 echo "RTT ratio: the row's average RTT divided by its reference's."
 echo "Relay CPU: the relay process's user + system time over the row's two TCP tests, in % of"
-echo "one core ('-': no relay running yet)."
+echo "one core$( ((N2N)) && echo " (n2n: its supernode's)"); '-' for the references."
 if ((DIRECT_ROW >= 0)); then
     # Issue 11's targets: direct >= 0.50 of LAN<->LAN in throughput, and at
     # most 100 us of RTT added over it.
