@@ -211,7 +211,9 @@ impl Harness {
     fn deliver_from(&mut self, from: std::net::SocketAddr, d: &[u8]) {
         let event = self.w.deliver(0, from, d);
         if from != common::relay_addr() {
-            assert_eq!(event, ClientEvent::Drop(DropReason::UnknownSender));
+            // Only the direct kinds are taken from another address (the
+            // ledger checks any frame they deliver), never a join.
+            assert_ne!(event, ClientEvent::Registered);
         }
         self.w.pump();
         self.check_delivered();

@@ -1481,7 +1481,7 @@ impl Client {
                     .filter(|a| self.usable_candidate(*a))
                     .collect();
                 let peer = self.peers.get_mut(&src).ok_or(DropReason::NoSession)?;
-                if peer.path.on_endpoints(now, &addrs) {
+                if peer.path.on_endpoints(now, &addrs, self.endpoints_gen) {
                     let ours = PathMessage::Endpoints(self.endpoints());
                     self.send_path(now, src, &ours, None)?;
                 }

@@ -168,8 +168,10 @@ impl Path {
 
     /// The member's endpoints arrived (already filtered by the caller):
     /// they replace the candidates it told us before, and probing starts
-    /// now if there is no direct path. True if ours should go back.
-    pub fn on_endpoints(&mut self, now: Instant, addrs: &[SocketAddr]) -> bool {
+    /// now if there is no direct path. True if ours (of `generation`)
+    /// should go back; they count as sent, so two members never answer
+    /// each other's answers.
+    pub fn on_endpoints(&mut self, now: Instant, addrs: &[SocketAddr], generation: u64) -> bool {
         self.candidates
             .retain(|c| c.reflexive && !addrs.contains(&c.addr));
         for &addr in addrs.iter().rev() {
@@ -189,8 +191,13 @@ impl Path {
         if self.direct.is_none() {
             self.probe = Some((0, now));
         }
-        self.endpoints_sent
-            .is_none_or(|(t, _)| now.saturating_duration_since(t) >= ENDPOINTS_ANSWER_EVERY)
+        let answer = self
+            .endpoints_sent
+            .is_none_or(|(t, _)| now.saturating_duration_since(t) >= ENDPOINTS_ANSWER_EVERY);
+        if answer {
+            self.endpoints_sent = Some((now, generation));
+        }
+        answer
     }
 
     /// An authenticated ping came from `from`: a candidate if it is new
@@ -369,7 +376,7 @@ mod tests {
     fn an_inactive_member_gets_nothing() {
         let t0 = Instant::now();
         let mut p = Path::default();
-        p.on_endpoints(t0, &[addr("203.0.113.1:1")]);
+        p.on_endpoints(t0, &[addr("203.0.113.1:1")], 1);
         let (actions, change) = poll(&mut p, t0, &mut 0);
         assert!(actions.is_empty() && change.is_none());
     }
@@ -385,7 +392,7 @@ mod tests {
         p.on_frame(t0, true);
         let (actions, _) = poll(&mut p, t0, &mut tx);
         assert_eq!(actions, vec![PathAction::Endpoints]);
-        assert!(!p.on_endpoints(t0, &[public, lan]), "ours went just now");
+        assert!(!p.on_endpoints(t0, &[public, lan], 1), "ours went just now");
         let (actions, _) = poll(&mut p, t0, &mut tx);
         let sent = pings(&actions);
         assert_eq!(sent.iter().map(|s| s.0).collect::<Vec<_>>(), [public, lan]);
@@ -416,7 +423,7 @@ mod tests {
         let mut p = Path::default();
         let mut tx = 0;
         p.on_frame(t0, true);
-        p.on_endpoints(t0, &[public]);
+        p.on_endpoints(t0, &[public], 1);
         let (actions, _) = poll(&mut p, t0, &mut tx);
         let (_, ptx) = pings(&actions)[0];
         p.on_pong(t0, public, ptx).unwrap();
@@ -465,7 +472,7 @@ mod tests {
         let mut p = Path::default();
         let mut tx = 0;
         p.on_frame(t0, false);
-        p.on_endpoints(t0, &[public]);
+        p.on_endpoints(t0, &[public], 1);
         let (actions, _) = poll(&mut p, t0, &mut tx);
         let (_, ptx) = pings(&actions)[0];
         p.on_pong(t0, public, ptx).unwrap();
@@ -483,6 +490,25 @@ mod tests {
         assert!(sent <= 3, "{sent} keepalive pings in a minute");
         let (_, change) = poll(&mut p, t0 + ACTIVE_FOR, &mut tx);
         assert_eq!(change, Some(PathChange::Relay { idle: true }));
+    }
+
+    /// Two members answering each other's endpoints stop after one answer
+    /// (an answer counts as sent).
+    #[test]
+    fn endpoints_are_answered_once() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Path::default(), Path::default());
+        let mut answers = 0;
+        let mut to_b = true;
+        while answers < 10 {
+            let p = if to_b { &mut b } else { &mut a };
+            if !p.on_endpoints(t0, &[addr("203.0.113.1:1")], 1) {
+                break;
+            }
+            answers += 1;
+            to_b = !to_b;
+        }
+        assert_eq!(answers, 2, "each answers the first it gets, once");
     }
 
     #[test]
