@@ -93,7 +93,6 @@ use std::{
 use common::{Flow, Input, World};
 use lanbridge::core::{
     client::ClientEvent,
-    drop::DropReason,
     frame::{mss, tcp::flags},
     offload::VnetHdr,
     proto::{
