@@ -53,7 +53,6 @@ use std::time::Instant;
 use common::Input;
 use lanbridge::core::{
     client::ClientEvent,
-    drop::DropReason,
     mac::MacAddr,
     noise::TransportKeys,
     proto::{
