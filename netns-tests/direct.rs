@@ -34,8 +34,9 @@
 //! hole punching by two plain sockets, the cut); 8 MB each way direct
 //! between E1 and L1 (the relay receives under 10 %); falling back to the
 //! relay when the internet cuts the direct path (pings at 10/s lose at most
-//! 5 s worth); E2 behind the port-randomising nat3 reaching everyone; and
-//! `--no-direct` keeping everything on the relay.
+//! 5 s worth); pings going on over the direct path with the relay killed;
+//! E2 behind the port-randomising nat3 reaching everyone; and `--no-direct`
+//! keeping everything on the relay.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -43,10 +44,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::{
-    harness::{wait_until, Lab, Ns},
+    harness::{wait_until, Lab, Ns, Proc},
     lan::{
         assert_ping, lan_host, lan_ip, start_bridge, transfer_intact, BridgeHost, LanHost,
         LAN_PREFIX,
@@ -232,6 +234,8 @@ struct World {
     relay_ns: Ns,
     /// The relay's `IP:PORT`.
     relay: String,
+    /// The relay process.
+    relay_proc: Proc,
     /// The network key file.
     key: PathBuf,
     nat1: Nat,
@@ -275,7 +279,7 @@ impl World {
         );
         let key = key_file(lab, "net.key");
         let relay = format!("{RELAY_PUBLIC}:{RELAY_PORT}");
-        start_relay_at(&relay_ns, &relay, &relay_key_file(lab, &key), &[]);
+        let relay_proc = start_relay_at(&relay_ns, &relay, &relay_key_file(lab, &key), &[]);
 
         let nat1 = Nat::new(lab, &inet, 1, Mapping::KeepPort);
         let nat2 = Nat::new(lab, &inet, 2, Mapping::KeepPort);
@@ -294,6 +298,7 @@ impl World {
             inet,
             relay_ns,
             relay,
+            relay_proc,
             key,
             nat1,
             nat2,
@@ -679,6 +684,55 @@ fn a_direct_path_that_stops_answering_falls_back_to_the_relay() {
         lab.logs()
     );
     eprintln!("direct_fallback: {:.2?} in all", start.elapsed());
+}
+
+/// Once E1 and the bridge talk directly, the relay is killed: pings every
+/// 0.1 s from E1 to L1 go on for 20 s (past the 15 s after which members
+/// declare the relay lost) with at most a few lost, and E1 still reports the
+/// direct path.
+#[test]
+fn members_on_a_direct_path_keep_talking_while_the_relay_is_down() {
+    let Some(lab) = Lab::new("direct_relay_down") else {
+        return;
+    };
+    let start = Instant::now();
+    let w = World::new(&lab, &[]);
+    assert_ping(&lab, &w.e1.ns, &w.l1.ip);
+    let br_id = member_id(&w.br.host.ns);
+    let (direct, _, view) = wait_for_path(&w.e1.ns, &br_id, "direct", DIRECT_WITHIN);
+    assert!(
+        direct,
+        "no direct path from E1 to BR within {DIRECT_WITHIN:?}: {view:?}\n{}",
+        lab.logs()
+    );
+    let pinger = Pinger::start(&w.e1.ns, &w.l1.ip, PING_EVERY);
+    wait_until(Duration::from_secs(15), || replies(&pinger) >= 10);
+    w.relay_proc.signal(Signal::SIGKILL).unwrap();
+    w.relay_proc
+        .wait_timeout(Duration::from_secs(5))
+        .expect("relay did not die");
+    let killed = replies(&pinger);
+    wait_until(Duration::from_secs(30), || replies(&pinger) >= killed + 200);
+    let (sent, received) = pinger.finish();
+    let view = path_to(&w.e1.ns, &br_id);
+    let still = view.as_ref().is_some_and(|p| p.is("direct"));
+    eprintln!(
+        "direct_relay_down: {received} of {sent} pings answered, {} after the relay died; \
+         E1's path: {view:?}",
+        received as usize - killed
+    );
+    assert!(
+        received as usize >= killed + 200 && sent - received <= 5,
+        "ping E1 -> L1 with the relay dead: {received} of {sent} answered, {killed} before it \
+         died\n{}",
+        lab.logs()
+    );
+    assert!(
+        still,
+        "E1 reports {view:?} for BR with the relay dead\n{}",
+        lab.logs()
+    );
+    eprintln!("direct_relay_down: {:.2?} in all", start.elapsed());
 }
 
 /// A second edge E2 behind nat3, which maps every destination to a new
