@@ -323,7 +323,6 @@ pub struct Client {
     overlay_nets: Vec<(IpAddr, u8)>,
     /// Changes when our endpoints do.
     endpoints_gen: u64,
-    next_ping: u64,
     path_actions: Vec<PathAction>,
     /// Start of the current second and the Rejoin hints sent directly in it.
     direct_rejoins: (Option<Instant>, u32),
@@ -388,6 +387,14 @@ impl Outbox {
             contents: &self.buf[start..end],
         })
     }
+}
+
+/// A ping's tx: random, so that no member can answer a ping it did not
+/// see (see [`Path::poll`]).
+fn random_tx() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source (getrandom) failed");
+    u64::from_be_bytes(b)
 }
 
 fn random_index(taken: &FastMap<u32, Owner>) -> u32 {
@@ -457,7 +464,6 @@ impl Client {
             local_endpoints: Vec::new(),
             overlay_nets: Vec::new(),
             endpoints_gen: 0,
-            next_ping: 0,
             path_actions: Vec::new(),
             direct_rejoins: (None, 0),
             next_frame_id: 0,
@@ -514,7 +520,7 @@ impl Client {
     }
 
     /// Fuzzing only: the keypair this member sends to member `id` with.
-    #[cfg(fuzzing)]
+    #[cfg(any(fuzzing, test))]
     pub fn fuzz_peer_keypair(&mut self, now: Instant, id: MemberId) -> Option<&mut Keypair> {
         let timers = self.config.timers;
         self.peers
@@ -1870,13 +1876,8 @@ impl Client {
             let change = if peer.keypairs.is_empty() {
                 peer.path.reset(now)
             } else {
-                peer.path.poll(
-                    now,
-                    generation,
-                    &mut self.next_ping,
-                    &mut budget,
-                    &mut actions,
-                )
+                peer.path
+                    .poll(now, generation, &mut random_tx, &mut budget, &mut actions)
             };
             self.path_changed(id, change);
             for action in &actions {
