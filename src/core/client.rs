@@ -269,6 +269,10 @@ struct Peer {
     /// Start of the current second and the initiations answered in it.
     inits: (Option<Instant>, u32),
     path: Path,
+    /// When an unauthenticated hint from its direct path's address (a
+    /// Rejoin, or a Direct under keys we don't have) last made us start a
+    /// handshake.
+    hinted: Option<Instant>,
 }
 
 /// The member list being fetched from the relay.
@@ -920,10 +924,19 @@ impl Client {
             Err(e) => return Err(e.drop_reason()),
         };
         if kind.is_direct() {
+            if !self.config.direct {
+                // Nobody we talk to sends these (we never give endpoints or
+                // ping): a stranger's, or one spoofing a victim's address
+                // for our Rejoin hint.
+                return Err(DropReason::DirectOff);
+            }
             return self.direct(now, from, kind, d, deliver);
         }
         if from != self.relay {
             if kind == Kind::Rejoin {
+                if !self.config.direct {
+                    return Err(DropReason::DirectOff);
+                }
                 return self.direct_rejoin(now, from, codec::be32(d, rejoin::RECEIVER));
             }
             return Err(DropReason::UnknownSender);
@@ -1302,11 +1315,11 @@ impl Client {
                 .find(|(_, p)| p.path.direct() == Some(from))
                 .map(|(id, _)| *id);
             if let Some(id) = id {
-                self.start_peer_handshake(now, id);
+                self.hinted_handshake(now, id);
             }
-            // And tell the sender, as the relay does: it goes back through
-            // the relay at once rather than when its pings go unanswered.
-            // 8 bytes for at least 32; ten a second at most.
+            // And tell the sender, as the relay does: it makes new keys at
+            // once rather than when its pings go unanswered. 8 bytes for at
+            // least 32; ten a second at most.
             if self
                 .direct_rejoins
                 .0
@@ -1330,8 +1343,14 @@ impl Client {
     }
 
     /// A member's direct path says it has no keys for our index (it
-    /// restarted): back through the relay, and a new handshake. Taken only
-    /// from that path's address and for an index of that member's keys.
+    /// restarted): a new handshake (through the relay, once a second at
+    /// most). Taken only from that path's address and for an index of that
+    /// member's keys, but unauthenticated: anyone who sees our Direct
+    /// datagrams knows both, so the hint does not move the path to the
+    /// relay (a stream of them would keep it there). It needn't: the member
+    /// that restarted has no keys for frames through the relay either, and
+    /// once the new ones are made, the direct path carries them (if it
+    /// really died, its pings go unanswered and it falls back).
     fn direct_rejoin(
         &mut self,
         now: Instant,
@@ -1350,10 +1369,27 @@ impl Client {
             })
             .map(|(id, _)| *id)
             .ok_or(DropReason::UnknownSender)?;
-        let change = self.peers.get_mut(&id).and_then(|p| p.path.fall_back(now));
-        self.path_changed(id, change);
-        self.start_peer_handshake(now, id);
+        self.hinted_handshake(now, id);
         Ok(ClientEvent::Nothing)
+    }
+
+    /// Starts a handshake with member `id` on an unauthenticated hint from
+    /// its direct path: once a second at most, however many come (a
+    /// handshake that completes leaves none pending, so
+    /// [`Client::start_peer_handshake`]'s own limit would let every hint
+    /// through).
+    fn hinted_handshake(&mut self, now: Instant, id: MemberId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer
+            .hinted
+            .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_RETRY)
+        {
+            return;
+        }
+        peer.hinted = Some(now);
+        self.start_peer_handshake(now, id);
     }
 
     /// True if `addr` may be a direct path to a member: a unicast address

@@ -2647,4 +2647,87 @@ mod direct_paths {
             "A sends M's frames to the victim"
         );
     }
+
+    /// An outsider that sees A's Direct datagrams to B (same Wi-Fi, same
+    /// LAN, on the path) learns B's receiver index and sends A Rejoin hints
+    /// "from" B's address, twice a second: 8 unauthenticated bytes each,
+    /// and Directs under made-up indexes. A makes new keys with B (once a
+    /// second at most, as for the relay's hints) but keeps the direct path:
+    /// no frame goes through the relay, none is lost.
+    #[test]
+    fn forged_rejoin_hints_do_not_move_a_working_path_to_the_relay() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        let since = w.fabric.wire.len();
+        let handshakes = w.fabric.node("A").client.stats().peer_handshakes;
+        for seq in 300..400u16 {
+            if seq % 5 == 0 {
+                let sniffed = w.fabric.wire[since..]
+                    .iter()
+                    .rev()
+                    .find(|d| d.from == A && d.to == B && kind(d) == Some(Kind::Direct))
+                    .map_or([0; 4], |d| d.bytes[4..8].try_into().unwrap());
+                let mut hint = codec::header(Kind::Rejoin).to_vec();
+                hint.extend_from_slice(&sniffed);
+                w.inject(Datagram {
+                    from: B,
+                    to: A,
+                    bytes: hint,
+                });
+                // And a Direct under an index A never gave, "from" B.
+                let mut garbage = codec::header(Kind::Direct).to_vec();
+                garbage.extend([seq as u8; 40]);
+                w.inject(Datagram {
+                    from: B,
+                    to: A,
+                    bytes: garbage,
+                });
+            }
+            ping(&mut w, "A", 2, seq, Duration::from_millis(100));
+            assert!(replied(&w, "A", seq), "ping {seq}");
+            assert_eq!(direct_to(&w, "A", 2), Some(B), "at ping {seq}");
+        }
+        let relayed = w.fabric.wire[since..]
+            .iter()
+            .filter(|d| d.from == A && kind(d) == Some(Kind::Data))
+            .count();
+        assert_eq!(relayed, 0, "frames from A through the relay");
+        let new = w.fabric.node("A").client.stats().peer_handshakes - handshakes;
+        assert!(new <= 11, "{new} handshakes in 10 s");
+    }
+
+    /// A member with direct paths off answers nothing that does not come
+    /// from the relay: no Rejoin hint to a stranger's Direct (or to a
+    /// source address a stranger spoofs).
+    #[test]
+    fn a_member_with_direct_paths_off_ignores_direct_datagrams() {
+        let mut w = edges_with(RelayConfig::default(), relayed(), &["A", "B"]);
+        w.advance(Duration::ZERO);
+        ping(&mut w, "A", 2, 1, Duration::from_millis(100));
+        let since = w.fabric.wire.len();
+        let stranger = edge_addr(9);
+        let mut garbage = codec::header(Kind::Direct).to_vec();
+        garbage.extend([7u8; 40]);
+        w.inject(Datagram {
+            from: stranger,
+            to: B,
+            bytes: garbage,
+        });
+        let mut hint = codec::header(Kind::Rejoin).to_vec();
+        hint.extend([7u8; 4]);
+        w.inject(Datagram {
+            from: stranger,
+            to: B,
+            bytes: hint,
+        });
+        let answers: Vec<_> = w.fabric.wire[since..]
+            .iter()
+            .filter(|d| d.from == B)
+            .collect();
+        assert_eq!(answers, Vec::<&Datagram>::new());
+        assert_eq!(
+            counts(&w.fabric.node("B").client.stats().drops),
+            [(D::DirectOff, 2)]
+        );
+    }
 }

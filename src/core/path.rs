@@ -255,9 +255,9 @@ impl Path {
         })
     }
 
-    /// Goes back to the relay because the direct path failed (the member
-    /// said it has no keys for ours); probing resumes.
-    pub fn fall_back(&mut self, now: Instant) -> Option<PathChange> {
+    /// Goes back to the relay because the direct path stopped answering;
+    /// probing resumes.
+    fn fall_back(&mut self, now: Instant) -> Option<PathChange> {
         self.direct.take()?;
         self.probe = Some((0, now + PROBE_FAST));
         self.changed(now);
