@@ -59,7 +59,6 @@ use crate::core::{
         codec::{
             self, control, cookie_reply, data, direct, peer_init, peer_resp, rejoin, routed,
             uplink_init, uplink_resp, Control, Kind, PathMessage, MAX_ENDPOINTS, MEMBER_ENTRY_LEN,
-            PATH_AAD,
         },
         session::{constant_time_eq, Keypair, Keypairs, Slot, Timers, WallClock},
         Identity, MemberId, MemberPsk, RelayKey,
@@ -88,6 +87,11 @@ const MAC_TAKEN_LOGGED: usize = 1024;
 /// Pings sent per timer round at most, over all members (the round runs
 /// every 250 ms at most): many members probing many peers stay bounded.
 const PINGS_PER_ROUND: usize = 64;
+/// Pings answered per second per member (a member probes at most
+/// `MAX_CANDIDATES` of our addresses a second, plus its keepalive): one
+/// that forges its source address can't aim more pongs than this at a
+/// third party through us.
+const PONGS_PER_SEC: u32 = 32;
 
 /// Timers and limits of a member.
 #[derive(Clone, Debug)]
@@ -273,6 +277,8 @@ struct Peer {
     /// Rejoin, or a Direct under keys we don't have) last made us start a
     /// handshake.
     hinted: Option<Instant>,
+    /// Start of the current second and the pings answered in it.
+    pongs: (Option<Instant>, u32),
 }
 
 /// The member list being fetched from the relay.
@@ -1393,8 +1399,9 @@ impl Client {
     }
 
     /// True if `addr` may be a direct path to a member: a unicast address
-    /// of our socket's family, not ours, and not reached through the
-    /// overlay itself (which would carry the overlay inside itself).
+    /// of our socket's family, not ours, not the relay's, and not reached
+    /// through the overlay itself (which would carry the overlay inside
+    /// itself).
     fn usable_candidate(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip();
         let bad = addr.port() == 0
@@ -1403,6 +1410,7 @@ impl Client {
             || ip.is_multicast()
             || addr.is_ipv4() != self.relay.is_ipv4()
             || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+            || addr == self.relay
             || self.observed == Some(addr)
             || self.local_endpoints.contains(&addr)
             || self
@@ -1471,7 +1479,12 @@ impl Client {
         out.extend_from_slice(&kp.remote_index.to_be_bytes());
         out.extend_from_slice(&counter.to_be_bytes());
         out.extend_from_slice(&plain);
-        let aad = path_aad(&out[inner..inner + data::HEADER_LEN]);
+        let kind = if to.is_some() {
+            Kind::DirectPath
+        } else {
+            Kind::PeerPath
+        };
+        let aad = path_aad(kind, &out[inner..inner + data::HEADER_LEN]);
         let tag = kp.seal(counter, &aad, &mut out[inner + data::HEADER_LEN..]);
         out.extend_from_slice(&tag);
         if to.is_none() {
@@ -1498,13 +1511,21 @@ impl Client {
         inner: &[u8],
     ) -> Result<ClientEvent, DropReason> {
         let mut plain = Vec::with_capacity(inner.len());
-        self.open_inner(now, src, inner, true, &mut plain)?;
+        let kind = if from.is_some() {
+            Kind::DirectPath
+        } else {
+            Kind::PeerPath
+        };
+        self.open_inner(now, src, inner, Some(kind), &mut plain)?;
         let message = PathMessage::parse(&plain).map_err(|e| e.drop_reason())?;
         if !self.config.direct {
             return Err(DropReason::DirectOff);
         }
         match (message, from) {
-            (PathMessage::Endpoints(addrs), _) => {
+            // Endpoints come through the relay only (a DirectPath opens
+            // under the same associated data: one lifted off the relay leg
+            // and sent from elsewhere is refused).
+            (PathMessage::Endpoints(addrs), None) => {
                 let addrs: Vec<SocketAddr> = addrs
                     .into_iter()
                     .filter(|a| self.usable_candidate(*a))
@@ -1520,6 +1541,14 @@ impl Client {
                     return Err(DropReason::Loop);
                 }
                 let peer = self.peers.get_mut(&src).ok_or(DropReason::NoSession)?;
+                match peer.pongs.0 {
+                    Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
+                    _ => peer.pongs = (Some(now), 0),
+                }
+                peer.pongs.1 += 1;
+                if peer.pongs.1 > PONGS_PER_SEC {
+                    return Err(DropReason::QueueFull);
+                }
                 peer.path.on_ping(now, from);
                 let pong = PathMessage::Pong { tx, observed: from };
                 self.send_path(now, src, &pong, Some(from))?;
@@ -1677,7 +1706,7 @@ impl Client {
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<ClientEvent, DropReason> {
         let mut plain = std::mem::take(&mut self.scratch);
-        let result = match self.open_inner(now, src, inner, false, &mut plain) {
+        let result = match self.open_inner(now, src, inner, None, &mut plain) {
             Ok(()) if plain.is_empty() => Ok(ClientEvent::Nothing),
             Ok(()) => self.frame(now, src, &plain, deliver),
             Err(reason) => Err(reason),
@@ -1687,15 +1716,15 @@ impl Client {
     }
 
     /// Opens the inner part of a Data, Direct, PeerPath or DirectPath
-    /// datagram from `src` into `plain` (`path`: under the path messages'
-    /// associated data). The first datagram under a new keypair confirms
-    /// it and sends what waited for it.
+    /// datagram from `src` into `plain` (`path`: the kind of a path
+    /// message, under its associated data). The first datagram under a new
+    /// keypair confirms it and sends what waited for it.
     fn open_inner(
         &mut self,
         now: Instant,
         src: MemberId,
         inner: &[u8],
-        path: bool,
+        path: Option<Kind>,
         plain: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
         let receiver = codec::be32(inner, data::RECEIVER);
@@ -1719,10 +1748,9 @@ impl Client {
         let (ct, tag) = rest.split_at(rest.len() - codec::TAG_LEN);
         plain.clear();
         plain.extend_from_slice(ct);
-        let opened = if path {
-            kp.open(counter, &path_aad(head), plain, tag)
-        } else {
-            kp.open(counter, head, plain, tag)
+        let opened = match path {
+            Some(kind) => kp.open(counter, &path_aad(kind, head), plain, tag),
+            None => kp.open(counter, head, plain, tag),
         };
         let mut queued = Vec::new();
         if opened.is_ok() && slot == Slot::Next {
@@ -1934,11 +1962,11 @@ impl Client {
     }
 }
 
-/// The associated data of a path message: [`PATH_AAD`], then the inner
-/// header (receiver index and counter).
-fn path_aad(head: &[u8]) -> [u8; 4 + data::HEADER_LEN] {
+/// The associated data of a path message of `kind`: [`codec::path_aad`],
+/// then the inner header (receiver index and counter).
+fn path_aad(kind: Kind, head: &[u8]) -> [u8; 4 + data::HEADER_LEN] {
     let mut aad = [0u8; 4 + data::HEADER_LEN];
-    aad[..4].copy_from_slice(&PATH_AAD);
+    aad[..4].copy_from_slice(&codec::path_aad(kind));
     aad[4..].copy_from_slice(&head[..data::HEADER_LEN]);
     aad
 }

@@ -2626,7 +2626,7 @@ mod direct_paths {
             let mut d = codec::header(Kind::DirectPath).to_vec();
             d.extend_from_slice(&kp.remote_index.to_be_bytes());
             d.extend_from_slice(&counter.to_be_bytes());
-            let mut aad = codec::PATH_AAD.to_vec();
+            let mut aad = codec::path_aad(Kind::DirectPath).to_vec();
             aad.extend_from_slice(&d[4..4 + data::HEADER_LEN]);
             let tag = kp.seal(counter, &aad, &mut plain);
             d.extend_from_slice(&plain);
@@ -2729,5 +2729,196 @@ mod direct_paths {
             counts(&w.fabric.node("B").client.stats().drops),
             [(D::DirectOff, 2)]
         );
+    }
+
+    /// Seals path message `m` as member `who` to member number `to`, as a
+    /// DirectPath datagram (what a member can make with its own keys).
+    fn sealed_by(w: &mut World<Net>, who: &str, to: u8, m: &codec::PathMessage) -> Vec<u8> {
+        let mut plain = Vec::new();
+        m.encode(&mut plain);
+        sealed_raw(w, who, to, plain)
+    }
+
+    /// [`sealed_by`] with any plaintext.
+    fn sealed_raw(w: &mut World<Net>, who: &str, to: u8, mut plain: Vec<u8>) -> Vec<u8> {
+        let now = w.now;
+        let client = &mut w.fabric.node_mut(who).client;
+        let kp = client
+            .fuzz_peer_keypair(now, identity(to).id())
+            .expect("keys for the member");
+        let counter = kp.next_counter().unwrap();
+        let mut d = codec::header(Kind::DirectPath).to_vec();
+        d.extend_from_slice(&kp.remote_index.to_be_bytes());
+        d.extend_from_slice(&counter.to_be_bytes());
+        let mut aad = codec::path_aad(Kind::DirectPath).to_vec();
+        aad.extend_from_slice(&d[4..4 + data::HEADER_LEN]);
+        let tag = kp.seal(counter, &aad, &mut plain);
+        d.extend_from_slice(&plain);
+        d.extend_from_slice(&tag);
+        d
+    }
+
+    /// A member that forges its source address sends A pings "from" a
+    /// victim, as fast as it likes: A answers at most PONGS_PER_SEC of them
+    /// a second (each pong a few bytes more than the ping).
+    #[test]
+    fn pings_from_a_spoofed_address_bring_the_victim_few_pongs() {
+        let victim: SocketAddr = "203.0.113.66:53".parse().unwrap();
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.advance(Duration::ZERO);
+        ping(&mut w, "A", 2, 1, Duration::from_millis(100));
+        let since = w.fabric.wire.len();
+        for tx in 0..200 {
+            let bytes = sealed_by(&mut w, "M", 1, &codec::PathMessage::Ping { tx });
+            w.fabric.inject(Datagram {
+                from: victim,
+                to: A,
+                bytes,
+            });
+        }
+        w.advance(Duration::ZERO);
+        let to_victim = w.fabric.wire[since..]
+            .iter()
+            .filter(|d| d.to == victim)
+            .count();
+        assert!(to_victim <= 32 + 1, "{to_victim} datagrams to the victim");
+    }
+
+    /// A member that names the relay's address among its endpoints gets
+    /// no member to send pings to the relay.
+    #[test]
+    fn the_relays_address_is_never_probed() {
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.fabric
+            .node_mut("M")
+            .client
+            .set_local_endpoints(vec![RELAY], vec![]);
+        w.advance(Duration::ZERO);
+        for seq in 1..=10 {
+            ping(&mut w, "A", 2, seq, Duration::from_secs(1));
+        }
+        let probes = w
+            .fabric
+            .wire
+            .iter()
+            .filter(|d| d.to == RELAY && kind(d) == Some(Kind::DirectPath))
+            .count();
+        assert_eq!(probes, 0);
+        assert_eq!(counts(&w.fabric.relay.stats().drops), []);
+    }
+
+    /// Endpoints lifted off the relay leg (the inner part of a PeerPath)
+    /// and sent from elsewhere as a DirectPath (by anyone on the relay's
+    /// path) do not open (each kind has its own associated data), so they
+    /// use up no counter: the genuine ones still arrive through the relay.
+    #[test]
+    fn endpoints_sent_directly_are_refused() {
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.advance(Duration::ZERO);
+        ping(&mut w, "A", 2, 1, Duration::from_millis(100));
+        // M's endpoints change: its next timer round sends them.
+        let now = w.now;
+        let m = &mut w.fabric.node_mut("M").client;
+        m.set_local_endpoints(vec!["192.168.7.2:5000".parse().unwrap()], vec![]);
+        m.handle_timeout(now);
+        let sent = m.transmits_to();
+        let peer_path = sent
+            .iter()
+            .find(|(to, d)| *to == RELAY && codec::peek(d) == Ok(Kind::PeerPath))
+            .expect("M sends its endpoints")
+            .1
+            .clone();
+        let inner = &peer_path[routed::HEADER_LEN..peer_path.len() - TAG_LEN];
+        let mut lifted = codec::header(Kind::DirectPath).to_vec();
+        lifted.extend_from_slice(inner);
+        let before = w.fabric.node("A").client.stats().drops.get(D::Forged);
+        w.inject(Datagram {
+            from: edge_addr(9),
+            to: A,
+            bytes: lifted,
+        });
+        let after = w.fabric.node("A").client.stats().drops.get(D::Forged);
+        assert_eq!(after - before, 1, "refused");
+        w.inject(Datagram {
+            from: B,
+            to: RELAY,
+            bytes: peer_path,
+        });
+        assert_eq!(
+            w.fabric.node("A").client.stats().drops.get(D::Replayed),
+            0,
+            "the genuine ones are taken"
+        );
+    }
+
+    /// Odd input on the direct kinds, from the direct path's address and
+    /// from a stranger: every length around the minimum under a Direct,
+    /// DirectPath or Rejoin header, with a receiver index A knows or not,
+    /// and path plaintexts that open but don't parse. Dropped and counted,
+    /// never a panic, and the path stays.
+    #[test]
+    fn odd_direct_datagrams_are_counted_drops() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        ping(&mut w, "A", 2, 50, Duration::from_millis(100));
+        let known: [u8; 4] = w
+            .fabric
+            .wire
+            .iter()
+            .rev()
+            .find(|d| d.from == B && d.to == A && kind(d) == Some(Kind::Direct))
+            .map(|d| d.bytes[4..8].try_into().unwrap())
+            .unwrap();
+        let mut odd = Vec::new();
+        for k in [Kind::Direct, Kind::DirectPath, Kind::Rejoin] {
+            for len in 0..80usize {
+                for index in [[0xff; 4], known] {
+                    let mut d = codec::header(k).to_vec();
+                    d.extend_from_slice(&index);
+                    d.extend((0..len).map(|i| i as u8));
+                    d.truncate(4 + len);
+                    odd.push(d);
+                }
+            }
+        }
+        for plain in [
+            vec![],
+            vec![1],
+            vec![1, 9],
+            vec![1, 1, 4],
+            vec![2],
+            vec![2, 0, 0, 0, 0, 0, 0, 0],
+            vec![3, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![3, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0],
+            vec![9; 40],
+        ] {
+            odd.push(sealed_raw(&mut w, "B", 1, plain));
+        }
+        let rx = w.fabric.tap_rx.len();
+        let before = w.fabric.node("A").client.stats().datagrams_in;
+        let drops_before = w.fabric.node("A").client.stats().drops.total();
+        let n = odd.len() as u64 * 2;
+        for bytes in odd {
+            for from in [B, edge_addr(9)] {
+                w.fabric.inject(Datagram {
+                    from,
+                    to: A,
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+        w.advance(Duration::ZERO);
+        let stats = w.fabric.node("A").client.stats();
+        assert!(stats.datagrams_in - before >= n);
+        assert!(
+            stats.drops.total() - drops_before >= n - 4,
+            "{:?}",
+            counts(&stats.drops)
+        );
+        assert_eq!(w.fabric.tap_rx.len(), rx, "nothing delivered");
+        assert_eq!(direct_to(&w, "A", 2), Some(B));
     }
 }
