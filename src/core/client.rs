@@ -59,7 +59,6 @@ use crate::core::{
         codec::{
             self, control, cookie_reply, data, direct, peer_init, peer_resp, rejoin, routed,
             uplink_init, uplink_resp, Control, Kind, PathMessage, MAX_ENDPOINTS, MEMBER_ENTRY_LEN,
-            PATH_AAD,
         },
         session::{constant_time_eq, Keypair, Keypairs, Slot, Timers, WallClock},
         Identity, MemberId, MemberPsk, RelayKey,
@@ -88,6 +87,11 @@ const MAC_TAKEN_LOGGED: usize = 1024;
 /// Pings sent per timer round at most, over all members (the round runs
 /// every 250 ms at most): many members probing many peers stay bounded.
 const PINGS_PER_ROUND: usize = 64;
+/// Pings answered per second per member (a member probes at most
+/// `MAX_CANDIDATES` of our addresses a second, plus its keepalive): one
+/// that forges its source address can't aim more pongs than this at a
+/// third party through us.
+const PONGS_PER_SEC: u32 = 32;
 
 /// Timers and limits of a member.
 #[derive(Clone, Debug)]
@@ -269,6 +273,12 @@ struct Peer {
     /// Start of the current second and the initiations answered in it.
     inits: (Option<Instant>, u32),
     path: Path,
+    /// When an unauthenticated hint from its direct path's address (a
+    /// Rejoin, or a Direct under keys we don't have) last made us start a
+    /// handshake.
+    hinted: Option<Instant>,
+    /// Start of the current second and the pings answered in it.
+    pongs: (Option<Instant>, u32),
 }
 
 /// The member list being fetched from the relay.
@@ -323,7 +333,6 @@ pub struct Client {
     overlay_nets: Vec<(IpAddr, u8)>,
     /// Changes when our endpoints do.
     endpoints_gen: u64,
-    next_ping: u64,
     path_actions: Vec<PathAction>,
     /// Start of the current second and the Rejoin hints sent directly in it.
     direct_rejoins: (Option<Instant>, u32),
@@ -388,6 +397,14 @@ impl Outbox {
             contents: &self.buf[start..end],
         })
     }
+}
+
+/// A ping's tx: random, so that no member can answer a ping it did not
+/// see (see [`Path::poll`]).
+fn random_tx() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source (getrandom) failed");
+    u64::from_be_bytes(b)
 }
 
 fn random_index(taken: &FastMap<u32, Owner>) -> u32 {
@@ -457,7 +474,6 @@ impl Client {
             local_endpoints: Vec::new(),
             overlay_nets: Vec::new(),
             endpoints_gen: 0,
-            next_ping: 0,
             path_actions: Vec::new(),
             direct_rejoins: (None, 0),
             next_frame_id: 0,
@@ -514,7 +530,7 @@ impl Client {
     }
 
     /// Fuzzing only: the keypair this member sends to member `id` with.
-    #[cfg(fuzzing)]
+    #[cfg(any(fuzzing, test))]
     pub fn fuzz_peer_keypair(&mut self, now: Instant, id: MemberId) -> Option<&mut Keypair> {
         let timers = self.config.timers;
         self.peers
@@ -927,10 +943,19 @@ impl Client {
             Err(e) => return Err(e.drop_reason()),
         };
         if kind.is_direct() {
+            if !self.config.direct {
+                // Nobody we talk to sends these (we never give endpoints or
+                // ping): a stranger's, or one spoofing a victim's address
+                // for our Rejoin hint.
+                return Err(DropReason::DirectOff);
+            }
             return self.direct(now, from, kind, d, deliver);
         }
         if from != self.relay {
             if kind == Kind::Rejoin {
+                if !self.config.direct {
+                    return Err(DropReason::DirectOff);
+                }
                 return self.direct_rejoin(now, from, codec::be32(d, rejoin::RECEIVER));
             }
             return Err(DropReason::UnknownSender);
@@ -1309,11 +1334,11 @@ impl Client {
                 .find(|(_, p)| p.path.direct() == Some(from))
                 .map(|(id, _)| *id);
             if let Some(id) = id {
-                self.start_peer_handshake(now, id);
+                self.hinted_handshake(now, id);
             }
-            // And tell the sender, as the relay does: it goes back through
-            // the relay at once rather than when its pings go unanswered.
-            // 8 bytes for at least 32; ten a second at most.
+            // And tell the sender, as the relay does: it makes new keys at
+            // once rather than when its pings go unanswered. 8 bytes for at
+            // least 32; ten a second at most.
             if self
                 .direct_rejoins
                 .0
@@ -1337,8 +1362,14 @@ impl Client {
     }
 
     /// A member's direct path says it has no keys for our index (it
-    /// restarted): back through the relay, and a new handshake. Taken only
-    /// from that path's address and for an index of that member's keys.
+    /// restarted): a new handshake (through the relay, once a second at
+    /// most). Taken only from that path's address and for an index of that
+    /// member's keys, but unauthenticated: anyone who sees our Direct
+    /// datagrams knows both, so the hint does not move the path to the
+    /// relay (a stream of them would keep it there). It needn't: the member
+    /// that restarted has no keys for frames through the relay either, and
+    /// once the new ones are made, the direct path carries them (if it
+    /// really died, its pings go unanswered and it falls back).
     fn direct_rejoin(
         &mut self,
         now: Instant,
@@ -1357,15 +1388,33 @@ impl Client {
             })
             .map(|(id, _)| *id)
             .ok_or(DropReason::UnknownSender)?;
-        let change = self.peers.get_mut(&id).and_then(|p| p.path.fall_back(now));
-        self.path_changed(id, change);
-        self.start_peer_handshake(now, id);
+        self.hinted_handshake(now, id);
         Ok(ClientEvent::Nothing)
     }
 
+    /// Starts a handshake with member `id` on an unauthenticated hint from
+    /// its direct path: once a second at most, however many come (a
+    /// handshake that completes leaves none pending, so
+    /// [`Client::start_peer_handshake`]'s own limit would let every hint
+    /// through).
+    fn hinted_handshake(&mut self, now: Instant, id: MemberId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer
+            .hinted
+            .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_RETRY)
+        {
+            return;
+        }
+        peer.hinted = Some(now);
+        self.start_peer_handshake(now, id);
+    }
+
     /// True if `addr` may be a direct path to a member: a unicast address
-    /// of our socket's family, not ours, and not reached through the
-    /// overlay itself (which would carry the overlay inside itself).
+    /// of our socket's family, not ours, not the relay's, and not reached
+    /// through the overlay itself (which would carry the overlay inside
+    /// itself).
     fn usable_candidate(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip();
         let bad = addr.port() == 0
@@ -1374,6 +1423,7 @@ impl Client {
             || ip.is_multicast()
             || addr.is_ipv4() != self.relay.is_ipv4()
             || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+            || addr == self.relay
             || self.observed == Some(addr)
             || self.local_endpoints.contains(&addr)
             || self
@@ -1442,7 +1492,12 @@ impl Client {
         out.extend_from_slice(&kp.remote_index.to_be_bytes());
         out.extend_from_slice(&counter.to_be_bytes());
         out.extend_from_slice(&plain);
-        let aad = path_aad(&out[inner..inner + data::HEADER_LEN]);
+        let kind = if to.is_some() {
+            Kind::DirectPath
+        } else {
+            Kind::PeerPath
+        };
+        let aad = path_aad(kind, &out[inner..inner + data::HEADER_LEN]);
         let tag = kp.seal(counter, &aad, &mut out[inner + data::HEADER_LEN..]);
         out.extend_from_slice(&tag);
         if to.is_none() {
@@ -1469,13 +1524,21 @@ impl Client {
         inner: &[u8],
     ) -> Result<ClientEvent, DropReason> {
         let mut plain = Vec::with_capacity(inner.len());
-        self.open_inner(now, src, inner, true, &mut plain)?;
+        let kind = if from.is_some() {
+            Kind::DirectPath
+        } else {
+            Kind::PeerPath
+        };
+        self.open_inner(now, src, inner, Some(kind), &mut plain)?;
         let message = PathMessage::parse(&plain).map_err(|e| e.drop_reason())?;
         if !self.config.direct {
             return Err(DropReason::DirectOff);
         }
         match (message, from) {
-            (PathMessage::Endpoints(addrs), _) => {
+            // Endpoints come through the relay only (a DirectPath opens
+            // under the same associated data: one lifted off the relay leg
+            // and sent from elsewhere is refused).
+            (PathMessage::Endpoints(addrs), None) => {
                 let addrs: Vec<SocketAddr> = addrs
                     .into_iter()
                     .filter(|a| self.usable_candidate(*a))
@@ -1491,6 +1554,14 @@ impl Client {
                     return Err(DropReason::Loop);
                 }
                 let peer = self.peers.get_mut(&src).ok_or(DropReason::NoSession)?;
+                match peer.pongs.0 {
+                    Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
+                    _ => peer.pongs = (Some(now), 0),
+                }
+                peer.pongs.1 += 1;
+                if peer.pongs.1 > PONGS_PER_SEC {
+                    return Err(DropReason::QueueFull);
+                }
                 peer.path.on_ping(now, from);
                 let pong = PathMessage::Pong { tx, observed: from };
                 self.send_path(now, src, &pong, Some(from))?;
@@ -1648,7 +1719,7 @@ impl Client {
         deliver: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<ClientEvent, DropReason> {
         let mut plain = std::mem::take(&mut self.scratch);
-        let result = match self.open_inner(now, src, inner, false, &mut plain) {
+        let result = match self.open_inner(now, src, inner, None, &mut plain) {
             Ok(()) if plain.is_empty() => Ok(ClientEvent::Nothing),
             Ok(()) => self.frame(now, src, &plain, deliver),
             Err(reason) => Err(reason),
@@ -1658,15 +1729,15 @@ impl Client {
     }
 
     /// Opens the inner part of a Data, Direct, PeerPath or DirectPath
-    /// datagram from `src` into `plain` (`path`: under the path messages'
-    /// associated data). The first datagram under a new keypair confirms
-    /// it and sends what waited for it.
+    /// datagram from `src` into `plain` (`path`: the kind of a path
+    /// message, under its associated data). The first datagram under a new
+    /// keypair confirms it and sends what waited for it.
     fn open_inner(
         &mut self,
         now: Instant,
         src: MemberId,
         inner: &[u8],
-        path: bool,
+        path: Option<Kind>,
         plain: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
         let receiver = codec::be32(inner, data::RECEIVER);
@@ -1690,10 +1761,9 @@ impl Client {
         let (ct, tag) = rest.split_at(rest.len() - codec::TAG_LEN);
         plain.clear();
         plain.extend_from_slice(ct);
-        let opened = if path {
-            kp.open(counter, &path_aad(head), plain, tag)
-        } else {
-            kp.open(counter, head, plain, tag)
+        let opened = match path {
+            Some(kind) => kp.open(counter, &path_aad(kind, head), plain, tag),
+            None => kp.open(counter, head, plain, tag),
         };
         let mut queued = Vec::new();
         if opened.is_ok() && slot == Slot::Next {
@@ -1883,13 +1953,8 @@ impl Client {
             let change = if peer.keypairs.is_empty() {
                 peer.path.reset(now)
             } else {
-                peer.path.poll(
-                    now,
-                    generation,
-                    &mut self.next_ping,
-                    &mut budget,
-                    &mut actions,
-                )
+                peer.path
+                    .poll(now, generation, &mut random_tx, &mut budget, &mut actions)
             };
             self.path_changed(id, change);
             for action in &actions {
@@ -1910,11 +1975,11 @@ impl Client {
     }
 }
 
-/// The associated data of a path message: [`PATH_AAD`], then the inner
-/// header (receiver index and counter).
-fn path_aad(head: &[u8]) -> [u8; 4 + data::HEADER_LEN] {
+/// The associated data of a path message of `kind`: [`codec::path_aad`],
+/// then the inner header (receiver index and counter).
+fn path_aad(kind: Kind, head: &[u8]) -> [u8; 4 + data::HEADER_LEN] {
     let mut aad = [0u8; 4 + data::HEADER_LEN];
-    aad[..4].copy_from_slice(&PATH_AAD);
+    aad[..4].copy_from_slice(&codec::path_aad(kind));
     aad[4..].copy_from_slice(&head[..data::HEADER_LEN]);
     aad
 }

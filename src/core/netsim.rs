@@ -112,6 +112,9 @@ pub(crate) struct Net {
     /// Names of members that are no node (made by hand in a test): address,
     /// member id, name.
     aliases: Vec<(SocketAddr, MemberId, &'static str)>,
+    /// Pairs of addresses between which datagrams are lost (either way):
+    /// a path that stops delivering.
+    pub cut: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl Net {
@@ -129,6 +132,7 @@ impl Net {
             tap_rx: Vec::new(),
             start: Instant::now(),
             aliases: Vec::new(),
+            cut: Vec::new(),
         }
     }
 
@@ -390,6 +394,16 @@ impl Net {
             steps += 1;
             assert!(steps < 100_000, "datagrams do not settle");
             self.wire.push(d.clone());
+            if self
+                .cut
+                .iter()
+                .any(|&(a, b)| (d.from, d.to) == (a, b) || (d.from, d.to) == (b, a))
+            {
+                let label = self.label(&d);
+                let (from, to) = (self.name_of(d.from), self.name_of(d.to));
+                cx.log(format!("{from}→{to} {label}; lost on the way"));
+                continue;
+            }
             if d.to == RELAY {
                 self.deliver_to_relay(cx, d);
             } else {
@@ -2297,5 +2311,614 @@ mod attacks {
             "{:?}",
             counts(&w.fabric.relay.stats().drops)
         );
+    }
+}
+
+/// Direct paths between members (issue 11) through the real engines:
+/// members with the default configuration find each other's addresses
+/// through the relay (the address it sees for them), probe, and send
+/// frames member to member; what an outsider or a member of the network
+/// can make of that.
+#[cfg(test)]
+mod direct_paths {
+    use super::{
+        tests::{counts, edges_with, host, ip},
+        *,
+    };
+    use crate::core::{drop::DropReason as D, sim::Side};
+
+    const A: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 5000);
+    const B: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), 5000);
+
+    fn direct_world(names: &[&'static str]) -> World<Net> {
+        edges_with(RelayConfig::default(), ClientConfig::default(), names)
+    }
+
+    fn kind(d: &Datagram) -> Option<Kind> {
+        codec::peek(&d.bytes).ok()
+    }
+
+    /// The direct address node `of` sends to member number `n` on.
+    fn direct_to(w: &World<Net>, of: &str, n: u8) -> Option<SocketAddr> {
+        let id = identity(n).id();
+        let peers = w.fabric.node(of).client.peers(w.now);
+        peers.iter().find(|p| p.id == id).and_then(|p| p.direct)
+    }
+
+    /// Host `from` pings `to` (sequence `seq`), then time moves `by`.
+    fn ping(w: &mut World<Net>, from: &str, to: u8, seq: u16, by: Duration) {
+        w.act(Side::Overlay, from, |h| h.ping(ip(to), seq));
+        w.advance(by);
+    }
+
+    fn replied(w: &World<Net>, who: &str, seq: u16) -> bool {
+        host(w, who).echo_replies.iter().any(|&(_, s)| s == seq)
+    }
+
+    /// A and B ping each other until both send on a direct path.
+    fn go_direct(w: &mut World<Net>) {
+        w.advance(Duration::ZERO);
+        for seq in 1..=10 {
+            ping(w, "A", 2, seq, Duration::from_millis(500));
+            if direct_to(w, "A", 2) == Some(B) && direct_to(w, "B", 1) == Some(A) {
+                return;
+            }
+        }
+        panic!(
+            "no direct path after 5 s: A→B {:?}, B→A {:?}",
+            direct_to(w, "A", 2),
+            direct_to(w, "B", 1)
+        );
+    }
+
+    #[test]
+    fn frames_go_member_to_member_once_a_probe_is_answered() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        let since = w.fabric.wire.len();
+        for seq in 100..110 {
+            ping(&mut w, "A", 2, seq, Duration::from_millis(200));
+            assert!(replied(&w, "A", seq), "ping {seq}");
+        }
+        let wire = &w.fabric.wire[since..];
+        let count = |from, to, k| {
+            wire.iter()
+                .filter(|d| d.from == from && d.to == to && kind(d) == Some(k))
+                .count()
+        };
+        assert_eq!(
+            wire.iter().filter(|d| kind(d) == Some(Kind::Data)).count(),
+            0,
+            "no frame through the relay"
+        );
+        assert!(
+            count(A, B, Kind::Direct) >= 10,
+            "{}",
+            count(A, B, Kind::Direct)
+        );
+        assert!(
+            count(B, A, Kind::Direct) >= 10,
+            "{}",
+            count(B, A, Kind::Direct)
+        );
+        // Keepalive pings while busy: about one a second each way, no more.
+        assert!(count(A, B, Kind::DirectPath) <= 2 * 3, "{wire:?}");
+        for n in ["A", "B"] {
+            assert_eq!(counts(&w.fabric.node(n).client.stats().drops), [], "{n}");
+        }
+    }
+
+    /// Garbage under a Direct header, a changed tag, a replay (from the
+    /// right address or another): dropped and counted, nothing delivered;
+    /// the genuine datagram still passes after its forgeries.
+    #[test]
+    fn forged_and_replayed_direct_datagrams_deliver_nothing() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        // A fresh Direct from A, sealed but not sent.
+        let frame = crate::core::sim::arp_request(mac_of(1), ip(1), ip(2));
+        let a = &mut w.fabric.node_mut("A").client;
+        a.handle_frame(w.now, &VnetHdr::NONE, &mut frame.clone(), 1500);
+        let sent = a.transmits_to();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, B, "sent on the direct path");
+        let genuine = sent[0].1.clone();
+        assert_eq!(codec::peek(&genuine), Ok(Kind::Direct));
+        let flip = |at: usize| {
+            let mut d = genuine.clone();
+            d[at] ^= 1;
+            d
+        };
+        let mut garbage = codec::header(Kind::Direct).to_vec();
+        garbage.extend((0..40u8).map(|i| i.wrapping_mul(37)));
+        let last = genuine.len() - 1;
+        let dgram = |from, bytes: Vec<u8>| Datagram { from, to: B, bytes };
+        let before = w.fabric.node("B").client.stats().drops.clone();
+        let at_b = |w: &World<Net>| w.fabric.tap_rx.iter().filter(|r| r.0 == "B").count();
+        let rx = at_b(&w);
+        let stranger = edge_addr(9);
+        w.log("-- forgeries and replays of a Direct");
+        w.inject(dgram(A, garbage.clone()));
+        w.inject(dgram(stranger, garbage));
+        w.inject(dgram(A, flip(last)));
+        w.inject(dgram(A, flip(codec::direct::HEADER_LEN + data::HEADER_LEN)));
+        w.inject(dgram(stranger, flip(last)));
+        assert_eq!(at_b(&w), rx, "no forgery delivers");
+        w.inject(dgram(A, genuine.clone()));
+        assert_eq!(at_b(&w), rx + 1, "the genuine one does");
+        w.inject(dgram(A, genuine.clone()));
+        w.inject(dgram(stranger, genuine.clone()));
+        assert_eq!(at_b(&w), rx + 1, "no replay delivers");
+        let drops = w.fabric.node("B").client.stats().drops.clone();
+        let new: Vec<(D, u64)> = drops
+            .nonzero()
+            .map(|(r, n)| (r, n - before.get(r)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(
+            new,
+            [(D::Forged, 3), (D::Replayed, 2), (D::NoSession, 2)],
+            "{:?}",
+            counts(&drops)
+        );
+        // The garbage from A's address is answered with a Rejoin hint; A
+        // takes none for an index it never gave.
+        assert_eq!(direct_to(&w, "A", 2), Some(B), "A keeps its path");
+        assert_eq!(direct_to(&w, "B", 1), Some(A), "B keeps its path");
+    }
+
+    fn mac_of(n: u8) -> crate::core::mac::MacAddr {
+        super::tests::mac(n)
+    }
+
+    /// B restarts (same identity, same address): A's next Direct is
+    /// answered with a Rejoin hint, A goes back through the relay and makes
+    /// new keys, and frames flow again within a second.
+    #[test]
+    fn a_member_that_restarts_is_reached_again_quickly() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        let since = w.fabric.wire.len();
+        let from = w.trace.len();
+        w.restart("B");
+        w.advance(Duration::from_millis(500));
+        assert!(w.fabric.node("B").client.is_registered());
+        assert!(
+            w.fabric.wire[since..]
+                .iter()
+                .any(|d| d.from == B && d.to == A && kind(d) == Some(Kind::Rejoin)),
+            "B hints A directly\n{}",
+            w.trace[from..].join("\n")
+        );
+        for seq in 200..220 {
+            ping(&mut w, "A", 2, seq, Duration::from_millis(500));
+            assert!(replied(&w, "A", seq), "ping {seq}");
+        }
+        assert_eq!(direct_to(&w, "A", 2), Some(B), "direct again");
+    }
+
+    /// The direct path stops delivering (both ways) while A pings B ten
+    /// times a second: within 3.5 s frames go through the relay, and none
+    /// is lost after that.
+    #[test]
+    fn a_dead_direct_path_falls_back_to_the_relay_within_seconds() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        w.log("-- the path between A and B stops delivering");
+        w.fabric.cut.push((A, B));
+        let cut_at = w.now;
+        let mut lost = Vec::new();
+        for seq in 1000..1100u16 {
+            ping(&mut w, "A", 2, seq, Duration::from_millis(100));
+            if !replied(&w, "A", seq) {
+                lost.push((seq, w.now - cut_at));
+            }
+        }
+        let last_lost = lost.last().map(|l| l.1).unwrap_or_default();
+        assert!(
+            last_lost <= Duration::from_millis(3500),
+            "lost after 3.5 s: {lost:?}"
+        );
+        assert_eq!(direct_to(&w, "A", 2), None);
+        assert_eq!(direct_to(&w, "B", 1), None);
+        let stats = w.fabric.node("A").client.stats().path_changes;
+        assert!(stats >= 2, "{stats}");
+    }
+
+    /// A member whose endpoints name a victim's address (here, it says so
+    /// in its own endpoints) makes the members that talk to it ping the
+    /// victim a bounded number of times: count them over a minute.
+    #[test]
+    fn endpoints_naming_a_victim_bring_it_few_pings() {
+        let victim: SocketAddr = "203.0.113.66:53".parse().unwrap();
+        let mut w = direct_world(&["A", "M"]);
+        // M's own address never answers A (behind a symmetric NAT, or on
+        // purpose): A keeps probing M's candidates all along.
+        w.fabric.cut.push((A, B));
+        w.fabric
+            .node_mut("M")
+            .client
+            .set_local_endpoints(vec![victim], vec![]);
+        w.advance(Duration::ZERO);
+        // A and M talk for a minute, once a second.
+        for seq in 1..=60 {
+            ping(&mut w, "A", 2, seq, Duration::from_secs(1));
+        }
+        let to_victim = w.fabric.wire.iter().filter(|d| d.to == victim).count();
+        assert!(to_victim > 0, "the victim was probed at all");
+        // Five rounds at PROBE_FAST, then one every PROBE_SLOW, again
+        // when M sends its endpoints anew (every ENDPOINTS_EVERY).
+        assert!(
+            to_victim <= 16,
+            "{to_victim} pings to the victim in a minute"
+        );
+    }
+
+    /// The endpoints test again, at its worst: M's own address never
+    /// answers (it is cut off from A, as behind a symmetric NAT, or on
+    /// purpose) and M changes its endpoints every second. Each time A hears
+    /// new endpoints, probing of every candidate restarts at its fast pace
+    /// (PROBE_FAST), so the victim gets a ping a second for as long as M
+    /// keeps it up: bounded by that pace (and by MAX_CANDIDATES addresses
+    /// per member), not by the five fast rounds.
+    #[test]
+    fn changing_endpoints_every_second_bring_a_victim_a_ping_a_second_at_most() {
+        let victim: SocketAddr = "203.0.113.66:53".parse().unwrap();
+        let other: SocketAddr = "203.0.113.67:53".parse().unwrap();
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.advance(Duration::ZERO);
+        for seq in 1..=60u16 {
+            let mine = if seq % 2 == 0 {
+                vec![victim]
+            } else {
+                vec![victim, other]
+            };
+            w.fabric
+                .node_mut("M")
+                .client
+                .set_local_endpoints(mine, vec![]);
+            ping(&mut w, "A", 2, seq, Duration::from_secs(1));
+        }
+        assert_eq!(direct_to(&w, "A", 2), None);
+        let to_victim = w.fabric.wire.iter().filter(|d| d.to == victim).count();
+        assert!(
+            to_victim <= 61,
+            "{to_victim} pings to the victim in a minute"
+        );
+        let to_other = w.fabric.wire.iter().filter(|d| d.to == other).count();
+        assert!(to_other <= 61, "{to_other} pings to the other in a minute");
+    }
+
+    /// A member that can spoof source addresses lists a victim among its
+    /// endpoints and answers A's pings to it with pongs it seals itself,
+    /// "from" the victim: if it can guess the ping's tx, A sends it every
+    /// frame (flooded ones too) at the victim. Ping numbers must not be
+    /// guessable: a thousand guesses confirm nothing.
+    #[test]
+    fn a_member_cannot_confirm_a_victims_address_with_guessed_pongs() {
+        let victim: SocketAddr = "203.0.113.66:53".parse().unwrap();
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.fabric
+            .node_mut("M")
+            .client
+            .set_local_endpoints(vec![victim], vec![]);
+        w.advance(Duration::ZERO);
+        for seq in 1..=3u16 {
+            ping(&mut w, "A", 2, seq, Duration::from_millis(500));
+        }
+        assert!(
+            w.fabric.wire.iter().any(|d| d.to == victim),
+            "A probes the victim"
+        );
+        let a = identity(1).id();
+        let now = w.now;
+        let m = &mut w.fabric.node_mut("M").client;
+        let kp = m.fuzz_peer_keypair(now, a).expect("M has keys for A");
+        let mut forged = Vec::new();
+        for tx in 0..1000u64 {
+            let mut plain = Vec::new();
+            codec::PathMessage::Pong { tx, observed: A }.encode(&mut plain);
+            let counter = kp.next_counter().unwrap();
+            let mut d = codec::header(Kind::DirectPath).to_vec();
+            d.extend_from_slice(&kp.remote_index.to_be_bytes());
+            d.extend_from_slice(&counter.to_be_bytes());
+            let mut aad = codec::path_aad(Kind::DirectPath).to_vec();
+            aad.extend_from_slice(&d[4..4 + data::HEADER_LEN]);
+            let tag = kp.seal(counter, &aad, &mut plain);
+            d.extend_from_slice(&plain);
+            d.extend_from_slice(&tag);
+            forged.push(d);
+        }
+        for bytes in forged {
+            w.fabric.inject(Datagram {
+                from: victim,
+                to: A,
+                bytes,
+            });
+        }
+        w.advance(Duration::ZERO);
+        assert_eq!(
+            direct_to(&w, "A", 2),
+            None,
+            "A sends M's frames to the victim"
+        );
+    }
+
+    /// An outsider that sees A's Direct datagrams to B (same Wi-Fi, same
+    /// LAN, on the path) learns B's receiver index and sends A Rejoin hints
+    /// "from" B's address, twice a second: 8 unauthenticated bytes each,
+    /// and Directs under made-up indexes. A makes new keys with B (once a
+    /// second at most, as for the relay's hints) but keeps the direct path:
+    /// no frame goes through the relay, none is lost.
+    #[test]
+    fn forged_rejoin_hints_do_not_move_a_working_path_to_the_relay() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        let since = w.fabric.wire.len();
+        let handshakes = w.fabric.node("A").client.stats().peer_handshakes;
+        for seq in 300..400u16 {
+            if seq % 5 == 0 {
+                let sniffed = w.fabric.wire[since..]
+                    .iter()
+                    .rev()
+                    .find(|d| d.from == A && d.to == B && kind(d) == Some(Kind::Direct))
+                    .map_or([0; 4], |d| d.bytes[4..8].try_into().unwrap());
+                let mut hint = codec::header(Kind::Rejoin).to_vec();
+                hint.extend_from_slice(&sniffed);
+                w.inject(Datagram {
+                    from: B,
+                    to: A,
+                    bytes: hint,
+                });
+                // And a Direct under an index A never gave, "from" B.
+                let mut garbage = codec::header(Kind::Direct).to_vec();
+                garbage.extend([seq as u8; 40]);
+                w.inject(Datagram {
+                    from: B,
+                    to: A,
+                    bytes: garbage,
+                });
+            }
+            ping(&mut w, "A", 2, seq, Duration::from_millis(100));
+            assert!(replied(&w, "A", seq), "ping {seq}");
+            assert_eq!(direct_to(&w, "A", 2), Some(B), "at ping {seq}");
+        }
+        let relayed = w.fabric.wire[since..]
+            .iter()
+            .filter(|d| d.from == A && kind(d) == Some(Kind::Data))
+            .count();
+        assert_eq!(relayed, 0, "frames from A through the relay");
+        let new = w.fabric.node("A").client.stats().peer_handshakes - handshakes;
+        assert!(new <= 11, "{new} handshakes in 10 s");
+    }
+
+    /// A member with direct paths off answers nothing that does not come
+    /// from the relay: no Rejoin hint to a stranger's Direct (or to a
+    /// source address a stranger spoofs).
+    #[test]
+    fn a_member_with_direct_paths_off_ignores_direct_datagrams() {
+        let mut w = edges_with(RelayConfig::default(), relayed(), &["A", "B"]);
+        w.advance(Duration::ZERO);
+        ping(&mut w, "A", 2, 1, Duration::from_millis(100));
+        let since = w.fabric.wire.len();
+        let stranger = edge_addr(9);
+        let mut garbage = codec::header(Kind::Direct).to_vec();
+        garbage.extend([7u8; 40]);
+        w.inject(Datagram {
+            from: stranger,
+            to: B,
+            bytes: garbage,
+        });
+        let mut hint = codec::header(Kind::Rejoin).to_vec();
+        hint.extend([7u8; 4]);
+        w.inject(Datagram {
+            from: stranger,
+            to: B,
+            bytes: hint,
+        });
+        let answers: Vec<_> = w.fabric.wire[since..]
+            .iter()
+            .filter(|d| d.from == B)
+            .collect();
+        assert_eq!(answers, Vec::<&Datagram>::new());
+        assert_eq!(
+            counts(&w.fabric.node("B").client.stats().drops),
+            [(D::DirectOff, 2)]
+        );
+    }
+
+    /// Seals path message `m` as member `who` to member number `to`, as a
+    /// DirectPath datagram (what a member can make with its own keys).
+    fn sealed_by(w: &mut World<Net>, who: &str, to: u8, m: &codec::PathMessage) -> Vec<u8> {
+        let mut plain = Vec::new();
+        m.encode(&mut plain);
+        sealed_raw(w, who, to, plain)
+    }
+
+    /// [`sealed_by`] with any plaintext.
+    fn sealed_raw(w: &mut World<Net>, who: &str, to: u8, mut plain: Vec<u8>) -> Vec<u8> {
+        let now = w.now;
+        let client = &mut w.fabric.node_mut(who).client;
+        let kp = client
+            .fuzz_peer_keypair(now, identity(to).id())
+            .expect("keys for the member");
+        let counter = kp.next_counter().unwrap();
+        let mut d = codec::header(Kind::DirectPath).to_vec();
+        d.extend_from_slice(&kp.remote_index.to_be_bytes());
+        d.extend_from_slice(&counter.to_be_bytes());
+        let mut aad = codec::path_aad(Kind::DirectPath).to_vec();
+        aad.extend_from_slice(&d[4..4 + data::HEADER_LEN]);
+        let tag = kp.seal(counter, &aad, &mut plain);
+        d.extend_from_slice(&plain);
+        d.extend_from_slice(&tag);
+        d
+    }
+
+    /// A member that forges its source address sends A pings "from" a
+    /// victim, as fast as it likes: A answers at most PONGS_PER_SEC of them
+    /// a second (each pong a few bytes more than the ping).
+    #[test]
+    fn pings_from_a_spoofed_address_bring_the_victim_few_pongs() {
+        let victim: SocketAddr = "203.0.113.66:53".parse().unwrap();
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.advance(Duration::ZERO);
+        ping(&mut w, "A", 2, 1, Duration::from_millis(100));
+        let since = w.fabric.wire.len();
+        for tx in 0..200 {
+            let bytes = sealed_by(&mut w, "M", 1, &codec::PathMessage::Ping { tx });
+            w.fabric.inject(Datagram {
+                from: victim,
+                to: A,
+                bytes,
+            });
+        }
+        w.advance(Duration::ZERO);
+        let to_victim = w.fabric.wire[since..]
+            .iter()
+            .filter(|d| d.to == victim)
+            .count();
+        assert!(to_victim <= 32 + 1, "{to_victim} datagrams to the victim");
+    }
+
+    /// A member that names the relay's address among its endpoints gets
+    /// no member to send pings to the relay.
+    #[test]
+    fn the_relays_address_is_never_probed() {
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.fabric
+            .node_mut("M")
+            .client
+            .set_local_endpoints(vec![RELAY], vec![]);
+        w.advance(Duration::ZERO);
+        for seq in 1..=10 {
+            ping(&mut w, "A", 2, seq, Duration::from_secs(1));
+        }
+        let probes = w
+            .fabric
+            .wire
+            .iter()
+            .filter(|d| d.to == RELAY && kind(d) == Some(Kind::DirectPath))
+            .count();
+        assert_eq!(probes, 0);
+        assert_eq!(counts(&w.fabric.relay.stats().drops), []);
+    }
+
+    /// Endpoints lifted off the relay leg (the inner part of a PeerPath)
+    /// and sent from elsewhere as a DirectPath (by anyone on the relay's
+    /// path) do not open (each kind has its own associated data), so they
+    /// use up no counter: the genuine ones still arrive through the relay.
+    #[test]
+    fn endpoints_sent_directly_are_refused() {
+        let mut w = direct_world(&["A", "M"]);
+        w.fabric.cut.push((A, B));
+        w.advance(Duration::ZERO);
+        ping(&mut w, "A", 2, 1, Duration::from_millis(100));
+        // M's endpoints change: its next timer round sends them.
+        let now = w.now;
+        let m = &mut w.fabric.node_mut("M").client;
+        m.set_local_endpoints(vec!["192.168.7.2:5000".parse().unwrap()], vec![]);
+        m.handle_timeout(now);
+        let sent = m.transmits_to();
+        let peer_path = sent
+            .iter()
+            .find(|(to, d)| *to == RELAY && codec::peek(d) == Ok(Kind::PeerPath))
+            .expect("M sends its endpoints")
+            .1
+            .clone();
+        let inner = &peer_path[routed::HEADER_LEN..peer_path.len() - TAG_LEN];
+        let mut lifted = codec::header(Kind::DirectPath).to_vec();
+        lifted.extend_from_slice(inner);
+        let before = w.fabric.node("A").client.stats().drops.get(D::Forged);
+        w.inject(Datagram {
+            from: edge_addr(9),
+            to: A,
+            bytes: lifted,
+        });
+        let after = w.fabric.node("A").client.stats().drops.get(D::Forged);
+        assert_eq!(after - before, 1, "refused");
+        w.inject(Datagram {
+            from: B,
+            to: RELAY,
+            bytes: peer_path,
+        });
+        assert_eq!(
+            w.fabric.node("A").client.stats().drops.get(D::Replayed),
+            0,
+            "the genuine ones are taken"
+        );
+    }
+
+    /// Odd input on the direct kinds, from the direct path's address and
+    /// from a stranger: every length around the minimum under a Direct,
+    /// DirectPath or Rejoin header, with a receiver index A knows or not,
+    /// and path plaintexts that open but don't parse. Dropped and counted,
+    /// never a panic, and the path stays.
+    #[test]
+    fn odd_direct_datagrams_are_counted_drops() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        ping(&mut w, "A", 2, 50, Duration::from_millis(100));
+        let known: [u8; 4] = w
+            .fabric
+            .wire
+            .iter()
+            .rev()
+            .find(|d| d.from == B && d.to == A && kind(d) == Some(Kind::Direct))
+            .map(|d| d.bytes[4..8].try_into().unwrap())
+            .unwrap();
+        let mut odd = Vec::new();
+        for k in [Kind::Direct, Kind::DirectPath, Kind::Rejoin] {
+            for len in 0..80usize {
+                for index in [[0xff; 4], known] {
+                    let mut d = codec::header(k).to_vec();
+                    d.extend_from_slice(&index);
+                    d.extend((0..len).map(|i| i as u8));
+                    d.truncate(4 + len);
+                    odd.push(d);
+                }
+            }
+        }
+        for plain in [
+            vec![],
+            vec![1],
+            vec![1, 9],
+            vec![1, 1, 4],
+            vec![2],
+            vec![2, 0, 0, 0, 0, 0, 0, 0],
+            vec![3, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![3, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0],
+            vec![9; 40],
+        ] {
+            odd.push(sealed_raw(&mut w, "B", 1, plain));
+        }
+        let rx = w.fabric.tap_rx.len();
+        let before = w.fabric.node("A").client.stats().datagrams_in;
+        let drops_before = w.fabric.node("A").client.stats().drops.total();
+        let n = odd.len() as u64 * 2;
+        for bytes in odd {
+            for from in [B, edge_addr(9)] {
+                w.fabric.inject(Datagram {
+                    from,
+                    to: A,
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+        w.advance(Duration::ZERO);
+        let stats = w.fabric.node("A").client.stats();
+        assert!(stats.datagrams_in - before >= n);
+        assert!(
+            stats.drops.total() - drops_before >= n - 4,
+            "{:?}",
+            counts(&stats.drops)
+        );
+        assert_eq!(w.fabric.tap_rx.len(), rx, "nothing delivered");
+        assert_eq!(direct_to(&w, "A", 2), Some(B));
     }
 }

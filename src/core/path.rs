@@ -262,9 +262,9 @@ impl Path {
         })
     }
 
-    /// Goes back to the relay because the direct path failed (the member
-    /// said it has no keys for ours); probing resumes.
-    pub fn fall_back(&mut self, now: Instant) -> Option<PathChange> {
+    /// Goes back to the relay because the direct path stopped answering;
+    /// probing resumes.
+    fn fall_back(&mut self, now: Instant) -> Option<PathChange> {
         self.direct.take()?;
         self.probe = Some((0, now + PROBE_FAST));
         self.changed(now);
@@ -272,13 +272,16 @@ impl Path {
     }
 
     /// Runs the timers. `endpoints` is the generation of our endpoints
-    /// (`None`: we know none yet); `next_tx` numbers pings; `budget` is how
+    /// (`None`: we know none yet); `new_tx` names each ping (it must be
+    /// unguessable: a member that could guess it would answer our ping to
+    /// an address of its choosing, a victim's, with a pong it seals itself
+    /// and spoofs from there, and get our frames sent there); `budget` is how
     /// many pings may still go out in this round (shared by all members).
     pub fn poll(
         &mut self,
         now: Instant,
         endpoints: Option<u64>,
-        next_tx: &mut u64,
+        new_tx: &mut dyn FnMut() -> u64,
         budget: &mut usize,
         actions: &mut Vec<PathAction>,
     ) -> Option<PathChange> {
@@ -299,8 +302,7 @@ impl Path {
         }
         let mut ping = |addr: SocketAddr| {
             *budget = budget.checked_sub(1)?;
-            let tx = *next_tx;
-            *next_tx = next_tx.wrapping_add(1);
+            let tx = new_tx();
             actions.push(PathAction::Ping { addr, tx });
             Some(tx)
         };
@@ -358,7 +360,11 @@ mod tests {
 
     fn poll(p: &mut Path, now: Instant, tx: &mut u64) -> (Vec<PathAction>, Option<PathChange>) {
         let mut actions = Vec::new();
-        let change = p.poll(now, Some(1), tx, &mut 100, &mut actions);
+        let mut new_tx = || {
+            *tx += 1;
+            *tx
+        };
+        let change = p.poll(now, Some(1), &mut new_tx, &mut 100, &mut actions);
         (actions, change)
     }
 
@@ -522,7 +528,11 @@ mod tests {
         }
         let mut actions = Vec::new();
         let mut budget = 5;
-        p.poll(t0, Some(1), &mut tx, &mut budget, &mut actions);
+        let mut new_tx = || {
+            tx += 1;
+            tx
+        };
+        p.poll(t0, Some(1), &mut new_tx, &mut budget, &mut actions);
         assert_eq!(pings(&actions).len(), 5, "the budget caps pings");
         assert_eq!(budget, 0);
         assert_eq!(p.candidates.len(), MAX_CANDIDATES);

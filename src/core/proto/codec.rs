@@ -298,10 +298,15 @@ pub mod direct {
 }
 
 /// Path inner (PeerPath and DirectPath): laid out as a Data inner part,
-/// sealed under the member session with [`PATH_AAD`] then inner bytes 0..12
-/// as associated data, so that no path message opens as a frame or the
-/// other way round. The plaintext is a [`PathMessage`].
-pub const PATH_AAD: [u8; 4] = [VERSION, Kind::PeerPath as u8, 0, 0];
+/// sealed under the member session with [`path_aad`] of its kind then
+/// inner bytes 0..12 as associated data, so that no path message opens as
+/// a frame or the other way round, and none sent through the relay opens
+/// as one sent directly (endpoints lifted off the relay leg and sent from
+/// another address, say) or the other way round. The plaintext is a
+/// [`PathMessage`].
+pub fn path_aad(kind: Kind) -> [u8; 4] {
+    header(kind)
+}
 
 /// Bytes a Data datagram through the relay adds around a fragment's chunk.
 pub const DATA_OVERHEAD: usize = routed::OVERHEAD + data::HEADER_LEN + TAG_LEN + FRAG_HEADER_LEN;
