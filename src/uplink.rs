@@ -91,7 +91,80 @@ fn local_endpoints(
     }
     endpoints.sort();
     endpoints.dedup();
+    // Networks routed through the overlay (a site behind a virtual host,
+    // a default route over it): a member's address there would carry the
+    // overlay inside itself.
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    overlay.extend(overlay_routes(
+        &read("/proc/net/route"),
+        &read("/proc/net/ipv6_route"),
+        overlay_ifaces,
+    ));
     (endpoints, overlay)
+}
+
+/// The destinations (address and prefix length) of the routes through
+/// `ifaces`, from the text of `/proc/net/route` and `/proc/net/ipv6_route`.
+fn overlay_routes(v4: &str, v6: &str, ifaces: &[String]) -> Vec<(IpAddr, u8)> {
+    let mut routes = Vec::new();
+    // Iface Destination Gateway Flags RefCnt Use Metric Mask ...: the
+    // addresses as host-order (little-endian) hex.
+    for line in v4.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(iface), Some(dst), Some(mask)) = (f.first(), f.get(1), f.get(7)) else {
+            continue;
+        };
+        let (Ok(dst), Ok(mask)) = (u32::from_str_radix(dst, 16), u32::from_str_radix(mask, 16))
+        else {
+            continue;
+        };
+        if ifaces.iter().any(|i| i == iface) {
+            let ip = std::net::Ipv4Addr::from(dst.to_le_bytes());
+            routes.push((IpAddr::V4(ip), mask.count_ones() as u8));
+        }
+    }
+    // dst prefix-len src src-len next-hop metric refcnt use flags iface.
+    for line in v6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dst), Some(len), Some(iface)) = (f.first(), f.get(1), f.get(9)) else {
+            continue;
+        };
+        let (Ok(dst), Ok(len)) = (u128::from_str_radix(dst, 16), u8::from_str_radix(len, 16))
+        else {
+            continue;
+        };
+        if ifaces.iter().any(|i| i == iface) {
+            routes.push((IpAddr::V6(std::net::Ipv6Addr::from(dst)), len.min(128)));
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_through_the_overlay_are_read_from_proc() {
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                  eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                  tap0\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                  tap0\t00000A0A\t650000C0\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                  garbage line\n";
+        let v6 = "20010db8000000000000000000000000 20 00000000000000000000000000000000 00 \
+                  00000000000000000000000000000000 00000100 00000001 00000000 00000001 tap0\n\
+                  fe800000000000000000000000000000 40 00000000000000000000000000000000 00 \
+                  00000000000000000000000000000000 00000100 00000002 00000000 00000001 eth0\n";
+        let got = overlay_routes(v4, v6, &["tap0".to_string()]);
+        let want: Vec<(IpAddr, u8)> = vec![
+            ("192.168.0.0".parse().unwrap(), 16),
+            ("10.10.0.0".parse().unwrap(), 16),
+            ("2001:db8::".parse().unwrap(), 32),
+        ];
+        assert_eq!(got, want);
+        assert!(overlay_routes("", "", &["tap0".to_string()]).is_empty());
+    }
 }
 
 /// A connection to the relay.
