@@ -140,33 +140,6 @@ fn overlay_routes(v4: &str, v6: &str, ifaces: &[String]) -> Vec<(IpAddr, u8)> {
     routes
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_through_the_overlay_are_read_from_proc() {
-        let v4 =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                  eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-                  tap0\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
-                  tap0\t00000A0A\t650000C0\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
-                  garbage line\n";
-        let v6 = "20010db8000000000000000000000000 20 00000000000000000000000000000000 00 \
-                  00000000000000000000000000000000 00000100 00000001 00000000 00000001 tap0\n\
-                  fe800000000000000000000000000000 40 00000000000000000000000000000000 00 \
-                  00000000000000000000000000000000 00000100 00000002 00000000 00000001 eth0\n";
-        let got = overlay_routes(v4, v6, &["tap0".to_string()]);
-        let want: Vec<(IpAddr, u8)> = vec![
-            ("192.168.0.0".parse().unwrap(), 16),
-            ("10.10.0.0".parse().unwrap(), 16),
-            ("2001:db8::".parse().unwrap(), 32),
-        ];
-        assert_eq!(got, want);
-        assert!(overlay_routes("", "", &["tap0".to_string()]).is_empty());
-    }
-}
-
 /// A connection to the relay.
 pub struct Uplink {
     client: Client,
@@ -448,5 +421,32 @@ impl Uplink {
             let failed = std::mem::take(&mut self.failed_sends);
             self.client.count_drops(DropReason::SendFailed, failed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_through_the_overlay_are_read_from_proc() {
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                  eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                  tap0\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                  tap0\t00000A0A\t650000C0\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                  garbage line\n";
+        let v6 = "20010db8000000000000000000000000 20 00000000000000000000000000000000 00 \
+                  00000000000000000000000000000000 00000100 00000001 00000000 00000001 tap0\n\
+                  fe800000000000000000000000000000 40 00000000000000000000000000000000 00 \
+                  00000000000000000000000000000000 00000100 00000002 00000000 00000001 eth0\n";
+        let got = overlay_routes(v4, v6, &["tap0".to_string()]);
+        let want: Vec<(IpAddr, u8)> = vec![
+            ("192.168.0.0".parse().unwrap(), 16),
+            ("10.10.0.0".parse().unwrap(), 16),
+            ("2001:db8::".parse().unwrap(), 32),
+        ];
+        assert_eq!(got, want);
+        assert!(overlay_routes("", "", &["tap0".to_string()]).is_empty());
     }
 }
