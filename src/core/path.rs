@@ -128,6 +128,8 @@ pub struct Path {
     endpoints_sent: Option<(Instant, u64)>,
     /// Probing rounds done, and when the next is due.
     probe: Option<(u32, Instant)>,
+    /// When fast probing last restarted for new candidates.
+    fast_since: Option<Instant>,
     changes: u64,
 }
 
@@ -172,24 +174,36 @@ impl Path {
     /// should go back; they count as sent, so two members never answer
     /// each other's answers.
     pub fn on_endpoints(&mut self, now: Instant, addrs: &[SocketAddr], generation: u64) -> bool {
-        self.candidates
-            .retain(|c| c.reflexive && !addrs.contains(&c.addr));
-        for &addr in addrs.iter().rev() {
-            if self.candidates.len() >= MAX_CANDIDATES {
-                self.candidates.pop();
-            }
-            self.candidates.insert(
-                0,
-                Candidate {
-                    addr,
-                    reflexive: false,
-                    ping: None,
+        let fresh = addrs
+            .iter()
+            .any(|a| self.candidates.iter().all(|c| c.addr != *a));
+        // Candidates named again keep their pings in flight.
+        let mut candidates: Vec<Candidate> = addrs
+            .iter()
+            .map(
+                |&addr| match self.candidates.iter().find(|c| c.addr == addr) {
+                    Some(c) => Candidate {
+                        reflexive: false,
+                        ..c.clone()
+                    },
+                    None => Candidate {
+                        addr,
+                        reflexive: false,
+                        ping: None,
+                    },
                 },
-            );
-        }
-        self.candidates.truncate(MAX_CANDIDATES);
-        if self.direct.is_none() {
-            self.probe = Some((0, now));
+            )
+            .collect();
+        candidates.extend(
+            self.candidates
+                .iter()
+                .filter(|c| c.reflexive && !addrs.contains(&c.addr))
+                .cloned(),
+        );
+        candidates.truncate(MAX_CANDIDATES);
+        self.candidates = candidates;
+        if self.direct.is_none() && (fresh || self.probe.is_none()) {
+            self.probe_fast(now);
         }
         let answer = self
             .endpoints_sent
@@ -211,8 +225,24 @@ impl Path {
                 ping: None,
             });
             if self.direct.is_none() {
-                self.probe = Some((0, now));
+                self.probe_fast(now);
             }
+        }
+    }
+
+    /// Probes at once and then at the fast pace, for new candidates; at
+    /// most once per [`PROBE_SLOW`], so that a member naming new addresses
+    /// all the time brings each at most [`PROBE_FAST_ROUNDS`] pings per
+    /// [`PROBE_SLOW`] (else the slow pace goes on).
+    fn probe_fast(&mut self, now: Instant) {
+        if self
+            .fast_since
+            .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_SLOW)
+        {
+            self.fast_since = Some(now);
+            self.probe = Some((0, now));
+        } else if self.probe.is_none() {
+            self.probe = Some((PROBE_FAST_ROUNDS, now));
         }
     }
 
@@ -515,6 +545,28 @@ mod tests {
             to_b = !to_b;
         }
         assert_eq!(answers, 2, "each answers the first it gets, once");
+    }
+
+    /// Endpoints named again (every 30 s, or an answer crossing ours)
+    /// neither lose the pings in flight nor restart fast probing.
+    #[test]
+    fn endpoints_named_again_keep_pings_in_flight() {
+        let t0 = Instant::now();
+        let public = addr("203.0.113.1:1000");
+        let mut p = Path::default();
+        let mut tx = 0;
+        p.on_frame(t0, true);
+        p.on_endpoints(t0, &[public], 1);
+        let (actions, _) = poll(&mut p, t0, &mut tx);
+        let (_, ptx) = pings(&actions)[0];
+        let t1 = t0 + Duration::from_millis(300);
+        p.on_endpoints(t1, &[public], 1);
+        let (actions, _) = poll(&mut p, t1, &mut tx);
+        assert!(pings(&actions).is_empty(), "no new round before PROBE_FAST");
+        assert!(matches!(
+            p.on_pong(t1, public, ptx),
+            Some(PathChange::Direct { .. })
+        ));
     }
 
     #[test]
