@@ -84,9 +84,11 @@ const MAX_MEMBERS: usize = 4096;
 const PEER_INITS_PER_SEC: u32 = 10;
 /// MACs whose takeover attempts are logged (once each).
 const MAC_TAKEN_LOGGED: usize = 1024;
-/// Pings sent per timer round at most, over all members (the round runs
-/// every 250 ms at most): many members probing many peers stay bounded.
-const PINGS_PER_ROUND: usize = 64;
+/// Pings sent per [`PINGS_WINDOW`] at most, over all members: many members
+/// probing many peers stay bounded.
+const PINGS_PER_WINDOW: usize = 64;
+/// See [`PINGS_PER_WINDOW`].
+const PINGS_WINDOW: Duration = Duration::from_millis(250);
 /// Pings answered per second per member (a member probes at most
 /// `MAX_CANDIDATES` of our addresses a second, plus its keepalive): one
 /// that forges its source address can't aim more pongs than this at a
@@ -336,6 +338,8 @@ pub struct Client {
     path_actions: Vec<PathAction>,
     /// Start of the current second and the Rejoin hints sent directly in it.
     direct_rejoins: (Option<Instant>, u32),
+    /// Start of the current [`PINGS_WINDOW`] and the pings sent in it.
+    pings_sent: (Option<Instant>, usize),
     next_frame_id: u32,
     /// Plaintext of the datagram being opened or sealed.
     scratch: Vec<u8>,
@@ -476,6 +480,7 @@ impl Client {
             endpoints_gen: 0,
             path_actions: Vec::new(),
             direct_rejoins: (None, 0),
+            pings_sent: (None, 0),
             next_frame_id: 0,
             scratch: Vec::with_capacity(2048),
             fragment: Vec::with_capacity(2048),
@@ -1942,7 +1947,15 @@ impl Client {
         }
         let generation = (self.observed.is_some() || !self.local_endpoints.is_empty())
             .then_some(self.endpoints_gen);
-        let mut budget = PINGS_PER_ROUND;
+        if self
+            .pings_sent
+            .0
+            .is_none_or(|t| now.saturating_duration_since(t) >= PINGS_WINDOW)
+        {
+            self.pings_sent = (Some(now), 0);
+        }
+        let mut budget = PINGS_PER_WINDOW.saturating_sub(self.pings_sent.1);
+        let budget_then = budget;
         let mut actions = std::mem::take(&mut self.path_actions);
         let ids: Vec<MemberId> = self.peers.keys().copied().collect();
         for id in ids {
@@ -1972,6 +1985,7 @@ impl Client {
             }
         }
         self.path_actions = actions;
+        self.pings_sent.1 += budget_then - budget;
     }
 }
 
