@@ -28,28 +28,19 @@ fn status(ns: &Ns, args: &[&str]) -> Output {
 
 /// `lanbridge status --json` in `ns`, parsed; panics with stderr on failure.
 pub fn status_json(ns: &Ns, extra: &[&str]) -> Status {
+    status_parsed(ns, extra)
+}
+
+/// `lanbridge status --json` in `ns` as plain JSON (fields looked up by
+/// name); panics with stderr on failure.
+pub fn status_value(ns: &Ns) -> serde_json::Value {
+    status_parsed(ns, &[])
+}
+
+fn status_parsed<T: serde::de::DeserializeOwned>(ns: &Ns, extra: &[&str]) -> T {
     let mut args = vec!["--json"];
     args.extend_from_slice(extra);
     let out = status(ns, &args);
-    assert!(
-        out.status.success(),
-        "status in {} failed: {}",
-        ns.name(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status --json: {e}:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// `lanbridge status --json` in `ns` as plain JSON, for fields newer than
-/// the [`Status`] this test binary was built with; panics with stderr on
-/// failure.
-pub fn status_value(ns: &Ns) -> serde_json::Value {
-    let out = status(ns, &["--json"]);
     assert!(
         out.status.success(),
         "status in {} failed: {}",

@@ -769,31 +769,14 @@ impl Client {
                 .keypairs
                 .sending(now, &timers)
                 .ok_or(WireError::Forged)?;
-            let counter = kp.next_counter()?;
-            out.clear();
-            if to.is_some() {
-                out.extend_from_slice(&codec::header(Kind::Direct));
-            } else {
-                let up = uplink.sending(now, &timers).ok_or(WireError::Forged)?;
-                let up_counter = up.next_counter()?;
-                out.extend_from_slice(&codec::header(Kind::Data));
-                out.extend_from_slice(&up.remote_index.to_be_bytes());
-                out.extend_from_slice(&up_counter.to_be_bytes());
-                out.extend_from_slice(&id.0);
-            }
-            let inner = out.len();
-            out.extend_from_slice(&kp.remote_index.to_be_bytes());
-            out.extend_from_slice(&counter.to_be_bytes());
-            out.extend_from_slice(plain);
-            let (head, body) = out.split_at_mut(inner + data::HEADER_LEN);
-            let tag = kp.seal(counter, &head[inner..], body);
-            out.extend_from_slice(&tag);
-            if to.is_none() {
-                let up = uplink.sending(now, &timers).ok_or(WireError::Forged)?;
-                let len = out.len() + codec::TAG_LEN;
-                let relay_tag = up.send_tag(&out[..routed::HEADER_LEN], len);
-                out.extend_from_slice(&relay_tag);
-            }
+            let (kind, up) = match to {
+                Some(_) => (Kind::Direct, None),
+                None => (
+                    Kind::Data,
+                    Some(uplink.sending(now, &timers).ok_or(WireError::Forged)?),
+                ),
+            };
+            write_member_datagram(&mut out, kind, id, up, kp, plain)?;
             stats.datagrams_out += 1;
             outbox.push(&out, to.unwrap_or(relay));
             Ok(())
@@ -1477,45 +1460,21 @@ impl Client {
             .get_mut(&id)
             .and_then(|p| p.keypairs.sending(now, &timers))
             .ok_or(DropReason::NoSession)?;
-        let counter = kp.next_counter().map_err(|e| e.drop_reason())?;
-        let out = &mut self.out;
-        out.clear();
-        if to.is_some() {
-            out.extend_from_slice(&codec::header(Kind::DirectPath));
-        } else {
-            let up = self
-                .uplink
-                .sending(now, &timers)
-                .ok_or(DropReason::NotRegistered)?;
-            let up_counter = up.next_counter().map_err(|e| e.drop_reason())?;
-            out.extend_from_slice(&codec::header(Kind::PeerPath));
-            out.extend_from_slice(&up.remote_index.to_be_bytes());
-            out.extend_from_slice(&up_counter.to_be_bytes());
-            out.extend_from_slice(&id.0);
-        }
-        let inner = out.len();
-        out.extend_from_slice(&kp.remote_index.to_be_bytes());
-        out.extend_from_slice(&counter.to_be_bytes());
-        out.extend_from_slice(&plain);
-        let kind = if to.is_some() {
-            Kind::DirectPath
-        } else {
-            Kind::PeerPath
+        let (kind, up) = match to {
+            Some(_) => (Kind::DirectPath, None),
+            None => (
+                Kind::PeerPath,
+                Some(
+                    self.uplink
+                        .sending(now, &timers)
+                        .ok_or(DropReason::NotRegistered)?,
+                ),
+            ),
         };
-        let aad = path_aad(kind, &out[inner..inner + data::HEADER_LEN]);
-        let tag = kp.seal(counter, &aad, &mut out[inner + data::HEADER_LEN..]);
-        out.extend_from_slice(&tag);
-        if to.is_none() {
-            let up = self
-                .uplink
-                .sending(now, &timers)
-                .ok_or(DropReason::NotRegistered)?;
-            let len = out.len() + codec::TAG_LEN;
-            let relay_tag = up.send_tag(&out[..routed::HEADER_LEN], len);
-            out.extend_from_slice(&relay_tag);
-        }
+        write_member_datagram(&mut self.out, kind, id, up, kp, &plain)
+            .map_err(|e| e.drop_reason())?;
         self.stats.datagrams_out += 1;
-        self.outbox.push(out, to.unwrap_or(self.relay));
+        self.outbox.push(&self.out, to.unwrap_or(self.relay));
         Ok(())
     }
 
@@ -1987,6 +1946,48 @@ impl Client {
         self.path_actions = actions;
         self.pings_sent.1 += budget_then - budget;
     }
+}
+
+/// Writes into `out` a datagram of `kind` for member `id` carrying
+/// `plain` sealed under `kp`, its member session: a direct kind (`up`
+/// None) is the header then the inner part; a routed kind goes through the
+/// relay under `up`, the uplink keypair (routed header first, relay tag
+/// last). Path messages are bound to their kind ([`path_aad`]).
+fn write_member_datagram(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    id: MemberId,
+    mut up: Option<&mut Keypair>,
+    kp: &mut Keypair,
+    plain: &[u8],
+) -> Result<(), WireError> {
+    let counter = kp.next_counter()?;
+    out.clear();
+    out.extend_from_slice(&codec::header(kind));
+    if let Some(up) = up.as_deref_mut() {
+        let up_counter = up.next_counter()?;
+        out.extend_from_slice(&up.remote_index.to_be_bytes());
+        out.extend_from_slice(&up_counter.to_be_bytes());
+        out.extend_from_slice(&id.0);
+    }
+    let inner = out.len();
+    out.extend_from_slice(&kp.remote_index.to_be_bytes());
+    out.extend_from_slice(&counter.to_be_bytes());
+    out.extend_from_slice(plain);
+    let (head, body) = out.split_at_mut(inner + data::HEADER_LEN);
+    let tag = match kind {
+        Kind::PeerPath | Kind::DirectPath => {
+            kp.seal(counter, &path_aad(kind, &head[inner..]), body)
+        }
+        _ => kp.seal(counter, &head[inner..], body),
+    };
+    out.extend_from_slice(&tag);
+    if let Some(up) = up {
+        let len = out.len() + codec::TAG_LEN;
+        let relay_tag = up.send_tag(&out[..routed::HEADER_LEN], len);
+        out.extend_from_slice(&relay_tag);
+    }
+    Ok(())
 }
 
 /// The associated data of a path message of `kind`: [`codec::path_aad`],
