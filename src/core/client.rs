@@ -82,6 +82,9 @@ const RESPONDER_REKEY_DELAY: Duration = Duration::from_secs(10);
 const MAX_MEMBERS: usize = 4096;
 /// Handshake initiations answered per member per second.
 const PEER_INITS_PER_SEC: u32 = 10;
+/// How long a member the relay no longer lists is kept while we reach it
+/// on a direct path (a restarted relay lists members as they come back).
+const UNLISTED_GRACE: Duration = Duration::from_secs(10);
 /// MACs whose takeover attempts are logged (once each).
 const MAC_TAKEN_LOGGED: usize = 1024;
 /// Pings sent per [`PINGS_WINDOW`] at most, over all members: many members
@@ -275,6 +278,9 @@ struct Peer {
     /// Start of the current second and the initiations answered in it.
     inits: (Option<Instant>, u32),
     path: Path,
+    /// When the relay's list stopped naming it (kept for a while since we
+    /// reach it directly; see [`Client::apply_members`]).
+    unlisted_since: Option<Instant>,
     /// When an unauthenticated hint from its direct path's address (a
     /// Rejoin, or a Direct under keys we don't have) last made us start a
     /// handshake.
@@ -1231,7 +1237,7 @@ impl Client {
                 }
                 if let Some(fetch) = self.fetch.take() {
                     self.generation = fetch.generation;
-                    self.apply_members(fetch.entries);
+                    self.apply_members(now, fetch.entries);
                 }
                 Ok(())
             }
@@ -1240,17 +1246,24 @@ impl Client {
     }
 
     /// Takes the relay's member list: new members are added, members no
-    /// longer listed are forgotten with their keys and MACs.
-    fn apply_members(&mut self, entries: Vec<(MemberId, [u8; KEY_LEN])>) {
+    /// longer listed are forgotten with their keys and MACs. A member we
+    /// reach on a direct path gets [`UNLISTED_GRACE`] first: a relay that
+    /// just restarted lists the members as they come back, one by one, and
+    /// a working path should not break for that.
+    fn apply_members(&mut self, now: Instant, entries: Vec<(MemberId, [u8; KEY_LEN])>) {
         let me = self.identity.id();
         let listed: FastMap<MemberId, [u8; KEY_LEN]> =
             entries.into_iter().filter(|(id, _)| *id != me).collect();
-        let gone: Vec<MemberId> = self
-            .peers
-            .keys()
-            .filter(|id| !listed.contains_key(id))
-            .copied()
-            .collect();
+        let mut gone = Vec::new();
+        for (id, peer) in &mut self.peers {
+            if listed.contains_key(id) {
+                peer.unlisted_since = None;
+            } else if peer.path.direct().is_some() {
+                peer.unlisted_since.get_or_insert(now);
+            } else {
+                gone.push(*id);
+            }
+        }
         for id in gone {
             self.forget_peer(id);
             self.events.push_back(MemberEvent::PeerLeft(id));
@@ -1855,6 +1868,20 @@ impl Client {
             {
                 self.ask_members(now, false);
             }
+        }
+        let unlisted: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.unlisted_since.is_some_and(|t| {
+                    p.path.direct().is_none() || now.saturating_duration_since(t) >= UNLISTED_GRACE
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unlisted {
+            self.forget_peer(id);
+            self.events.push_back(MemberEvent::PeerLeft(id));
         }
         let ids: Vec<MemberId> = self.peers.keys().copied().collect();
         for id in ids {

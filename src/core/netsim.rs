@@ -2499,6 +2499,52 @@ mod direct_paths {
         assert_eq!(direct_to(&w, "A", 2), Some(B), "direct again");
     }
 
+    /// The relay restarts while A and B talk directly: they join it again
+    /// one after the other, and the first back gets a member list without
+    /// the other. It keeps the other (it reaches it directly) instead of
+    /// forgetting its keys and path: no ping is lost.
+    #[test]
+    fn a_relay_restart_loses_nothing_on_a_direct_path() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        w.restart_relay();
+        // B reaches the new relay 6 s after A does.
+        w.fabric.cut.push((B, RELAY));
+        for seq in 300..340 {
+            if seq == 324 {
+                w.fabric.cut.clear();
+            }
+            ping(&mut w, "A", 2, seq, Duration::from_millis(250));
+            assert!(replied(&w, "A", seq), "ping {seq}");
+        }
+        assert!(w.fabric.node("A").client.is_registered());
+        assert!(w.fabric.node("B").client.is_registered());
+        assert_eq!(direct_to(&w, "A", 2), Some(B));
+        assert_eq!(w.fabric.relay.peers(w.now).len(), 2);
+        let left = w.trace.iter().filter(|l| l.contains(" left")).count();
+        assert_eq!(left, 0, "a member was forgotten");
+    }
+
+    /// A member the relay stops listing for good (it left, or was
+    /// refused) is forgotten within the grace, direct path or not.
+    #[test]
+    fn an_unlisted_member_on_a_direct_path_is_forgotten_after_the_grace() {
+        let mut w = direct_world(&["A", "B"]);
+        go_direct(&mut w);
+        w.fabric.node_mut("B").up = false;
+        w.fabric.cut.push((A, B));
+        w.advance(Duration::from_secs(40));
+        let ids: Vec<_> = w
+            .fabric
+            .node("A")
+            .client
+            .peers(w.now)
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert!(ids.is_empty(), "A still knows {ids:?}");
+    }
+
     /// The direct path stops delivering (both ways) while A pings B ten
     /// times a second: within 3.5 s frames go through the relay, and none
     /// is lost after that.
