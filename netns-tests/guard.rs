@@ -52,7 +52,17 @@ fn scapy(ns: &Ns, script: &str) {
 /// The bridge's status snapshot, as JSON.
 fn bridge_status(ns: &Ns) -> serde_json::Value {
     let out = ns.run(lanbridge_bin(), &["status", "--json"]);
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        // Said, so that a failing wait tells a status that failed from a
+        // counter that stayed put.
+        eprintln!(
+            "status --json in {}: {e} ({}): {}",
+            ns.short(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::Value::Null
+    })
 }
 
 /// The bridge's drop counter for `reason`.
