@@ -75,8 +75,9 @@ fn drops(ns: &Ns, reason: &str) -> u64 {
 fn wait_for_drops(lab: &Lab, ns: &Ns, reason: &str, n: u64) {
     assert!(
         wait_until(EVENT, || drops(ns, reason) >= n),
-        "the bridge did not count {n} '{reason}' drops (has {}):\n{}",
+        "the bridge did not count {n} '{reason}' drops (has {}); its status: {}\n{}",
         drops(ns, reason),
+        bridge_status(ns),
         lab.logs()
     );
 }
@@ -277,7 +278,18 @@ fn a_lan_host_using_a_virtual_mac_takes_nothing_over() {
             v1 = v1.ip
         ),
     );
-    wait_for_drops(&lab, &t.b.host.ns, "mirror_guard", 10);
+    if !wait_until(EVENT, || drops(&t.b.host.ns, "mirror_guard") >= 10) {
+        let frames = cap.stop().unwrap();
+        let spoofed = frames.iter().filter(|f| f.src() == Some(v1_mac)).count();
+        panic!(
+            "the bridge did not count 10 mirror_guard drops ({}); the LAN switch saw {spoofed} \
+             frames from V1's MAC, {} in all; bridge: {}\n{}",
+            drops(&t.b.host.ns, "mirror_guard"),
+            frames.len(),
+            bridge_status(&t.b.host.ns),
+            lab.logs()
+        );
+    }
     // V1's traffic with the LAN is unharmed, both ways.
     assert_eq!(ping_count(&t.l1.ns, &v1.ip, 5, &[]), 5, "{}", lab.logs());
     assert_eq!(ping_count(&v1.ns, &t.l1.ip, 5, &[]), 5, "{}", lab.logs());
@@ -310,6 +322,15 @@ fn a_virtual_host_cannot_take_a_silent_lan_hosts_address() {
     // L3 is on the LAN at .13 but has sent nothing over IPv4: the bridge
     // has not seen it.
     let l3 = lan_host(&lab, &t.lan, "l3", &lan_ip(13));
+    // L3 answers ARP on the LAN before V2 claims its address (a loaded
+    // machine brings a new port up late: the bridge's probes then went
+    // unanswered and it granted the claim). L1 asks: the bridge sees the
+    // broadcast question, not L3's unicast answer.
+    assert!(
+        wait_until(EVENT, || t.l1.ns.arping("eth0", &l3.ip)),
+        "L3 does not answer ARP on the LAN:\n{}",
+        lab.logs()
+    );
     let cap = t.lan.ns().capture(Switch::BRIDGE).unwrap();
     // V2 is (mis)configured with L3's address and talks.
     let v2 = t.virtual_host(&lab, "v2", 13);
@@ -323,7 +344,8 @@ fn a_virtual_host_cannot_take_a_silent_lan_hosts_address() {
                 .as_u64()
                 .is_some_and(|n| n >= 1)
         }),
-        "the bridge refused no claim:\n{}",
+        "the bridge refused no claim; its status: {}\n{}",
+        bridge_status(&t.b.host.ns)["bridge"],
         lab.logs()
     );
     // The LAN still reaches L3 itself, at L3's MAC.
