@@ -263,6 +263,7 @@ fn a_lan_host_using_a_virtual_mac_takes_nothing_over() {
     assert_ping(&lab, &t.l1.ns, &v1.ip);
     assert_ping(&lab, &v1.ns, &t.l1.ip);
     let cap = t.lan.ns().capture(Switch::BRIDGE).unwrap();
+    let at_b = t.b.host.ns.capture("eth0").unwrap();
     // L2 sends with V1's MAC: broadcast, and unicast to the bridge NIC for
     // V1's address (nothing answers either).
     let b_mac = t.b.host.mac;
@@ -281,11 +282,14 @@ fn a_lan_host_using_a_virtual_mac_takes_nothing_over() {
     if !wait_until(EVENT, || drops(&t.b.host.ns, "mirror_guard") >= 10) {
         let frames = cap.stop().unwrap();
         let spoofed = frames.iter().filter(|f| f.src() == Some(v1_mac)).count();
+        let b_frames = at_b.stop().unwrap();
+        let b_spoofed = b_frames.iter().filter(|f| f.src() == Some(v1_mac)).count();
         panic!(
             "the bridge did not count 10 mirror_guard drops ({}); the LAN switch saw {spoofed} \
-             frames from V1's MAC, {} in all; bridge: {}\n{}",
+             frames from V1's MAC, {} in all; B's eth0 {b_spoofed} of {}; bridge: {}\n{}",
             drops(&t.b.host.ns, "mirror_guard"),
             frames.len(),
+            b_frames.len(),
             bridge_status(&t.b.host.ns),
             lab.logs()
         );
