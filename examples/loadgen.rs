@@ -628,6 +628,22 @@ fn run(args: Args) -> Result<(), String> {
                 .iter()
                 .filter(|m| m.client.is_registered())
                 .count();
+            if (now - t).as_secs() % 5 == 0 {
+                let mut drops: HashMap<&str, u64> = HashMap::new();
+                for m in &g.members {
+                    for (r, n) in m.client.stats().drops.nonzero() {
+                        *drops.entry(r.as_str()).or_default() += n;
+                    }
+                }
+                println!(
+                    "  {:.0} s: started {next}, registered {registered}; received {} cookie \
+                     replies, {} uplink responses, {} other; member drops {drops:?}",
+                    (now - t).as_secs_f64(),
+                    g.counts.cookie_replies,
+                    g.counts.uplink_resps,
+                    g.counts.other_in
+                );
+            }
             if next == rest.len() && registered == g.members.len() {
                 break;
             }
@@ -783,8 +799,10 @@ fn window(g: &mut Gen, active: &[usize]) -> Result<(), String> {
         let tx = (b.datagrams_sent - a.datagrams_sent) as f64 / secs;
         println!(
             "relay counters: received {rx:.0} datagrams/s, sent {tx:.0} datagrams/s; \
-             handshakes +{}, cookies sent +{}, cookie mode {} at end",
+             handshakes +{}, registrations +{}, timeouts +{}, cookies sent +{}, cookie mode {} at end",
             b.handshakes - a.handshakes,
+            b.registrations - a.registrations,
+            b.timeouts - a.timeouts,
             b.cookies_sent - a.cookies_sent,
             if b.cookie_mode { "ON" } else { "off" },
         );
