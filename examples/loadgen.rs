@@ -62,7 +62,7 @@ const USAGE: &str = "\
 loadgen --relay ADDR:PORT --bind IP --key-file NET.KEY [--key-file ...]
         [--members N] [--per-network M] [--active-share S] [--rate R|max]
         [--size BYTES] [--seconds T] [--join-rate J] [--settle SECS]
-        [--flood-rate F] [--flood-mac1 bad|good] [--flood-sources K]
+        [--flood-rate F] [--flood-mac1 bad|good] [--flood-sources K] [--late-joiners L]
         [--relay-pid PID] [--status-cmd 'SHELL COMMAND']
 
 --members N        simulated members (default 100)
@@ -75,7 +75,9 @@ loadgen --relay ADDR:PORT --bind IP --key-file NET.KEY [--key-file ...]
 --settle SECS      keepalives only before the window (default 5)
 --flood-rate F     UplinkInits a second from non-members in the window (default 0)
 --flood-mac1       bad: wrong mac1; good: replayed real initiations (default bad)
---flood-sources K  source sockets of the flood (default 256)";
+--flood-sources K  source sockets of the flood (default 256)
+--late-joiners L   the last L members join only when the window starts
+                   (do members still get in during a flood?)";
 
 #[derive(Debug)]
 struct Args {
@@ -94,6 +96,7 @@ struct Args {
     flood_rate: f64,
     flood_good_mac1: bool,
     flood_sources: usize,
+    late_joiners: usize,
     relay_pid: Option<u32>,
     status_cmd: Option<String>,
 }
@@ -114,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
         flood_rate: 0.0,
         flood_good_mac1: false,
         flood_sources: 256,
+        late_joiners: 0,
         relay_pid: None,
         status_cmd: None,
     };
@@ -150,6 +154,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--flood-sources" => a.flood_sources = v.parse().map_err(|e| bad(&e))?,
+            "--late-joiners" => a.late_joiners = v.parse().map_err(|e| bad(&e))?,
             "--relay-pid" => a.relay_pid = Some(v.parse().map_err(|e| bad(&e))?),
             "--status-cmd" => a.status_cmd = Some(v),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
@@ -167,7 +172,7 @@ fn parse_args() -> Result<Args, String> {
             a.keys.len()
         ));
     }
-    let min = codec::DATA_OVERHEAD + 42 + 1;
+    let min = codec::DATA_OVERHEAD + 42;
     if a.size < min || a.size > 1472 {
         return Err(format!("--size must be {min}..=1472"));
     }
@@ -610,6 +615,9 @@ fn run(args: Args) -> Result<(), String> {
     let rest: Vec<usize> = (0..g.members.len())
         .filter(|i| g.members[*i].partner.is_none())
         .collect();
+    // The last `late_joiners` wait for the window.
+    let late: Vec<usize> = rest[rest.len().saturating_sub(g.args.late_joiners)..].to_vec();
+    let rest = rest[..rest.len() - late.len()].to_vec();
     let mut next = 0;
     let limit = Duration::from_secs_f64(60.0 + rest.len() as f64 / g.args.join_rate * 2.0);
     let end = Instant::now() + limit;
@@ -644,7 +652,7 @@ fn run(args: Args) -> Result<(), String> {
                     g.counts.other_in
                 );
             }
-            if next == rest.len() && registered == g.members.len() {
+            if next == rest.len() && registered == g.members.len() - late.len() {
                 break;
             }
             if now >= end {
@@ -667,10 +675,10 @@ fn run(args: Args) -> Result<(), String> {
     g.run_until(Duration::from_secs_f64(g.args.settle), |_| false);
 
     // Phase 4: the window.
-    window(&mut g, &active)
+    window(&mut g, &active, &late)
 }
 
-fn window(g: &mut Gen, active: &[usize]) -> Result<(), String> {
+fn window(g: &mut Gen, active: &[usize], late: &[usize]) -> Result<(), String> {
     let pid = g.args.relay_pid;
     let st0 = relay_status(&g.args.status_cmd);
     let rss0 = pid.and_then(rss_kib);
@@ -687,6 +695,9 @@ fn window(g: &mut Gen, active: &[usize]) -> Result<(), String> {
     }
     let (mut frames_sent, mut rr, mut flood_rr) = (0u64, 0usize, 0usize);
     let mut next_timers = t0;
+    for &i in late {
+        g.start(i);
+    }
     loop {
         let now = Instant::now();
         let elapsed = now - t0;
@@ -741,8 +752,18 @@ fn window(g: &mut Gen, active: &[usize]) -> Result<(), String> {
         .iter()
         .filter(|m| m.client.is_registered())
         .count();
+    let late_in = late
+        .iter()
+        .filter(|i| g.members[**i].client.is_registered())
+        .count();
 
     println!("--- window: {secs:.1} s");
+    if !late.is_empty() {
+        println!(
+            "late joiners: {late_in} of {} registered within the window",
+            late.len()
+        );
+    }
     println!(
         "members: {} registered of {}; {} active, frames of {} B ({} B datagrams), rate {}",
         registered,

@@ -37,6 +37,7 @@ Options (passed to the generator):
   --flood-rate F      UplinkInits a second from non-members in the window
   --flood-mac1 M      bad (wrong mac1) or good (replayed real initiations)
   --flood-sources K   source sockets of the flood (default 256)
+  --late-joiners L    the last L members join when the window starts
 Own options:
   --no-build          use the binaries already built (target/release)
   --keep-logs DIR     copy the relay's and generator's logs there
@@ -51,7 +52,7 @@ while (($#)); do
     --no-build) BUILD=0; shift ;;
     --keep-logs) KEEP_LOGS=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
     --members | --per-network | --active-share | --rate | --size | --seconds | --join-rate | \
-        --settle | --flood-rate | --flood-mac1 | --flood-sources)
+        --settle | --flood-rate | --flood-mac1 | --flood-sources | --late-joiners)
         (($# >= 2)) || { usage >&2; exit 2; }
         case $1 in
         --members) MEMBERS=$2 ;;

@@ -311,13 +311,21 @@ impl Keypairs {
 
     /// The keypair with `index`, if it is one of ours.
     pub fn find(&mut self, index: u32) -> Option<(Slot, &mut Keypair)> {
-        if let Some(k) = self.current.as_deref_mut().filter(|k| k.local_index == index) {
+        if let Some(k) = self
+            .current
+            .as_deref_mut()
+            .filter(|k| k.local_index == index)
+        {
             return Some((Slot::Current, k));
         }
         if let Some(k) = self.next.as_deref_mut().filter(|k| k.local_index == index) {
             return Some((Slot::Next, k));
         }
-        if let Some(k) = self.previous.as_deref_mut().filter(|k| k.local_index == index) {
+        if let Some(k) = self
+            .previous
+            .as_deref_mut()
+            .filter(|k| k.local_index == index)
+        {
             return Some((Slot::Previous, k));
         }
         None
@@ -334,7 +342,9 @@ impl Keypairs {
 
     /// The keypair to send with, if it may still seal.
     pub fn sending(&mut self, now: Instant, timers: &Timers) -> Option<&mut Keypair> {
-        self.current.as_deref_mut().filter(|k| k.usable(now, timers))
+        self.current
+            .as_deref_mut()
+            .filter(|k| k.usable(now, timers))
     }
 
     /// Erases keypairs past `reject_after`; returns their indexes.
