@@ -35,7 +35,6 @@
 
 use std::{
     collections::HashMap,
-    io::ErrorKind,
     net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     path::PathBuf,
@@ -287,7 +286,9 @@ struct Gen {
     counts: Counts,
     /// In the window: Data datagrams are counted, not opened.
     measuring: bool,
+    /// `RECV_BATCH` slots of `SLOT` bytes.
     buf: Vec<u8>,
+    send_buf: Vec<u8>,
 }
 
 impl Gen {
@@ -305,48 +306,92 @@ impl Gen {
         }
     }
 
+    /// Sends what member `i` has to send to the relay in `sendmmsg` calls
+    /// (datagrams to anywhere else one by one).
+    fn transmit_batched(&mut self, i: usize) {
+        let relay = self.args.relay;
+        let m = &mut self.members[i];
+        let mut flat = std::mem::take(&mut self.send_buf);
+        let mut ends = Vec::with_capacity(64);
+        flat.clear();
+        while let Some(t) = m.client.poll_transmit() {
+            if t.destination == relay {
+                flat.extend_from_slice(t.contents);
+                ends.push(flat.len());
+            } else if m.socket.send_to(t.contents, t.destination).is_ok() {
+                self.counts.sent += 1;
+                self.counts.sent_bytes += t.contents.len() as u64;
+            } else {
+                self.counts.send_errors += 1;
+            }
+        }
+        let mut start = 0;
+        let bufs: Vec<&[u8]> = ends
+            .iter()
+            .map(|&e| {
+                let b = &flat[start..e];
+                start = e;
+                b
+            })
+            .collect();
+        let sent = send_many(m.socket.as_raw_fd(), relay, &bufs);
+        self.counts.sent += sent as u64;
+        self.counts.sent_bytes += bufs[..sent].iter().map(|b| b.len() as u64).sum::<u64>();
+        self.counts.send_errors += (bufs.len() - sent) as u64;
+        self.send_buf = flat;
+    }
+
     /// Waits up to `timeout_ms` and handles what arrived (bounded: 256
     /// ready sockets, 64 datagrams each).
     fn poll_io(&mut self, timeout_ms: i32) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
         let n = self.epoll.wait(&mut events, timeout_ms);
         let now = Instant::now();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut got = Vec::with_capacity(RECV_BATCH);
         for ev in &events[..n] {
             let token = ev.u64 as usize;
-            for _ in 0..64 {
-                let sock = if token < self.members.len() {
-                    &self.members[token].socket
-                } else {
-                    &self.flood[token - self.members.len()]
-                };
-                let (len, from) = match sock.recv_from(&mut self.buf) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => break,
-                };
-                let d = &self.buf[..len];
-                let kind = codec::peek(d).ok();
-                match kind {
-                    Some(Kind::Data) if self.measuring => {
-                        self.counts.data_in += 1;
-                        self.counts.data_in_bytes += len as u64;
-                        continue;
-                    }
-                    Some(Kind::CookieReply) => self.counts.cookie_replies += 1,
-                    Some(Kind::UplinkResp) => self.counts.uplink_resps += 1,
-                    _ => self.counts.other_in += 1,
+            let fd = if token < self.members.len() {
+                self.members[token].socket.as_raw_fd()
+            } else {
+                self.flood[token - self.members.len()].as_raw_fd()
+            };
+            for _ in 0..4 {
+                if recv_many(fd, &mut buf, &mut got) == 0 {
+                    break;
                 }
-                if token >= self.members.len() {
-                    continue;
+                for (k, &(len, from)) in got.iter().enumerate() {
+                    let d = &buf[k * SLOT..k * SLOT + len];
+                    self.handle(now, token, from, d);
                 }
-                let m = &mut self.members[token];
-                let mut deliver = |_: &VnetHdr, _: &[u8]| {};
-                m.client.handle_datagram(now, from, d, &mut deliver);
-                m.client.flush(&mut deliver);
-                while m.client.poll_event().is_some() {}
-                self.transmit(token);
             }
         }
+        self.buf = buf;
+    }
+
+    /// Handles one datagram received on `token`'s socket.
+    fn handle(&mut self, now: Instant, token: usize, from: SocketAddr, d: &[u8]) {
+        let len = d.len();
+        let kind = codec::peek(d).ok();
+        match kind {
+            Some(Kind::Data) if self.measuring => {
+                self.counts.data_in += 1;
+                self.counts.data_in_bytes += len as u64;
+                return;
+            }
+            Some(Kind::CookieReply) => self.counts.cookie_replies += 1,
+            Some(Kind::UplinkResp) => self.counts.uplink_resps += 1,
+            _ => self.counts.other_in += 1,
+        }
+        if token >= self.members.len() {
+            return;
+        }
+        let m = &mut self.members[token];
+        let mut deliver = |_: &VnetHdr, _: &[u8]| {};
+        m.client.handle_datagram(now, from, d, &mut deliver);
+        m.client.flush(&mut deliver);
+        while m.client.poll_event().is_some() {}
+        self.transmit(token);
     }
 
     /// Runs the timers of started members that are due.
@@ -395,6 +440,109 @@ impl Gen {
     }
 }
 
+/// Datagrams taken per `recvmmsg`.
+const RECV_BATCH: usize = 32;
+/// Bytes per received datagram (the relay sends at most 1472).
+const SLOT: usize = 2048;
+
+/// Sends `bufs` to `to` (IPv4) from `fd` with `sendmmsg`; returns how many
+/// were sent.
+fn send_many(fd: i32, to: SocketAddr, bufs: &[&[u8]]) -> usize {
+    let SocketAddr::V4(v4) = to else {
+        return 0;
+    };
+    // SAFETY: sockaddr_in is plain data; all-zero is valid.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = v4.port().to_be();
+    sa.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter()
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: mmsghdr is plain data; all-zero is valid.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = &mut sa as *mut libc::sockaddr_in as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let mut sent = 0;
+    // Bounded: each call sends at least one or the loop ends.
+    while sent < msgs.len() {
+        // SAFETY: every header points at live iovecs, buffers and `sa`.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs[sent..].as_mut_ptr(),
+                (msgs.len() - sent) as libc::c_uint,
+                0,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        sent += n as usize;
+    }
+    sent
+}
+
+/// Receives up to [`RECV_BATCH`] datagrams from `fd` (non-blocking) into
+/// `buf`'s slots; `got` gets (length, source) of each. Returns how many.
+fn recv_many(fd: i32, buf: &mut [u8], got: &mut Vec<(usize, SocketAddr)>) -> usize {
+    got.clear();
+    // SAFETY: plain data; all-zero is valid.
+    let mut addrs: [libc::sockaddr_in; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovs: Vec<libc::iovec> = buf
+        .chunks_exact_mut(SLOT)
+        .take(RECV_BATCH)
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr() as *mut libc::c_void,
+            iov_len: SLOT,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .zip(addrs.iter_mut())
+        .map(|(iov, a)| {
+            // SAFETY: plain data; all-zero is valid.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = a as *mut libc::sockaddr_in as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: every header points at live slots and addresses.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n <= 0 {
+        return 0;
+    }
+    for (m, a) in msgs.iter().zip(addrs.iter()).take(n as usize) {
+        let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+        let from = SocketAddr::from((ip, u16::from_be(a.sin_port)));
+        got.push((m.msg_len as usize, from));
+    }
+    n as usize
+}
+
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -407,10 +555,15 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 
 /// VmRSS of `pid` in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`).
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -560,7 +713,8 @@ fn run(args: Args) -> Result<(), String> {
         epoll,
         counts: Counts::default(),
         measuring: false,
-        buf: vec![0u8; 65536],
+        buf: vec![0u8; RECV_BATCH * SLOT],
+        send_buf: Vec::new(),
     };
 
     // Phase 1: active members join, find each other, learn MACs.
@@ -714,15 +868,19 @@ fn window(g: &mut Gen, active: &[usize], late: &[usize]) -> Result<(), String> {
                 Some(r) => ((elapsed.as_secs_f64() * r) as u64).saturating_sub(frames_sent),
                 None => 64,
             };
-            for _ in 0..due.min(64) {
+            // A burst from one member leaves in one sendmmsg.
+            let burst = due.min(32);
+            if burst > 0 {
                 let i = active[rr % active.len()];
                 rr += 1;
-                let mut f = frames[&i].clone();
-                g.members[i]
-                    .client
-                    .handle_frame(now, &VnetHdr::NONE, &mut f, 1500);
-                g.transmit(i);
-                frames_sent += 1;
+                for _ in 0..burst {
+                    let mut f = frames[&i].clone();
+                    g.members[i]
+                        .client
+                        .handle_frame(now, &VnetHdr::NONE, &mut f, 1500);
+                    frames_sent += 1;
+                }
+                g.transmit_batched(i);
             }
         }
         if g.args.flood_rate > 0.0 && !g.flood_inits.is_empty() {
@@ -744,6 +902,7 @@ fn window(g: &mut Gen, active: &[usize], late: &[usize]) -> Result<(), String> {
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = pid.and_then(cpu_ticks);
     let rss1 = pid.and_then(rss_kib);
+    let hwm = pid.and_then(|p| proc_status_kib(p, "VmHWM:"));
     g.measuring = false;
     let st1 = relay_status(&g.args.status_cmd);
     let c1 = g.counts;
@@ -775,9 +934,11 @@ fn window(g: &mut Gen, active: &[usize], late: &[usize]) -> Result<(), String> {
     );
     if let (Some(a), Some(b)) = (rss0, rss1) {
         println!(
-            "relay RSS: {:.1} MiB at start, {:.1} MiB at end",
+            "relay RSS: {:.1} MiB at start, {:.1} MiB at end; peak since it started \
+             (VmHWM) {:.1} MiB",
             a as f64 / 1024.0,
-            b as f64 / 1024.0
+            b as f64 / 1024.0,
+            hwm.unwrap_or(0) as f64 / 1024.0
         );
     }
     let cpu_pct = match (cpu0, cpu1) {
