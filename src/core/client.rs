@@ -1215,6 +1215,14 @@ impl Client {
                     self.fetch = None;
                     return Err(DropReason::PeerCap);
                 }
+                if *fetch.generation.get_or_insert(generation) == generation
+                    && from < fetch.next_from
+                {
+                    // A late answer to a page asked for again (its first
+                    // answer came): nothing new. Restarting here made
+                    // members behind a slow relay restart without end.
+                    return Ok(());
+                }
                 if *fetch.generation.get_or_insert(generation) != generation
                     || from != fetch.next_from
                 {

@@ -214,6 +214,72 @@ pub fn broadcast_from(i: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::proto::codec::{self, Kind};
+
+    /// Thirty members join while the relay's answers to member 0 take
+    /// 1.5 s (a relay whose queue is deep): member 0 asks for a page again
+    /// after 1 s, and the late answer to the first ask must not restart
+    /// its fetch (found by the load generator at 10 000 members: members
+    /// restarted their fetches without end).
+    #[test]
+    fn late_member_list_answers_do_not_restart_the_fetch() {
+        let key = NetworkKey::from_bytes([5; 32]);
+        let config = ClientConfig {
+            direct: false,
+            ..ClientConfig::default()
+        };
+        let mut net = MemNet::new(&key, 30, config, RelayConfig::default());
+        let control = |d: &InFlight| codec::peek(&d.bytes) == Ok(Kind::Control);
+        let (mut held, mut asked) = (Vec::<(Instant, InFlight)>::new(), Vec::new());
+        let start = net.now;
+        for _ in 0..500 {
+            let now = net.now;
+            for i in 0..net.members.len() {
+                net.members[i].client.handle_timeout(now);
+                net.take_transmits(i);
+            }
+            net.relay.handle_timeout(now);
+            net.drain_relay_pushes();
+            let mut due: Vec<InFlight> = Vec::new();
+            held.retain(|(t, d)| {
+                if *t <= now {
+                    due.push(InFlight {
+                        from: d.from,
+                        to: d.to,
+                        bytes: d.bytes.clone(),
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+            for d in due {
+                net.deliver_one(d);
+            }
+            for _ in 0..100_000 {
+                let Some(d) = net.queue.pop_front() else {
+                    break;
+                };
+                if d.from == member_addr(0) && d.to == RELAY && control(&d) {
+                    asked.push((now - start).as_millis());
+                }
+                if d.from == RELAY && d.to == member_addr(0) && control(&d) {
+                    held.push((now + Duration::from_millis(1500), d));
+                    continue;
+                }
+                net.deliver_one(d);
+            }
+            net.now += Duration::from_millis(10);
+        }
+        assert!(net.members[0].client.is_registered());
+        let peers = net.members[0].client.peers(net.now).len();
+        assert_eq!(peers, 29, "member 0 knows every other member");
+        assert!(
+            asked.len() <= 8,
+            "member 0 sent {} control datagrams in 5 s: {asked:?}",
+            asked.len()
+        );
+    }
 
     /// Three members join, each broadcast reaches both others, and unicast
     /// to a learned MAC reaches only its owner.
