@@ -103,7 +103,8 @@ const PONGS_PER_SEC: u32 = 32;
 pub struct ClientConfig {
     /// Keepalive interval until the relay tells us its own.
     pub keepalive: Duration,
-    /// Interval between uplink handshake attempts while not joined.
+    /// Interval between uplink handshake attempts while not joined; it
+    /// doubles with each unanswered attempt, up to 8 times this.
     pub register_retry: Duration,
     /// Keepalive intervals without a word from the relay before joining again.
     pub dead_after: u32,
@@ -314,6 +315,11 @@ pub struct Client {
     // The uplink.
     uplink: Keypairs,
     uplink_pending: Option<Pending>,
+    /// The uplink initiation before the pending one: index, mac1, sent at
+    /// (a cookie reply may answer it).
+    previous_attempt: Option<(u32, [u8; 16], Instant)>,
+    /// Uplink initiations sent since the last one answered.
+    uplink_attempts: u32,
     cookie: Option<([u8; 16], Instant)>,
     joined: bool,
     keepalive: Duration,
@@ -467,6 +473,8 @@ impl Client {
             relay,
             uplink: Keypairs::default(),
             uplink_pending: None,
+            previous_attempt: None,
+            uplink_attempts: 0,
             cookie: None,
             joined: false,
             last_sent: None,
@@ -991,9 +999,19 @@ impl Client {
         }
     }
 
+    /// How long an uplink initiation waits for its answer: `register_retry`,
+    /// doubled for each unanswered attempt before it, up to 8 times (a relay
+    /// under load that answers in more than a second still gets answered
+    /// attempts; one that is down costs a datagram every 8 s).
+    fn uplink_retry(&self) -> Duration {
+        self.config.register_retry * (1 << self.uplink_attempts.saturating_sub(1).min(3))
+    }
+
     fn start_uplink_handshake(&mut self, now: Instant) {
+        self.uplink_attempts = self.uplink_attempts.saturating_add(1);
         if let Some(p) = self.uplink_pending.take() {
             self.index.remove(&p.index);
+            self.previous_attempt = Some((p.index, p.mac1, p.sent_at));
         }
         let mut payload = self.clock.tai64n(now).to_vec();
         payload.extend_from_slice(&[0; 4]);
@@ -1065,6 +1083,7 @@ impl Client {
             self.index.remove(&i);
         }
         self.last_heard = Some(now);
+        self.uplink_attempts = 0;
         self.stats.uplink_handshakes += 1;
         // Confirms the keys at the relay, and asks for the member list.
         self.send_control(now, Control::Keepalive);
@@ -1079,10 +1098,17 @@ impl Client {
 
     fn cookie_reply(&mut self, d: &[u8]) -> Result<(), DropReason> {
         let receiver = codec::be32(d, cookie_reply::RECEIVER);
-        let pending = self
+        // The answer to our latest initiation, or to the one before: a relay
+        // under load may answer later than we try again, and a cookie is
+        // bound to our address, not to one initiation.
+        let (mac1, sent_at) = self
             .uplink_pending
             .as_ref()
-            .filter(|p| p.index == receiver)
+            .map(|p| (p.index, p.mac1, p.sent_at))
+            .into_iter()
+            .chain(self.previous_attempt)
+            .find(|(index, _, _)| *index == receiver)
+            .map(|(_, mac1, sent_at)| (mac1, sent_at))
             .ok_or(DropReason::NoSession)?;
         let nonce: [u8; 12] = d[cookie_reply::NONCE]
             .try_into()
@@ -1093,7 +1119,7 @@ impl Client {
         self.cookie_aead
             .open_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(&pending.mac1),
+                Aad::from(&mac1),
                 tag,
                 &mut cookie,
                 0..,
@@ -1102,7 +1128,7 @@ impl Client {
         let mut c = [0u8; 16];
         c.copy_from_slice(&cookie);
         // Used at the next attempt (HANDSHAKE_RETRY).
-        self.cookie = Some((c, pending.sent_at));
+        self.cookie = Some((c, sent_at));
         Ok(())
     }
 
@@ -1855,7 +1881,7 @@ impl Client {
         let pending_due = self
             .uplink_pending
             .as_ref()
-            .is_none_or(|p| now.saturating_duration_since(p.sent_at) >= self.config.register_retry);
+            .is_none_or(|p| now.saturating_duration_since(p.sent_at) >= self.uplink_retry());
         let wants_rekey = self
             .uplink
             .current

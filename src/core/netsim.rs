@@ -2017,7 +2017,8 @@ mod attacks {
         assert_eq!(delivered(&w, "T"), 0);
         assert!(w.fabric.tap_rx.iter().all(|(_, f)| f[6..12] != mac(3).0));
         let relay = &w.fabric.relay.stats().drops;
-        assert!(relay.get(D::WrongNetwork) >= 6, "{:?}", counts(relay));
+        // Its initiations (every 1, 2, 4 s) and its frames' datagrams.
+        assert!(relay.get(D::WrongNetwork) >= 3, "{:?}", counts(relay));
         assert_eq!(relay.total(), relay.get(D::WrongNetwork));
         assert!(
             w.fabric.wire.iter().all(|d| d.to != edge_addr(3)),
@@ -2178,8 +2179,9 @@ mod attacks {
             .collect();
         assert_eq!(peers, [identity(1).id()]);
         assert!(w.fabric.node("A").client.peers(w.now).is_empty());
+        // It keeps trying, every 1, 2, 4, then 8 s.
         let refused = w.fabric.relay.stats().drops.get(D::RefusedMember);
-        assert!(refused >= 10, "{refused}");
+        assert!(refused >= 4, "{refused}");
         assert_eq!(
             w.trace
                 .iter()
