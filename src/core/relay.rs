@@ -218,8 +218,6 @@ struct Network {
     timestamps: FastMap<MemberId, [u8; 12]>,
     /// Changes whenever a member joins or leaves.
     generation: u32,
-    /// The generation changed and members were not told yet.
-    announce: bool,
     /// When members were last told.
     announced: Option<Instant>,
 }
@@ -245,6 +243,8 @@ pub struct Relay {
     out: Vec<u8>,
     /// Datagrams the relay sends of its own accord (see [`Relay::poll_transmit`]).
     pushes: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Networks whose member list changed since their members were told.
+    to_announce: HashSet<NetworkId>,
     /// When timers are due next ([`Relay::poll_timeout`]).
     timeout: Instant,
     stats: RelayStats,
@@ -276,7 +276,6 @@ impl Relay {
                     members: FastMap::default(),
                     timestamps: FastMap::default(),
                     generation: 1,
-                    announce: false,
                     announced: None,
                 };
                 (net.key.network_id(), net)
@@ -297,6 +296,7 @@ impl Relay {
             scratch: Vec::with_capacity(2048),
             out: Vec::with_capacity(2048),
             pushes: VecDeque::new(),
+            to_announce: HashSet::new(),
             timeout: Instant::now(),
             stats: RelayStats::default(),
             events: VecDeque::new(),
@@ -565,7 +565,7 @@ impl Relay {
         if !member.confirmed {
             member.confirmed = true;
             net.generation = net.generation.wrapping_add(1);
-            net.announce = true;
+            self.to_announce.insert(network);
             self.stats.registrations += 1;
             self.events.push_back(RelayEvent::Joined {
                 network,
@@ -732,18 +732,25 @@ impl Relay {
     /// joined or left) its new generation, so that they fetch the list at
     /// once rather than at their next keepalive: a KeepaliveAck each, at
     /// most once per `every` per network (the rest waits for the next call).
+    // HOT PATH (called after every datagram: it looks only at the
+    // networks with something to announce)
     fn announce(&mut self, now: Instant, every: Duration) {
+        if self.to_announce.is_empty() {
+            return;
+        }
         let keepalive_secs = self.config.keepalive.as_secs().clamp(1, u16::MAX.into()) as u16;
         let timers = self.config.timers;
-        for net in self.networks.values_mut() {
-            if !net.announce
-                || net
-                    .announced
-                    .is_some_and(|t| now.saturating_duration_since(t) < every)
+        let networks = &mut self.networks;
+        self.to_announce.retain(|id| {
+            let Some(net) = networks.get_mut(id) else {
+                return false;
+            };
+            if net
+                .announced
+                .is_some_and(|t| now.saturating_duration_since(t) < every)
             {
-                continue;
+                return true;
             }
-            net.announce = false;
             net.announced = Some(now);
             let mut plain = Vec::new();
             for m in net.members.values_mut().filter(|m| m.confirmed) {
@@ -763,7 +770,8 @@ impl Relay {
                     self.pushes.push_back((m.addr, out));
                 }
             }
-        }
+            false
+        });
     }
 
     /// Datagrams the relay sends of its own accord (member list changes),
@@ -816,7 +824,7 @@ impl Relay {
             });
             if changed {
                 net.generation = net.generation.wrapping_add(1);
-                net.announce = true;
+                self.to_announce.insert(*network);
             }
         }
         self.told
