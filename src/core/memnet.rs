@@ -182,17 +182,22 @@ impl MemNet {
         }
     }
 
+    /// Runs every timer at `now`, queueing what they send.
+    fn tick(&mut self) {
+        let now = self.now;
+        for i in 0..self.members.len() {
+            self.members[i].client.handle_timeout(now);
+            self.take_transmits(i);
+        }
+        self.relay.handle_timeout(now);
+        self.drain_relay_pushes();
+    }
+
     /// Runs timers and traffic for `dur` of simulated time, in 10 ms steps.
     pub fn run(&mut self, dur: Duration) {
         let end = self.now + dur;
         while self.now < end {
-            let now = self.now;
-            for i in 0..self.members.len() {
-                self.members[i].client.handle_timeout(now);
-                self.take_transmits(i);
-            }
-            self.relay.handle_timeout(now);
-            self.drain_relay_pushes();
+            self.tick();
             self.pump();
             self.now += Duration::from_millis(10);
         }
@@ -231,12 +236,7 @@ mod tests {
         let (mut held, mut sent) = (Vec::<(Instant, InFlight)>::new(), Vec::new());
         while net.now < start + dur {
             let now = net.now;
-            for i in 0..net.members.len() {
-                net.members[i].client.handle_timeout(now);
-                net.take_transmits(i);
-            }
-            net.relay.handle_timeout(now);
-            net.drain_relay_pushes();
+            net.tick();
             let (due, later): (Vec<_>, Vec<_>) = held.drain(..).partition(|(t, _)| *t <= now);
             held = later;
             for (_, d) in due {
