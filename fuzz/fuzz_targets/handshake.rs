@@ -472,8 +472,12 @@ impl Harness {
             .and_then(|kp| common::seal_routed(kp, kind, to, inner))?;
         let from = self.w.members[1].addr;
         match self.w.relay_step(from, &d) {
-            Action::Forward(_, _) => {
-                let d = self.w.inbox.pop_back()?;
+            Action::Forward(_, forwarded) => {
+                // What the relay forwarded, not the inbox's last datagram:
+                // a member list announcement the relay pushed in the same
+                // step comes after it.
+                let at = self.w.inbox.iter().rposition(|q| *q == forwarded)?;
+                let d = self.w.inbox.remove(at)?;
                 Some(self.deliver(&d))
             }
             _ => {
