@@ -732,25 +732,25 @@ impl Relay {
     /// joined or left) its new generation, so that they fetch the list at
     /// once rather than at their next keepalive: a KeepaliveAck each, at
     /// most once per `every` per network (the rest waits for the next call).
-    // HOT PATH (called after every datagram: it looks only at the
-    // networks with something to announce)
+    // HOT PATH (called after every datagram: returns at once unless a
+    // network has a change to announce)
     fn announce(&mut self, now: Instant, every: Duration) {
         if self.to_announce.is_empty() {
             return;
         }
         let keepalive_secs = self.config.keepalive.as_secs().clamp(1, u16::MAX.into()) as u16;
         let timers = self.config.timers;
-        let networks = &mut self.networks;
-        self.to_announce.retain(|id| {
-            let Some(net) = networks.get_mut(id) else {
-                return false;
-            };
-            if net
-                .announced
-                .is_some_and(|t| now.saturating_duration_since(t) < every)
+        // In the networks' own order (the set's is random), so that what
+        // goes out, and a simulation's trace, is the same every run.
+        for (id, net) in self.networks.iter_mut() {
+            if !self.to_announce.contains(id)
+                || net
+                    .announced
+                    .is_some_and(|t| now.saturating_duration_since(t) < every)
             {
-                return true;
+                continue;
             }
+            self.to_announce.remove(id);
             net.announced = Some(now);
             let mut plain = Vec::new();
             for m in net.members.values_mut().filter(|m| m.confirmed) {
@@ -770,8 +770,7 @@ impl Relay {
                     self.pushes.push_back((m.addr, out));
                 }
             }
-            false
-        });
+        }
     }
 
     /// Datagrams the relay sends of its own accord (member list changes),
