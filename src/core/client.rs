@@ -65,6 +65,7 @@ use crate::core::{
     },
     relay::{cookie_aead, seal_control},
     switch::{Route, Switch, SwitchConfig},
+    window::RateWindow,
     wire::{Fragment, NetworkKey, Reassembler, SessionId, WireError},
 };
 
@@ -89,7 +90,7 @@ const UNLISTED_GRACE: Duration = Duration::from_secs(10);
 const MAC_TAKEN_LOGGED: usize = 1024;
 /// Pings sent per [`PINGS_WINDOW`] at most, over all members: many members
 /// probing many peers stay bounded.
-const PINGS_PER_WINDOW: usize = 64;
+const PINGS_PER_WINDOW: u32 = 64;
 /// See [`PINGS_PER_WINDOW`].
 const PINGS_WINDOW: Duration = Duration::from_millis(250);
 /// Pings answered per second per member (a member probes at most
@@ -97,6 +98,8 @@ const PINGS_WINDOW: Duration = Duration::from_millis(250);
 /// that forges its source address can't aim more pongs than this at a
 /// third party through us.
 const PONGS_PER_SEC: u32 = 32;
+/// Rejoin hints sent straight to members' addresses, a second at most.
+const DIRECT_REJOINS_PER_SEC: u32 = 10;
 
 /// Timers and limits of a member.
 #[derive(Clone, Debug)]
@@ -276,8 +279,8 @@ struct Peer {
     handshakes: u64,
     frames_in: u64,
     frames_out: u64,
-    /// Start of the current second and the initiations answered in it.
-    inits: (Option<Instant>, u32),
+    /// Initiations answered this second.
+    inits: RateWindow,
     path: Path,
     /// When the relay's list stopped naming it (kept for a while since we
     /// reach it directly; see [`Client::apply_members`]).
@@ -286,8 +289,8 @@ struct Peer {
     /// Rejoin, or a Direct under keys we don't have) last made us start a
     /// handshake.
     hinted: Option<Instant>,
-    /// Start of the current second and the pings answered in it.
-    pongs: (Option<Instant>, u32),
+    /// Pings answered this second.
+    pongs: RateWindow,
 }
 
 /// The member list being fetched from the relay.
@@ -348,10 +351,10 @@ pub struct Client {
     /// Changes when our endpoints do.
     endpoints_gen: u64,
     path_actions: Vec<PathAction>,
-    /// Start of the current second and the Rejoin hints sent directly in it.
-    direct_rejoins: (Option<Instant>, u32),
-    /// Start of the current [`PINGS_WINDOW`] and the pings sent in it.
-    pings_sent: (Option<Instant>, usize),
+    /// Rejoin hints sent directly this second.
+    direct_rejoins: RateWindow,
+    /// Pings sent in this [`PINGS_WINDOW`].
+    pings_sent: RateWindow,
     next_frame_id: u32,
     /// Plaintext of the datagram being opened or sealed.
     scratch: Vec<u8>,
@@ -493,8 +496,8 @@ impl Client {
             overlay_nets: Vec::new(),
             endpoints_gen: 0,
             path_actions: Vec::new(),
-            direct_rejoins: (None, 0),
-            pings_sent: (None, 0),
+            direct_rejoins: RateWindow::default(),
+            pings_sent: RateWindow::default(),
             next_frame_id: 0,
             scratch: Vec::with_capacity(2048),
             fragment: Vec::with_capacity(2048),
@@ -1376,13 +1379,8 @@ impl Client {
             // least 32; ten a second at most.
             if self
                 .direct_rejoins
-                .0
-                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+                .allow(now, Duration::from_secs(1), DIRECT_REJOINS_PER_SEC)
             {
-                self.direct_rejoins = (Some(now), 0);
-            }
-            if self.direct_rejoins.1 < 10 {
-                self.direct_rejoins.1 += 1;
                 let mut hint = codec::header(Kind::Rejoin).to_vec();
                 hint.extend_from_slice(&receiver.to_be_bytes());
                 self.outbox.push(&hint, from);
@@ -1565,12 +1563,7 @@ impl Client {
                     return Err(DropReason::Loop);
                 }
                 let peer = self.peers.get_mut(&src).ok_or(DropReason::NoSession)?;
-                match peer.pongs.0 {
-                    Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
-                    _ => peer.pongs = (Some(now), 0),
-                }
-                peer.pongs.1 += 1;
-                if peer.pongs.1 > PONGS_PER_SEC {
+                if !peer.pongs.allow(now, Duration::from_secs(1), PONGS_PER_SEC) {
                     return Err(DropReason::QueueFull);
                 }
                 peer.path.on_ping(now, from);
@@ -1610,12 +1603,10 @@ impl Client {
         }
         // Each answer costs a Diffie-Hellman: a member gets a few a second.
         if let Some(p) = self.peers.get_mut(&src) {
-            match p.inits.0 {
-                Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
-                _ => p.inits = (Some(now), 0),
-            }
-            p.inits.1 += 1;
-            if p.inits.1 > PEER_INITS_PER_SEC {
+            if !p
+                .inits
+                .allow(now, Duration::from_secs(1), PEER_INITS_PER_SEC)
+            {
                 return Err(DropReason::HandshakeFailed);
             }
         }
@@ -1967,14 +1958,7 @@ impl Client {
         }
         let generation = (self.observed.is_some() || !self.local_endpoints.is_empty())
             .then_some(self.endpoints_gen);
-        if self
-            .pings_sent
-            .0
-            .is_none_or(|t| now.saturating_duration_since(t) >= PINGS_WINDOW)
-        {
-            self.pings_sent = (Some(now), 0);
-        }
-        let mut budget = PINGS_PER_WINDOW.saturating_sub(self.pings_sent.1);
+        let mut budget = self.pings_sent.left(now, PINGS_WINDOW, PINGS_PER_WINDOW) as usize;
         let budget_then = budget;
         let mut actions = std::mem::take(&mut self.path_actions);
         let ids: Vec<MemberId> = self.peers.keys().copied().collect();
@@ -2005,7 +1989,7 @@ impl Client {
             }
         }
         self.path_actions = actions;
-        self.pings_sent.1 += budget_then - budget;
+        self.pings_sent.add((budget_then - budget) as u32);
     }
 }
 

@@ -25,4 +25,5 @@ pub mod relay;
 #[cfg(test)]
 pub(crate) mod sim;
 pub mod switch;
+pub mod window;
 pub mod wire;

@@ -130,7 +130,6 @@ pub struct Path {
     probe: Option<(u32, Instant)>,
     /// When fast probing last restarted for new candidates.
     fast_since: Option<Instant>,
-    changes: u64,
 }
 
 impl Path {
@@ -147,11 +146,6 @@ impl Path {
     /// When the path last changed.
     pub fn changed_at(&self) -> Option<Instant> {
         self.changed_at
-    }
-
-    /// Times it changed.
-    pub fn changes(&self) -> u64 {
-        self.changes
     }
 
     /// A frame went to the member (`sent`) or came from it.
@@ -279,7 +273,6 @@ impl Path {
 
     fn changed(&mut self, now: Instant) {
         self.changed_at = Some(now);
-        self.changes += 1;
     }
 
     /// Goes back to the relay (direct paths turned off, or the member's
@@ -398,6 +391,19 @@ mod tests {
         (actions, change)
     }
 
+    /// A path made direct at `t0` to `public` (a frame went to the member
+    /// if `sent`, else came from it), and the last ping number used.
+    fn direct_at(t0: Instant, public: SocketAddr, sent: bool) -> (Path, u64) {
+        let mut p = Path::default();
+        let mut tx = 0;
+        p.on_frame(t0, sent);
+        p.on_endpoints(t0, &[public], 1);
+        let (actions, _) = poll(&mut p, t0, &mut tx);
+        let (_, ptx) = pings(&actions)[0];
+        p.on_pong(t0, public, ptx).unwrap();
+        (p, tx)
+    }
+
     fn pings(actions: &[PathAction]) -> Vec<(SocketAddr, u64)> {
         actions
             .iter()
@@ -449,20 +455,14 @@ mod tests {
             "50 ms is not half of 40"
         );
         assert_eq!(p.direct(), Some(public));
-        assert_eq!(p.changes(), 1);
+        assert_eq!(p.changed_at(), Some(t1), "changed once, at the first pong");
     }
 
     #[test]
     fn a_silent_direct_path_falls_back_within_pong_timeout_of_a_ping() {
         let t0 = Instant::now();
         let public = addr("203.0.113.1:1000");
-        let mut p = Path::default();
-        let mut tx = 0;
-        p.on_frame(t0, true);
-        p.on_endpoints(t0, &[public], 1);
-        let (actions, _) = poll(&mut p, t0, &mut tx);
-        let (_, ptx) = pings(&actions)[0];
-        p.on_pong(t0, public, ptx).unwrap();
+        let (mut p, mut tx) = direct_at(t0, public, true);
         // Frames flow, pongs answer: pings every second, no change.
         let mut now = t0;
         for _ in 0..50 {
@@ -505,13 +505,7 @@ mod tests {
     fn idle_paths_are_kept_alive_sparingly_then_dropped() {
         let t0 = Instant::now();
         let public = addr("203.0.113.1:1000");
-        let mut p = Path::default();
-        let mut tx = 0;
-        p.on_frame(t0, false);
-        p.on_endpoints(t0, &[public], 1);
-        let (actions, _) = poll(&mut p, t0, &mut tx);
-        let (_, ptx) = pings(&actions)[0];
-        p.on_pong(t0, public, ptx).unwrap();
+        let (mut p, mut tx) = direct_at(t0, public, false);
         let mut sent = 0;
         let mut now = t0;
         while now < t0 + ACTIVE_FOR - Duration::from_secs(1) {

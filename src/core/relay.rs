@@ -51,6 +51,7 @@ use crate::core::{
         session::{constant_time_eq, Keypair, Keypairs, Slot, Timers},
         MemberId, RelayKey,
     },
+    window::RateWindow,
     wire::{NetworkId, WireError},
 };
 
@@ -204,8 +205,8 @@ struct Member {
     last_seen: Instant,
     rx: u64,
     handshakes: u64,
-    /// Start of the current second and the GetMembers answered in it.
-    lists: (Option<Instant>, u32),
+    /// GetMembers answered this second.
+    lists: RateWindow,
 }
 
 struct Network {
@@ -505,7 +506,7 @@ impl Relay {
             last_seen: now,
             rx: 0,
             handshakes: 0,
-            lists: (None, 0),
+            lists: RateWindow::default(),
         });
         member.handshakes += 1;
         member.addr = from;
@@ -633,12 +634,10 @@ impl Relay {
                 .get_mut(&network)
                 .and_then(|n| n.members.get_mut(&id))
                 .ok_or(DropReason::NoSession)?;
-            match m.lists.0 {
-                Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {}
-                _ => m.lists = (Some(now), 0),
-            }
-            m.lists.1 += 1;
-            if m.lists.1 > MEMBER_LISTS_PER_SEC {
+            if !m
+                .lists
+                .allow(now, Duration::from_secs(1), MEMBER_LISTS_PER_SEC)
+            {
                 return Err(DropReason::QueueFull);
             }
         }
